@@ -1,0 +1,51 @@
+# mnist-pipeline: every command a user needs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON_FOR_VENV ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+# Stages run `python -m stages.<name>`: put the environment's python first on the PATH.
+export PATH := $(BIN):$(PATH)
+export VIRTUAL_ENV := $(abspath $(VENV))
+
+.DEFAULT_GOAL := help
+.PHONY: help setup repro test test-fast lint ui lock clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## Create .venv from requirements.lock (exact versions) and install the project.
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON_FOR_VENV) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+repro: setup ## Run the pipeline (fetch, prepare, train, evaluate); only what changed re-runs.
+	dvc repro
+	dvc metrics show
+
+test: setup ## Run the whole test suite, slow end-to-end tests included (as CI does).
+	python -m pytest
+
+test-fast: setup ## Run only the fast unit tests.
+	python -m pytest -m "not slow"
+
+lint: setup ## Check style and import order with ruff.
+	ruff check .
+
+ui: setup ## Open the MLflow UI for this repository's runs on http://127.0.0.1:5000.
+	mnist-pipeline ui
+
+lock: ## Re-resolve dependencies from pyproject.toml into requirements.lock.
+	rm -rf .lock-venv && $(PYTHON_FOR_VENV) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	{ echo "# Exact versions of every package, tested together on CPython 3.11 (x86_64)."; \
+	  echo "# Regenerate with 'make lock' after changing dependencies in pyproject.toml."; \
+	  .lock-venv/bin/python -m pip freeze --all --exclude-editable \
+	    | grep -v -iE '^(pip|setuptools|mnist-pipeline)=='; } > requirements.lock
+	rm -rf .lock-venv
+
+clean: ## Remove the environment and Python caches (not data, models or runs).
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
