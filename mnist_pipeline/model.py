@@ -1,0 +1,60 @@
+"""The chapter's network, built from params, and the one safe way this project loads a model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Quiet TensorFlow's C++ start-up chatter before anything imports it; users set it to see it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from mnist_pipeline.dataset import NUM_CLASSES  # noqa: E402
+from mnist_pipeline.errors import PipelineError  # noqa: E402
+from mnist_pipeline.params import OptimizerParams, TrainParams  # noqa: E402
+
+
+def make_optimizer(params: OptimizerParams) -> keras.optimizers.RMSprop:
+    return keras.optimizers.RMSprop(
+        learning_rate=params.learning_rate,
+        rho=params.rho,
+        momentum=params.momentum,
+        epsilon=params.epsilon,
+        centered=params.centered,
+    )
+
+
+def build_model(params: TrainParams, input_dim: int) -> keras.Sequential:
+    """Dense(hidden_units, activation) -> Dense(10, softmax), compiled as the chapter does."""
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(input_dim,), dtype="float32"),
+            keras.layers.Dense(params.hidden_units, activation=params.activation, name="hidden"),
+            keras.layers.Dense(NUM_CLASSES, activation="softmax", name="output"),
+        ],
+        name="mnist_mlp",
+    )
+    model.compile(
+        optimizer=make_optimizer(params.optimizer),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def load_model_safely(path: Path) -> keras.Model:
+    """Loads a native `.keras` file in Keras' safe mode, which refuses Lambda layers and any
+    other deserialised Python code; legacy `.h5` files (and anything else) are refused."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise PipelineError(
+            f"{path}: only native .keras model files are loaded, not '{path.suffix}'"
+        )
+    if not path.is_file():
+        raise PipelineError(f"{path}: model file not found; run `dvc repro` to train it")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=True)
+    except ValueError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise PipelineError(f"{path}: refused to load the model ({first_line})") from None

@@ -1,0 +1,55 @@
+"""Figures shared by the stages and the command line: saved as PNG, no window needed."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # Headless: stages run under DVC, in CI and over SSH.
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def confusion_matrix_figure(matrix: np.ndarray, title: str = "Confusion matrix (test set)"):
+    """A labelled heat map of counts, rows = true digit, columns = predicted digit."""
+    figure, axes = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
+    image = axes.imshow(matrix, cmap="Blues")
+    classes = range(len(matrix))
+    axes.set(
+        xticks=list(classes),
+        yticks=list(classes),
+        xlabel="predicted digit",
+        ylabel="true digit",
+        title=title,
+    )
+    threshold = matrix.max() / 2
+    for row in classes:
+        for column in classes:
+            axes.text(
+                column,
+                row,
+                str(matrix[row, column]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if matrix[row, column] > threshold else "black",
+            )
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    return figure
+
+
+def training_curves_figure(history: pd.DataFrame, title: str = "Training curves"):
+    """Loss and accuracy per epoch, side by side, from a table with an `epoch` column."""
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
+        axes.plot(history["epoch"], history[metric], marker="o")
+        axes.set(xlabel="epoch", ylabel=metric, title=f"train {metric}")
+        axes.grid(alpha=0.3)
+    figure.suptitle(title)
+    return figure
+
+
+def save_figure(figure, path) -> None:
+    figure.savefig(path, format="png", dpi=110)
+    plt.close(figure)

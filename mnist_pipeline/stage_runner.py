@@ -1,0 +1,44 @@
+"""What every stage's `main()` shares: logging set-up and turning failures into one line and a
+non-zero exit, which is all DVC looks at."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from mnist_pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _raise_interrupt(signum, frame):
+    # SIGTERM (DVC or a scheduler stopping us) takes the same path as Ctrl-C: the stage's
+    # cleanup runs, MLflow marks the run KILLED, and we exit non-zero.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def run_stage(stage_main: Callable[[list[str] | None], None], argv: list[str] | None = None):
+    """Runs a stage's main; a PipelineError becomes one `error:` line and exit status 2."""
+    configure_logging()
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        stage_main(argv)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("error: interrupted; outputs were removed, run the stage again", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

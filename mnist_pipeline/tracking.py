@@ -1,0 +1,206 @@
+"""Where runs are tracked, and the small file that ties a DVC stage's outputs to its MLflow run.
+
+The default store is a SQLite file at the repository root. DVC runs queued experiments in
+temporary copies of the repository and sets DVC_ROOT to the real one: resolving the store from
+it keeps those runs in the user's store instead of a copy that is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from mnist_pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+STORE_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+# Makes MLflow 3's UI open the experiment on its runs table rather than the GenAI traces view.
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+# Changes that are not code: params are logged with the run, `dvc repro` rewrites dvc.lock and
+# writes a .gitignore beside each output.
+NOT_CODE = ("dvc.lock", "params.yaml", ".gitignore")
+
+
+def repo_root() -> Path:
+    """The user's repository, also from inside a DVC experiment's temporary copy."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    return here
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{repo_root() / STORE_FILE}"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def connect(experiment_name: str) -> str:
+    """Points MLflow at the store, checks it answers, and returns the experiment's id (creating
+    the experiment, with its artifacts under the repository root, on first use)."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        with _fail_fast_http():
+            experiment = mlflow.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            experiment_id = mlflow.create_experiment(
+                experiment_name,
+                artifact_location=_artifact_location(uri, experiment_name),
+                tags=dict([EXPERIMENT_KIND_TAG]),
+            )
+            log.info("created MLflow experiment '%s' in %s", experiment_name, uri)
+            return experiment_id
+        return experiment.experiment_id
+    except Exception as error:  # MLflow raises many types for an unusable store.
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise PipelineError(
+            f"MLflow tracking store {uri} is unusable ({first_line}); fix or unset "
+            "MLFLOW_TRACKING_URI"
+        ) from None
+
+
+@contextlib.contextmanager
+def _fail_fast_http() -> Iterator[None]:
+    """No retries and a short timeout for the first request, so a server that does not answer
+    stops the stage in seconds rather than after MLflow's minutes of retries; later requests
+    keep MLflow's retries for transient errors."""
+    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update({name: saved[name] or value for name, value in settings.items()})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _artifact_location(uri: str, experiment_name: str) -> str | None:
+    """Artifacts of a SQLite store live beside its database file, whatever the working folder
+    (MLflow's default, ./mlruns, would scatter them into DVC's temporary copies); a server
+    chooses for itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///"))
+    return (database.parent / ARTIFACTS_DIR / experiment_name).as_uri()
+
+
+def git_tags(cwd: Path | None = None) -> dict[str, str]:
+    """The commit a run was made from, and whether code differed from it (params and
+    dvc.lock do not count: the run records its params)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        changed = [line[3:] for line in git("status", "--porcelain", "-uall").splitlines()]
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+    dirty = sorted(path for path in changed if Path(path).name not in NOT_CODE)
+    tags = {"git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty))}
+    if dirty:
+        tags["git_dirty_files"] = ", ".join(dirty)[:4000]
+    return tags
+
+
+def environment_tags() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    tags = {
+        "python_version": platform.python_version(),
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "keras_backend": keras.backend.backend(),
+        "mlflow_version": mlflow.__version__,
+    }
+    for variable, tag in (
+        ("DVC_EXP_NAME", "dvc_exp_name"),
+        ("DVC_EXP_BASELINE_REV", "dvc_baseline_rev"),
+    ):
+        if os.environ.get(variable):
+            tags[tag] = os.environ[variable]
+    return tags
+
+
+def log_history(history: dict[str, list[float]], prefix: str) -> None:
+    """Logs per-epoch curves (step = epoch, from 1) in one request rather than one per value."""
+    from mlflow.entities import Metric
+
+    run_id = mlflow.active_run().info.run_id
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{prefix}{name}", value, now, epoch)
+        for name, values in history.items()
+        for epoch, value in enumerate(values, start=1)
+    ]
+    MlflowClient().log_batch(run_id, metrics=metrics)
+
+
+def log_dataset(features, targets, path: Path, name: str, context: str) -> None:
+    """Logs arrays as an MLflow dataset input (MLflow computes its digest) of the active run."""
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source class twice and warns that a plain path is
+        # ambiguous between the two identical candidates.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset = mlflow.data.from_numpy(features, targets=targets, source=str(path), name=name)
+    mlflow.log_input(dataset, context=context)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What `train` leaves for `evaluate`: the run to log into. DVC tracks this file, so a run
+    restored from DVC's run-cache still points at the run that produced its model."""
+
+    run_id: str
+    experiment_id: str
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> RunRecord:
+        try:
+            return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise PipelineError(f"{path}: not found; run the train stage (`dvc repro`)") from None
+        except (json.JSONDecodeError, TypeError) as error:
+            raise PipelineError(
+                f"{path}: not a run record ({error}); run `dvc repro -f train`"
+            ) from None
+
+
+def require_run(run_id: str) -> mlflow.entities.Run:
+    """The logged run, or an error saying how to recreate it."""
+    try:
+        return MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise PipelineError(
+            f"MLflow run {run_id} is not in the store {tracking_uri()}; it was deleted or logged "
+            "to another store: run `dvc repro -f train` to train and log it again"
+        ) from None
