@@ -1,0 +1,163 @@
+"""Shared fixtures: the real params.yaml, and tiny generated stand-ins for MNIST.
+
+Unit tests run on a few dozen generated images; only tests marked `slow` touch real data,
+real DVC or a real MLflow server.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ruamel.yaml import YAML
+
+from mnist_pipeline import dataset
+from mnist_pipeline.dataset import MnistArrays
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY_TRAIN, TINY_TEST = 48, 16
+
+
+@pytest.fixture(scope="session")
+def default_params() -> dict:
+    """params.yaml as committed, as a plain tree (copy it before changing it)."""
+    return YAML(typ="safe", pure=True).load((REPO_ROOT / "params.yaml").read_text())
+
+
+@pytest.fixture
+def params_tree(default_params) -> dict:
+    """A fresh, mutable copy of the committed params."""
+    return copy.deepcopy(default_params)
+
+
+def write_params(path: Path, tree: dict) -> Path:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    with path.open("w") as stream:
+        yaml.dump(tree, stream)
+    return path
+
+
+def make_tiny_mnist(seed: int = 0) -> MnistArrays:
+    """MNIST-shaped uint8 images and labels, small enough to train on in a second."""
+    rng = np.random.default_rng(seed)
+    side = dataset.IMAGE_SIDE
+    return MnistArrays(
+        x_train=rng.integers(0, 256, (TINY_TRAIN, side, side), dtype=np.uint8),
+        y_train=(np.arange(TINY_TRAIN) % 10).astype(np.uint8),
+        x_test=rng.integers(0, 256, (TINY_TEST, side, side), dtype=np.uint8),
+        y_test=(np.arange(TINY_TEST) % 10).astype(np.uint8),
+    )
+
+
+@pytest.fixture
+def tiny_mnist(monkeypatch) -> MnistArrays:
+    """Tiny arrays that `dataset.verify_mnist` accepts as if they were MNIST."""
+    arrays = make_tiny_mnist()
+    monkeypatch.setattr(
+        dataset,
+        "ARRAY_SHA256",
+        {name: dataset.array_sha256(array) for name, array in arrays._asdict().items()},
+    )
+    monkeypatch.setattr(
+        dataset,
+        "EXPECTED_SHAPES",
+        {name: array.shape for name, array in arrays._asdict().items()},
+    )
+    return arrays
+
+
+def save_npz(path: Path, arrays: MnistArrays) -> Path:
+    np.savez(path, **arrays._asdict())
+    return path
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch) -> str:
+    """A private SQLite MLflow store for one test."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    return uri
+
+
+@pytest.fixture
+def tiny_params(tmp_path, params_tree) -> Path:
+    """params.yaml shrunk for a tiny network that trains in about a second."""
+    params_tree["train"].update({"hidden_units": 16, "epochs": 2, "batch_size": 16})
+    params_tree["mlflow"]["experiment_name"] = "tests"
+    return write_params(tmp_path / "params.yaml", params_tree)
+
+
+@pytest.fixture
+def prepared_tiny(tmp_path) -> dict[str, Path]:
+    """The prepare stage's outputs for the tiny data set, as the train and evaluate stages
+    read them."""
+    from stages.prepare import prepare_split
+
+    arrays = make_tiny_mnist()
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    paths = {}
+    for split, images, labels in (
+        ("train", arrays.x_train, arrays.y_train),
+        ("test", arrays.x_test, arrays.y_test),
+    ):
+        features, targets, attributes = prepare_split(images, labels)
+        paths[split] = folder / f"{split}.npz"
+        np.savez(paths[split], x=features, y=targets)
+        paths[f"{split}_attributes"] = folder / f"{split}_attributes.json"
+        paths[f"{split}_attributes"].write_text(json.dumps(attributes))
+    return paths
+
+
+def train_argv(tmp_path: Path, params: Path, prepared: dict[str, Path]) -> list[str]:
+    out = tmp_path / "out"
+    return [
+        "--params",
+        str(params),
+        "--train",
+        str(prepared["train"]),
+        "--train-attributes",
+        str(prepared["train_attributes"]),
+        "--model",
+        str(out / "model.keras"),
+        "--history",
+        str(out / "history.csv"),
+        "--run-record",
+        str(out / "run.json"),
+    ]
+
+
+def evaluate_argv(tmp_path: Path, params: Path, prepared: dict[str, Path]) -> list[str]:
+    out, reports = tmp_path / "out", tmp_path / "reports"
+    return [
+        "--params",
+        str(params),
+        "--test",
+        str(prepared["test"]),
+        "--test-attributes",
+        str(prepared["test_attributes"]),
+        "--model",
+        str(out / "model.keras"),
+        "--history",
+        str(out / "history.csv"),
+        "--run-record",
+        str(out / "run.json"),
+        "--metrics",
+        str(reports / "metrics.json"),
+        "--report",
+        str(reports / "report.json"),
+        "--confusion",
+        str(reports / "confusion.csv"),
+        "--confusion-png",
+        str(reports / "confusion.png"),
+        "--curves-png",
+        str(reports / "curves.png"),
+    ]

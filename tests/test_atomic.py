@@ -1,0 +1,45 @@
+"""Outputs appear whole or not at all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mnist_pipeline.atomic import atomic_outputs, write_json
+
+
+def test_outputs_appear_only_when_the_block_succeeds(tmp_path):
+    finals = [tmp_path / "a.json", tmp_path / "sub" / "b.keras"]
+    with atomic_outputs(*finals) as temporaries:
+        for temporary in temporaries:
+            assert temporary.parent == finals[temporaries.index(temporary)].parent
+            assert temporary.name.startswith(".tmp-")
+            temporary.write_text("done")
+        assert not any(final.exists() for final in finals)
+    assert [final.read_text() for final in finals] == ["done", "done"]
+    assert finals[1].suffix == ".keras" and temporaries[1].suffix == ".keras"
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.json", "b.keras"]
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_failure_leaves_no_output_not_even_an_old_one(tmp_path, failure):
+    final = tmp_path / "model.keras"
+    final.write_text("stale model from an earlier run")
+    with pytest.raises(type(failure)), atomic_outputs(final) as (temporary,):
+        temporary.write_text("half written")
+        raise failure
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_the_block_forgot_is_an_error(tmp_path):
+    outputs = atomic_outputs(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(RuntimeError, match="did not write its output"), outputs as (first, _):
+        first.write_text("only one")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_json_is_stable(tmp_path):
+    write_json(tmp_path / "m.json", {"b": 1, "a": 0.5})
+    assert (tmp_path / "m.json").read_text() == '{\n  "a": 0.5,\n  "b": 1\n}\n'
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": 0.5, "b": 1}

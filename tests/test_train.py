@@ -1,0 +1,140 @@
+"""train: the chapter's network from params, deterministic, logged whole to MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import train_argv
+from mnist_pipeline.params import load_params
+from stages import train
+
+
+@pytest.fixture
+def tiny_train_params(tiny_params):
+    return load_params(tiny_params)
+
+
+def test_network_matches_params(tiny_train_params):
+    from mnist_pipeline.model import build_model
+
+    model = build_model(tiny_train_params.train, input_dim=784)
+    hidden, output = model.layers
+    assert (hidden.units, hidden.activation.__name__) == (16, "relu")
+    assert (output.units, output.activation.__name__) == (10, "softmax")
+    config = model.optimizer.get_config()
+    assert type(model.optimizer).__name__ == "RMSprop"
+    assert config["rho"] == 0.9 and config["momentum"] == 0.0 and config["centered"] is False
+    assert config["learning_rate"] == pytest.approx(0.001)
+    assert config["epsilon"] == pytest.approx(1e-7)
+    assert model.count_params() == 784 * 16 + 16 + 16 * 10 + 10
+
+
+def test_one_short_training_learns_and_reports_history(prepared_tiny, tiny_train_params):
+    features, targets = train.load_split(prepared_tiny["train"])
+    model, history = train.train_model(features, targets, tiny_train_params.train, seed=1)
+    assert set(history) == {"loss", "accuracy"}
+    assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
+    table = train.history_table(history)
+    assert table.columns[0] == "epoch" and set(table.columns) == {"epoch", "loss", "accuracy"}
+    assert table["epoch"].tolist() == [1, 2]
+
+
+def test_same_seed_same_weights_other_seed_other_weights(prepared_tiny, tiny_train_params):
+    features, targets = train.load_split(prepared_tiny["train"])
+    digests = [
+        train.weights_sha256(train.train_model(features, targets, tiny_train_params.train, s)[0])
+        for s in (7, 7, 8)
+    ]
+    assert digests[0] == digests[1] != digests[2]
+
+
+def test_main_logs_the_run_and_writes_outputs(tmp_path, tiny_params, prepared_tiny, mlflow_store):
+    import mlflow
+
+    argv = train_argv(tmp_path, tiny_params, prepared_tiny)
+    train.main(argv)
+    out = tmp_path / "out"
+    record = json.loads((out / "run.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "model.keras", "run.json"]
+    assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [1, 2]
+
+    client = mlflow.MlflowClient(mlflow_store)
+    run = client.get_run(record["run_id"])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["train.optimizer.learning_rate"] == "0.001"
+    assert params["train.hidden_units"] == "16" and params["base.seed"] == "42"
+    assert params["keras.optimizer.rho"] == "0.9"
+    assert params["keras.optimizer.centered"] == "False"
+    assert params["data.train_samples"] == "48"
+    assert "prepare.test_samples" not in params  # evaluate's business, logged as a tag there
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert steps == [1, 2]
+    tags = run.data.tags
+    for tag in (
+        "git_commit",
+        "git_dirty",
+        "python_version",
+        "tensorflow_version",
+        "keras_version",
+        "weights_sha256",
+    ):
+        assert tag in tags
+    inputs = run.inputs.dataset_inputs
+    assert [i.dataset.name for i in inputs] == ["mnist-train"] and inputs[0].dataset.digest
+
+    experiment = client.get_experiment(record["experiment_id"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    model_uri = f"runs:/{record['run_id']}/model"
+    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    features, _ = train.load_split(prepared_tiny["test"])
+    probabilities = np.asarray(pyfunc.predict(features))
+    assert probabilities.shape == (16, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    signature = pyfunc.metadata.signature.to_dict()
+    assert "784" in signature["inputs"] and "float32" in signature["inputs"]
+
+
+def test_failure_mid_training_marks_run_failed_and_leaves_nothing(
+    tmp_path, tiny_params, prepared_tiny, mlflow_store, monkeypatch
+):
+    import mlflow
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("simulated crash in the middle of training")
+
+    monkeypatch.setattr(train, "train_model", explode)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.main(train_argv(tmp_path, tiny_params, prepared_tiny))
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    client = mlflow.MlflowClient(mlflow_store)
+    experiment = client.get_experiment_by_name("tests")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [run.info.status for run in runs] == ["FAILED"]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["sqlite:///{tmp}/a-file/mlflow.db", "notascheme://nowhere", "http://127.0.0.1:9"],
+    ids=["sqlite-under-a-file", "unknown-scheme", "server-not-answering"],
+)
+def test_unusable_store_fails_before_training(
+    tmp_path, tiny_params, prepared_tiny, monkeypatch, uri
+):
+    from mnist_pipeline.errors import PipelineError
+
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.format(tmp=tmp_path))
+
+    def must_not_train(*args, **kwargs):
+        pytest.fail("training started although the store is unusable")
+
+    monkeypatch.setattr(train, "train_model", must_not_train)
+    with pytest.raises(PipelineError, match="MLflow tracking store .* is unusable"):
+        train.main(train_argv(tmp_path, tiny_params, prepared_tiny))
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
