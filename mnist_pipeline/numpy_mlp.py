@@ -1,0 +1,606 @@
+"""The chapter's network in NumPy only: Dense(hidden_units, activation) -> Dense(10, softmax).
+
+Forward pass, categorical cross-entropy, backpropagation by the chain rule, three update
+rules (full-batch gradient descent, mini-batch SGD, Keras 3's RMSprop) and a training loop.
+The weights use the layout of `keras.Model.get_weights()`, so a Keras model of the same
+shape can take them with `model.set_weights(weights.as_keras_list())`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
+
+from mnist_pipeline.dataset import NUM_CLASSES
+
+logger = logging.getLogger(__name__)
+
+# Keras' `backend.epsilon()`: how far from 0 and 1 it clips probabilities before taking logs.
+KERAS_EPSILON = 1e-7
+# Rows per forward pass in predict_proba; bounds memory, does not change the result.
+PREDICT_BATCH_SIZE = 1024
+
+
+@dataclass
+class MLPWeights:
+    """The four trainable arrays of Dense -> Dense, shaped as Keras stores them.
+
+    Gradients use the same structure: one array per weight, of the same shape.
+    """
+
+    hidden_kernel: np.ndarray  # (input_dim, hidden_units)
+    hidden_bias: np.ndarray  # (hidden_units,)
+    output_kernel: np.ndarray  # (hidden_units, num_classes)
+    output_bias: np.ndarray  # (num_classes,)
+
+    def __post_init__(self) -> None:
+        arrays = self.named_arrays()
+        for name, array in arrays.items():
+            if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.floating):
+                raise ValueError(f"MLPWeights.{name} must be a floating-point NumPy array")
+        dtypes = {name: array.dtype for name, array in arrays.items()}
+        if len(set(dtypes.values())) != 1:
+            raise ValueError(f"MLPWeights arrays must share one dtype, got {dtypes}")
+        shapes = {name: array.shape for name, array in arrays.items()}
+        if self.hidden_kernel.ndim != 2 or self.output_kernel.ndim != 2:
+            raise ValueError(f"MLPWeights kernels must be 2D, got shapes {shapes}")
+        input_dim, hidden_units = self.hidden_kernel.shape
+        num_classes = self.output_kernel.shape[1]
+        expected = {
+            "hidden_kernel": (input_dim, hidden_units),
+            "hidden_bias": (hidden_units,),
+            "output_kernel": (hidden_units, num_classes),
+            "output_bias": (num_classes,),
+        }
+        if shapes != expected:
+            raise ValueError(
+                f"MLPWeights shapes do not fit together: got {shapes}, expected {expected}"
+            )
+
+    @property
+    def input_dim(self) -> int:
+        return self.hidden_kernel.shape[0]
+
+    @property
+    def hidden_units(self) -> int:
+        return self.hidden_kernel.shape[1]
+
+    @property
+    def num_classes(self) -> int:
+        return self.output_kernel.shape[1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.hidden_kernel.dtype
+
+    def named_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays by field name, in Keras' order."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def as_keras_list(self) -> list[np.ndarray]:
+        """[hidden_kernel, hidden_bias, output_kernel, output_bias], as `get_weights()` lists."""
+        return list(self.named_arrays().values())
+
+    @classmethod
+    def from_keras_list(cls, arrays: Sequence[ArrayLike]) -> MLPWeights:
+        """The inverse of as_keras_list, e.g. from `model.get_weights()`; copies the arrays."""
+        if len(arrays) != 4:
+            raise ValueError(
+                "expected 4 arrays [hidden_kernel, hidden_bias, output_kernel, output_bias], "
+                f"got {len(arrays)}"
+            )
+        return cls(*(np.array(array) for array in arrays))
+
+    def copy(self) -> MLPWeights:
+        return MLPWeights(*(array.copy() for array in self.as_keras_list()))
+
+
+def init_weights(
+    rng: np.random.Generator,
+    input_dim: int,
+    hidden_units: int,
+    num_classes: int = NUM_CLASSES,
+    dtype: DTypeLike = np.float32,
+) -> MLPWeights:
+    """Glorot-uniform kernels and zero biases, the defaults of `keras.layers.Dense`."""
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(
+            f"rng must be a np.random.Generator, e.g. np.random.default_rng(seed), got {rng!r}"
+        )
+    for name, value in [
+        ("input_dim", input_dim),
+        ("hidden_units", hidden_units),
+        ("num_classes", num_classes),
+    ]:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise ValueError(f"dtype must be a floating-point type, got {np.dtype(dtype)}")
+
+    def glorot_uniform(fan_in: int, fan_out: int) -> np.ndarray:
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(dtype)
+
+    return MLPWeights(
+        hidden_kernel=glorot_uniform(input_dim, hidden_units),
+        hidden_bias=np.zeros(hidden_units, dtype=dtype),
+        output_kernel=glorot_uniform(hidden_units, num_classes),
+        output_bias=np.zeros(num_classes, dtype=dtype),
+    )
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A hidden-layer activation and its derivative."""
+
+    name: str
+    function: Callable[[np.ndarray], np.ndarray]
+    # The derivative takes both the pre-activation z and the output a = function(z), because
+    # tanh and sigmoid have cheap derivatives in terms of a, while relu's needs z.
+    derivative: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    # exp(-log(1 + exp(-z))) never overflows and stays accurate for very negative z, where
+    # 1 / (1 + exp(-z)) would overflow.
+    return np.exp(-np.logaddexp(0, -z))
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "relu": Activation(
+        "relu",
+        lambda z: np.maximum(z, 0),
+        # At z == 0 the derivative is taken as 0, as TensorFlow does.
+        lambda z, a: (z > 0).astype(z.dtype),
+    ),
+    "tanh": Activation("tanh", np.tanh, lambda z, a: 1 - a * a),
+    "sigmoid": Activation("sigmoid", _sigmoid, lambda z, a: a * (1 - a)),
+}
+
+
+def get_activation(name: str) -> Activation:
+    """The Activation called name; ValueError naming the allowed ones otherwise."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown activation {name!r}; allowed: {', '.join(sorted(ACTIVATIONS))}"
+        ) from None
+
+
+@dataclass
+class ForwardCache:
+    """Every intermediate value of a forward pass that backpropagation needs."""
+
+    hidden_preactivation: np.ndarray  # z1 = x @ hidden_kernel + hidden_bias
+    hidden_output: np.ndarray  # h = activation(z1)
+    logits: np.ndarray  # z2 = h @ output_kernel + output_bias
+    probabilities: np.ndarray  # softmax(z2)
+
+
+def forward_with_cache(weights: MLPWeights, x: ArrayLike, activation: str = "relu") -> ForwardCache:
+    """The forward pass on a batch, keeping the intermediate values for backpropagation."""
+    x = _validated_inputs(weights, x)
+    return _forward(weights, x, get_activation(activation))
+
+
+def forward(weights: MLPWeights, x: ArrayLike, activation: str = "relu") -> np.ndarray:
+    """Class probabilities, shape (rows, num_classes), for x of shape (rows, input_dim)."""
+    return forward_with_cache(weights, x, activation).probabilities
+
+
+def predict_proba(
+    weights: MLPWeights,
+    x: ArrayLike,
+    activation: str = "relu",
+    batch_size: int = PREDICT_BATCH_SIZE,
+) -> np.ndarray:
+    """Class probabilities for any number of rows, computed batch_size rows at a time."""
+    x = _validated_inputs(weights, x)
+    _require_positive_int("batch_size", batch_size)
+    chosen = get_activation(activation)
+    probabilities = np.empty((x.shape[0], weights.num_classes), dtype=weights.dtype)
+    for start in range(0, x.shape[0], batch_size):
+        rows = slice(start, start + batch_size)
+        probabilities[rows] = _forward(weights, x[rows], chosen).probabilities
+    return probabilities
+
+
+def categorical_crossentropy(y_onehot: ArrayLike, probabilities: ArrayLike) -> float:
+    """Mean cross-entropy of probabilities, computed as `keras.losses.CategoricalCrossentropy`
+    computes it from bare probabilities: renormalised, then clipped to [1e-7, 1 - 1e-7].
+
+    Use it for probabilities alone (e.g. from predict_proba). Training uses the logits; see
+    loss_and_gradients for why the two differ only for probabilities beyond the clip.
+    """
+    probabilities = np.asarray(probabilities)
+    y_onehot = np.asarray(y_onehot)
+    if probabilities.ndim != 2 or y_onehot.shape != probabilities.shape:
+        raise ValueError(
+            "y_onehot and probabilities must be 2D arrays of the same shape, "
+            f"got y_onehot.shape={y_onehot.shape} and probabilities.shape={probabilities.shape}"
+        )
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    clipped = np.clip(probabilities, KERAS_EPSILON, 1 - KERAS_EPSILON)
+    return float(np.mean(-np.sum(y_onehot * np.log(clipped), axis=1)))
+
+
+def loss_and_gradients(
+    weights: MLPWeights, x: ArrayLike, y_onehot: ArrayLike, activation: str = "relu"
+) -> tuple[float, MLPWeights]:
+    """Mean categorical cross-entropy of the batch, and its gradient for every weight.
+
+    The loss is computed from the logits, with no clipping. That is what Keras itself does
+    for this network in float32: a softmax layer's output carries its logits
+    (`_keras_logits`), and Keras' cross-entropy then uses
+    `tf.nn.softmax_cross_entropy_with_logits`, in `fit`, `evaluate` and eager calls alike.
+    Keras clips at 1e-7 only when it gets bare probabilities (see categorical_crossentropy),
+    which also happens when the loss casts the output to another dtype (a float64 model with
+    the default float32 loss). Both agree unless a probability leaves [1e-7, 1 - 1e-7];
+    there the clipped loss is flat, its gradient 0, and a confidently wrong example would
+    stop teaching the network anything. The gradient returned is the exact gradient of the
+    unclipped loss, as Keras computes it.
+    """
+    x = _validated_inputs(weights, x)
+    y_onehot = _validated_labels(weights, y_onehot, x.shape[0])
+    loss, gradients, _ = _loss_and_gradients(weights, x, y_onehot, get_activation(activation))
+    return loss, gradients
+
+
+def _forward(weights: MLPWeights, x: np.ndarray, activation: Activation) -> ForwardCache:
+    # Computing in the weights' dtype keeps float32 training in fast float32 matmuls.
+    x = x.astype(weights.dtype, copy=False)
+    hidden_preactivation = x @ weights.hidden_kernel
+    hidden_preactivation += weights.hidden_bias
+    hidden_output = activation.function(hidden_preactivation)
+    logits = hidden_output @ weights.output_kernel
+    logits += weights.output_bias
+    # Subtracting each row's maximum leaves softmax unchanged and keeps exp from overflowing.
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities = exponentials / exponentials.sum(axis=1, keepdims=True)
+    return ForwardCache(hidden_preactivation, hidden_output, logits, probabilities)
+
+
+def _loss_and_gradients(
+    weights: MLPWeights, x: np.ndarray, y_onehot: np.ndarray, activation: Activation
+) -> tuple[float, MLPWeights, np.ndarray]:
+    """Loss, gradients and probabilities of one batch; the inputs are already validated."""
+    x = x.astype(weights.dtype, copy=False)
+    cache = _forward(weights, x, activation)
+    batch_size = x.shape[0]
+
+    # log softmax(z) = z - max - log(sum(exp(z - max))), which never takes log(0).
+    shifted = cache.logits - cache.logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = float(-np.sum(y_onehot * log_probabilities) / batch_size)
+
+    # Backpropagation: the chain rule applied from the loss back to each weight. For softmax
+    # followed by cross-entropy the product of their derivatives collapses to (p - y), and
+    # the mean over the batch contributes the 1 / batch_size.
+    logits_gradient = (cache.probabilities - y_onehot) / batch_size
+    output_kernel_gradient = cache.hidden_output.T @ logits_gradient
+    output_bias_gradient = logits_gradient.sum(axis=0)
+    # Each hidden unit feeds every logit, so its gradient sums over them through the kernel.
+    hidden_output_gradient = logits_gradient @ weights.output_kernel.T
+    hidden_preactivation_gradient = hidden_output_gradient * activation.derivative(
+        cache.hidden_preactivation, cache.hidden_output
+    )
+    hidden_kernel_gradient = x.T @ hidden_preactivation_gradient
+    hidden_bias_gradient = hidden_preactivation_gradient.sum(axis=0)
+
+    gradients = MLPWeights(
+        hidden_kernel=hidden_kernel_gradient,
+        hidden_bias=hidden_bias_gradient,
+        output_kernel=output_kernel_gradient,
+        output_bias=output_bias_gradient,
+    )
+    return loss, gradients, cache.probabilities
+
+
+def chapter_naive_gradient(layer_input: ArrayLike, y_onehot: ArrayLike) -> np.ndarray:
+    """The "gradient" of the chapter's `naive_backpropagation` sketch: layer_input.T @ y.
+
+    It is not a gradient of the loss. It never looks at the network's prediction, so it is
+    the same whatever the weights are and does not vanish when the network is right; the
+    true gradient of a softmax layer is layer_input.T @ (p - y) / batch. Because it lacks
+    the -p term, subtracting it lowers the correct class's logit for non-negative inputs
+    (such as relu outputs): the wrong way.
+    """
+    layer_input = np.asarray(layer_input)
+    y_onehot = np.asarray(y_onehot)
+    if layer_input.ndim != 2 or y_onehot.ndim != 2 or layer_input.shape[0] != y_onehot.shape[0]:
+        raise ValueError(
+            "layer_input and y_onehot must be 2D with one row per example, got "
+            f"layer_input.shape={layer_input.shape} and y_onehot.shape={y_onehot.shape}"
+        )
+    return layer_input.T @ y_onehot
+
+
+def chapter_naive_backpropagation(x: ArrayLike, y: ArrayLike, learning_rate: float) -> np.ndarray:
+    """What the chapter's sketch computes: x - learning_rate * (x.T @ y).
+
+    Kept to show its flaws. Besides the wrong "gradient" (see chapter_naive_gradient) it
+    updates the input x, not any weight, so it only runs when x.T @ y happens to have x's
+    shape. Unlike the sketch, which subtracts in place, this returns a new array.
+    """
+    x = np.asarray(x)
+    naive_gradient = chapter_naive_gradient(x, y)
+    if naive_gradient.shape != x.shape:
+        raise ValueError(
+            f"the chapter's sketch subtracts x.T @ y (shape {naive_gradient.shape}) from x "
+            f"(shape {x.shape}); the shapes only match by accident, because it updates the "
+            "data instead of the weights"
+        )
+    return x - learning_rate * naive_gradient
+
+
+class Optimizer(Protocol):
+    """An update rule; full_batch says whether train gives it one step on all the data."""
+
+    full_batch: bool
+
+    def apply(self, weights: MLPWeights, gradients: MLPWeights) -> None: ...
+
+
+class GradientDescent:
+    """Full-batch gradient descent: weight -= learning_rate * gradient of the whole training loss.
+
+    train takes one step per epoch with it, on all training rows at once (batch_size unused).
+    """
+
+    full_batch = True
+
+    def __init__(self, learning_rate: float = 0.01) -> None:
+        self.learning_rate = _require_positive_float("learning_rate", learning_rate)
+
+    def apply(self, weights: MLPWeights, gradients: MLPWeights) -> None:
+        """Updates weights in place."""
+        for name, weight in weights.named_arrays().items():
+            weight -= self.learning_rate * getattr(gradients, name)
+
+
+class MiniBatchSGD(GradientDescent):
+    """Mini-batch stochastic gradient descent: the same update as GradientDescent, but train
+    takes one step per shuffled batch of batch_size rows, on that batch's gradient only."""
+
+    full_batch = False
+
+
+class RMSprop:
+    """Keras 3's `keras.optimizers.RMSprop`, update for update (momentum and centered too).
+
+    velocity = rho * velocity + (1 - rho) * gradient**2
+    centered: average = rho * average + (1 - rho) * gradient, and velocity - average**2 below
+    increment = learning_rate * gradient / sqrt(velocity + epsilon)
+    momentum > 0: buffer = momentum * buffer + increment; weight -= buffer
+    otherwise: weight -= increment
+    """
+
+    full_batch = False
+
+    def __init__(
+        self,
+        learning_rate: float = 0.001,
+        rho: float = 0.9,
+        momentum: float = 0.0,
+        epsilon: float = 1e-7,
+        centered: bool = False,
+    ) -> None:
+        # Keras keeps the learning rate in a float32 variable (its floatx), even for float64
+        # weights; rounding it the same way lets float64 runs match Keras to the last bit.
+        self.learning_rate = float(
+            np.float32(_require_positive_float("learning_rate", learning_rate))
+        )
+        self.rho = _require_number("rho", rho)
+        if not 0 <= self.rho < 1:
+            raise ValueError(f"rho must be in [0, 1), got {rho!r}")
+        self.momentum = _require_number("momentum", momentum)
+        if not self.momentum >= 0:
+            raise ValueError(f"momentum must be >= 0, got {momentum!r}")
+        self.epsilon = _require_positive_float("epsilon", epsilon)
+        self.centered = bool(centered)
+        self.iterations = 0
+        # Per-weight state, created on the first step like Keras' optimizer.build().
+        self._velocities: dict[str, np.ndarray] = {}
+        self._momentums: dict[str, np.ndarray] = {}
+        self._average_gradients: dict[str, np.ndarray] = {}
+
+    def apply(self, weights: MLPWeights, gradients: MLPWeights) -> None:
+        """Updates weights in place and advances the optimizer's state by one step."""
+        named_weights = weights.named_arrays()
+        if not self._velocities:
+            for name, weight in named_weights.items():
+                self._velocities[name] = np.zeros_like(weight)
+                if self.momentum > 0:
+                    self._momentums[name] = np.zeros_like(weight)
+                if self.centered:
+                    self._average_gradients[name] = np.zeros_like(weight)
+        for name, weight in named_weights.items():
+            if self._velocities[name].shape != weight.shape:
+                raise ValueError(
+                    f"this RMSprop was built for {name} of shape "
+                    f"{self._velocities[name].shape}, got {weight.shape}; use a new RMSprop "
+                    "for a different network"
+                )
+            self._update(name, weight, getattr(gradients, name))
+        self.iterations += 1
+
+    def _update(self, name: str, weight: np.ndarray, gradient: np.ndarray) -> None:
+        # The expressions follow keras/src/optimizers/rmsprop.py operation by operation, so
+        # that the floating-point rounding is the same too.
+        rho = self.rho
+        velocity = self._velocities[name]
+        velocity *= rho
+        velocity += (1 - rho) * np.square(gradient)
+        if self.centered:
+            average_gradient = self._average_gradients[name]
+            average_gradient *= rho
+            average_gradient += (1 - rho) * gradient
+            denominator = velocity - np.square(average_gradient) + self.epsilon
+        else:
+            denominator = velocity + self.epsilon
+        increment = self.learning_rate * gradient / np.sqrt(denominator)
+        if self.momentum > 0:
+            buffer = self._momentums[name]
+            buffer *= self.momentum
+            buffer += increment
+            weight -= buffer
+        else:
+            weight -= increment
+
+
+OPTIMIZERS: dict[str, type] = {
+    "gradient_descent": GradientDescent,
+    "mini_batch_sgd": MiniBatchSGD,
+    "rmsprop": RMSprop,
+}
+
+
+def make_optimizer(name: str, **options: float | bool) -> Optimizer:
+    """An optimizer by name (a key of OPTIMIZERS), e.g. from params; options go to its class."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    try:
+        return OPTIMIZERS[name](**options)
+    except TypeError as error:
+        raise ValueError(f"bad options for optimizer {name!r}: {error}") from None
+
+
+def train(
+    weights: MLPWeights,
+    x: ArrayLike,
+    y_onehot: ArrayLike,
+    *,
+    epochs: int,
+    batch_size: int,
+    optimizer: Optimizer,
+    seed: int,
+    activation: str = "relu",
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, list[float]]:
+    """Trains weights in place; returns the per-epoch history {"loss": [...], "accuracy": [...]}.
+
+    Each epoch reports, like Keras' fit, the mean over its batches (weighted by batch size)
+    of the loss and accuracy measured on each batch just before its update. Batches come
+    from a fresh shuffle per epoch drawn from `np.random.default_rng(seed)`, so the same
+    seed, data and starting weights give identical weights. on_epoch_end(epoch, logs) is
+    called after each epoch with a 0-based epoch index, as Keras callbacks are.
+    """
+    _require_positive_int("epochs", epochs)
+    _require_positive_int("batch_size", batch_size)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    if not callable(getattr(optimizer, "apply", None)):
+        raise ValueError(
+            f"optimizer must have an apply(weights, gradients) method, got {optimizer!r}"
+        )
+    chosen = get_activation(activation)
+    x = _validated_inputs(weights, x)
+    y_onehot = _validated_labels(weights, y_onehot, x.shape[0])
+    full_batch = bool(getattr(optimizer, "full_batch", False))
+    if full_batch:
+        logger.info("full-batch gradient descent: one step per epoch, batch_size is not used")
+
+    rng = np.random.default_rng(seed)
+    labels = y_onehot.argmax(axis=1)
+    number_of_rows = x.shape[0]
+    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
+    for epoch in range(epochs):
+        if full_batch:
+            # Gradient descent: one step on the exact gradient of the loss over all the data.
+            # The order of the rows does not change that gradient, so there is no shuffle.
+            batches: list[slice | np.ndarray] = [slice(None)]
+        else:
+            # Stochastic gradient descent: many cheap steps, each on the gradient of one
+            # random batch, an unbiased but noisy estimate of the full gradient.
+            order = rng.permutation(number_of_rows)
+            batches = [
+                order[start : start + batch_size] for start in range(0, number_of_rows, batch_size)
+            ]
+        loss_total = 0.0
+        correct = 0
+        for rows in batches:
+            x_batch = x[rows].astype(weights.dtype, copy=False)
+            y_batch = y_onehot[rows]
+            loss, gradients, probabilities = _loss_and_gradients(weights, x_batch, y_batch, chosen)
+            optimizer.apply(weights, gradients)
+            loss_total += loss * x_batch.shape[0]
+            correct += int(np.count_nonzero(probabilities.argmax(axis=1) == labels[rows]))
+        logs = {"loss": loss_total / number_of_rows, "accuracy": correct / number_of_rows}
+        history["loss"].append(logs["loss"])
+        history["accuracy"].append(logs["accuracy"])
+        logger.info(
+            "epoch %d/%d: loss %.4f, accuracy %.4f",
+            epoch + 1,
+            epochs,
+            logs["loss"],
+            logs["accuracy"],
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, dict(logs))
+    return history
+
+
+def _validated_inputs(weights: MLPWeights, x: ArrayLike) -> np.ndarray:
+    """x as a floating-point array of shape (rows, input_dim); not copied when it already is."""
+    if not isinstance(weights, MLPWeights):
+        raise ValueError(f"weights must be MLPWeights, got {type(weights).__name__}")
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(
+            f"x must be 2D (rows, {weights.input_dim}); got x.shape={x.shape}. "
+            "Flatten images first, e.g. x.reshape(len(x), -1)"
+        )
+    if x.shape[1] != weights.input_dim:
+        raise ValueError(
+            f"x has {x.shape[1]} features per row but the weights expect {weights.input_dim}: "
+            f"x.shape={x.shape}, hidden_kernel.shape={weights.hidden_kernel.shape}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"x has no rows: x.shape={x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(
+            f"x must hold floating-point values (pixels scaled to [0, 1]), got dtype {x.dtype}"
+        )
+    return x
+
+
+def _validated_labels(weights: MLPWeights, y_onehot: ArrayLike, rows: int) -> np.ndarray:
+    """y_onehot as an array of weights.dtype after checking that it is one-hot and fits x."""
+    y_onehot = np.asarray(y_onehot)
+    expected = (rows, weights.num_classes)
+    if y_onehot.shape != expected:
+        raise ValueError(
+            f"y_onehot must have shape {expected} (one one-hot row of width "
+            f"{weights.num_classes} per row of x), got y_onehot.shape={y_onehot.shape}. "
+            "Integer labels need keras.utils.to_categorical first"
+        )
+    is_binary = np.all((y_onehot == 0) | (y_onehot == 1))
+    if not (is_binary and np.all(y_onehot.sum(axis=1) == 1)):
+        raise ValueError("y_onehot must be one-hot: every row all zeros except a single 1")
+    return y_onehot.astype(weights.dtype, copy=False)
+
+
+def _require_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _require_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _require_positive_float(name: str, value: object) -> float:
+    value = _require_number(name, value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
