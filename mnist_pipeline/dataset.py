@@ -50,6 +50,17 @@ EXPECTED_SHAPES = {
 }
 
 
+def save_split(stream, features: np.ndarray, targets: np.ndarray) -> None:
+    """Writes one prepared split (features and one-hot targets) as an uncompressed npz."""
+    np.savez(stream, x=features, y=targets)
+
+
+def load_split(path) -> tuple[np.ndarray, np.ndarray]:
+    """Reads a split written by save_split: (features, targets); never unpickles."""
+    with np.load(path, allow_pickle=False) as arrays:
+        return arrays["x"], arrays["y"]
+
+
 def array_sha256(array: np.ndarray) -> str:
     """SHA-256 of an array's raw bytes in C order (shape and dtype are checked separately)."""
     return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()

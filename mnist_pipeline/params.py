@@ -54,7 +54,7 @@ class OptimizerParams(_Section):
 
 
 class TrainParams(_Section):
-    framework: Literal["keras"]
+    framework: Literal["keras", "numpy"]
     hidden_units: int = Field(ge=1, le=65536)
     activation: Literal["relu", "tanh", "sigmoid"]
     epochs: int = Field(ge=1, le=10000)

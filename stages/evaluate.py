@@ -15,16 +15,13 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from mnist_pipeline import plots, tracking
 from mnist_pipeline.atomic import atomic_outputs, write_json
-from mnist_pipeline.dataset import NUM_CLASSES, array_sha256
+from mnist_pipeline.dataset import NUM_CLASSES, array_sha256, load_split
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.numpy_mlp import categorical_crossentropy
 from mnist_pipeline.params import load_params
 from mnist_pipeline.stage_runner import run_stage
-from stages.train import load_split
 
 log = logging.getLogger(__name__)
-
-# Keras clips probabilities to [eps, 1 - eps] before the log in categorical cross-entropy.
-KERAS_EPSILON = 1e-7
 
 
 @dataclass(frozen=True)
@@ -32,13 +29,6 @@ class Evaluation:
     metrics: dict[str, float]
     report: dict[str, dict]
     confusion: np.ndarray
-
-
-def categorical_crossentropy(targets: np.ndarray, probabilities: np.ndarray) -> float:
-    """Mean cross-entropy, computed as Keras computes it (normalise, clip, log)."""
-    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
-    clipped = np.clip(probabilities, KERAS_EPSILON, 1 - KERAS_EPSILON)
-    return float(-(targets * np.log(clipped)).sum(axis=1).mean())
 
 
 def evaluate_predictions(targets: np.ndarray, probabilities: np.ndarray) -> Evaluation:

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                 first(images, count, key), first(labels, count, key)
             )
             with next(written).open("wb") as stream:
-                np.savez(stream, x=features, y=targets)
+                dataset.save_split(stream, features, targets)
             write_json(next(written), attributes)
             log.info("prepared features %s and targets %s", features.shape, targets.shape)
 

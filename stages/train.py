@@ -14,7 +14,7 @@ import pandas as pd
 
 from mnist_pipeline import tracking
 from mnist_pipeline.atomic import atomic_outputs
-from mnist_pipeline.dataset import NUM_CLASSES, array_sha256
+from mnist_pipeline.dataset import NUM_CLASSES, array_sha256, load_split
 from mnist_pipeline.model import build_model
 from mnist_pipeline.params import Params, TrainParams, load_params
 from mnist_pipeline.stage_runner import run_stage
@@ -37,13 +37,44 @@ def seed_everything(seed: int) -> None:
 
 
 def train_model(features: np.ndarray, targets: np.ndarray, params: TrainParams, seed: int):
-    """Builds and fits the network; returns the model and its per-epoch history."""
+    """Builds and fits the network; returns the Keras model and its per-epoch history.
+
+    With `framework: numpy` the same architecture is trained by the project's from-scratch
+    NumPy code and its weights are loaded into the Keras model, so both kinds of run are
+    saved, logged, evaluated and served the same way.
+    """
     seed_everything(seed)
     model = build_model(params, input_dim=features.shape[1])
+    if params.framework == "numpy":
+        return model, train_from_scratch(model, features, targets, params, seed)
     history = model.fit(
         features, targets, epochs=params.epochs, batch_size=params.batch_size, verbose=2
     )
     return model, {name: [float(v) for v in values] for name, values in history.history.items()}
+
+
+def train_from_scratch(model, features, targets, params: TrainParams, seed: int):
+    """Trains with mnist_pipeline.numpy_mlp (same settings, same seed) into `model`."""
+    from mnist_pipeline import numpy_mlp
+
+    weights = numpy_mlp.init_weights(
+        np.random.default_rng(seed), features.shape[1], params.hidden_units
+    )
+    optimizer = numpy_mlp.make_optimizer(
+        params.optimizer.name, **params.optimizer.model_dump(exclude={"name"})
+    )
+    history = numpy_mlp.train(
+        weights,
+        features,
+        targets,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        optimizer=optimizer,
+        seed=seed,
+        activation=params.activation,
+    )
+    model.set_weights(weights.as_keras_list())
+    return history
 
 
 def weights_sha256(model) -> str:
@@ -58,11 +89,6 @@ def history_table(history: dict[str, list[float]]) -> pd.DataFrame:
     table = pd.DataFrame(history)
     table.insert(0, "epoch", range(1, len(table) + 1))
     return table
-
-
-def load_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path, allow_pickle=False) as arrays:
-        return arrays["x"], arrays["y"]
 
 
 def log_run_inputs(params: Params, model, features, targets, data_path: Path, attributes: dict):

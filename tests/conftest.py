@@ -111,7 +111,7 @@ def prepared_tiny(tmp_path) -> dict[str, Path]:
     ):
         features, targets, attributes = prepare_split(images, labels)
         paths[split] = folder / f"{split}.npz"
-        np.savez(paths[split], x=features, y=targets)
+        dataset.save_split(paths[split], features, targets)
         paths[f"{split}_attributes"] = folder / f"{split}_attributes.json"
         paths[f"{split}_attributes"].write_text(json.dumps(attributes))
     return paths

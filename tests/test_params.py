@@ -50,7 +50,7 @@ BAD_VALUES = [
     ("train.batch_size", True, ["train.batch_size", "valid integer"]),
     ("train.hidden_units", -3, ["train.hidden_units"]),
     ("train.activation", "relux", ["train.activation", "'relu'", "'tanh'", "'sigmoid'"]),
-    ("train.framework", "pytorch", ["train.framework", "'keras'"]),
+    ("train.framework", "pytorch", ["train.framework", "'keras'", "'numpy'"]),
     ("train.optimizer.name", "adam", ["train.optimizer.name", "'rmsprop'"]),
     ("train.optimizer.learning_rate", 0, ["train.optimizer.learning_rate", "greater than 0"]),
     ("train.optimizer.learning_rate", -0.1, ["train.optimizer.learning_rate"]),

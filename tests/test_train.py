@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import train_argv
+from mnist_pipeline.dataset import load_split
 from mnist_pipeline.params import load_params
 from stages import train
 
@@ -34,7 +35,7 @@ def test_network_matches_params(tiny_train_params):
 
 
 def test_one_short_training_learns_and_reports_history(prepared_tiny, tiny_train_params):
-    features, targets = train.load_split(prepared_tiny["train"])
+    features, targets = load_split(prepared_tiny["train"])
     model, history = train.train_model(features, targets, tiny_train_params.train, seed=1)
     assert set(history) == {"loss", "accuracy"}
     assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
@@ -44,7 +45,7 @@ def test_one_short_training_learns_and_reports_history(prepared_tiny, tiny_train
 
 
 def test_same_seed_same_weights_other_seed_other_weights(prepared_tiny, tiny_train_params):
-    features, targets = train.load_split(prepared_tiny["train"])
+    features, targets = load_split(prepared_tiny["train"])
     digests = [
         train.weights_sha256(train.train_model(features, targets, tiny_train_params.train, s)[0])
         for s in (7, 7, 8)
@@ -92,7 +93,7 @@ def test_main_logs_the_run_and_writes_outputs(tmp_path, tiny_params, prepared_ti
 
     model_uri = f"runs:/{record['run_id']}/model"
     pyfunc = mlflow.pyfunc.load_model(model_uri)
-    features, _ = train.load_split(prepared_tiny["test"])
+    features, _ = load_split(prepared_tiny["test"])
     probabilities = np.asarray(pyfunc.predict(features))
     assert probabilities.shape == (16, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
@@ -138,3 +139,31 @@ def test_unusable_store_fails_before_training(
     with pytest.raises(PipelineError, match="MLflow tracking store .* is unusable"):
         train.main(train_argv(tmp_path, tiny_params, prepared_tiny))
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_numpy_framework_trains_from_scratch_into_the_keras_model(prepared_tiny, tiny_params):
+    """`framework: numpy` fits with the project's own NumPy code; the Keras model it returns
+    carries those weights, so it is saved, logged and evaluated like any other run."""
+    from mnist_pipeline import numpy_mlp
+    from mnist_pipeline.params import parse_params
+
+    tree = load_params(tiny_params).model_dump()
+    tree["train"]["framework"] = "numpy"
+    params = parse_params(tree)
+    features, targets = load_split(prepared_tiny["train"])
+    model, history = train.train_model(features, targets, params.train, seed=3)
+    assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
+    expected = numpy_mlp.init_weights(np.random.default_rng(3), 784, 16)
+    numpy_mlp.train(
+        expected,
+        features,
+        targets,
+        epochs=2,
+        batch_size=16,
+        seed=3,
+        optimizer=numpy_mlp.RMSprop(learning_rate=0.001, rho=0.9, epsilon=1e-7),
+    )
+    for got, want in zip(model.get_weights(), expected.as_keras_list(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    again, _ = train.train_model(features, targets, params.train, seed=3)
+    assert train.weights_sha256(again) == train.weights_sha256(model)
