@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import time
 import warnings
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.errors import PipelineError
@@ -27,6 +29,7 @@ from mnist_pipeline.errors import PipelineError
 log = logging.getLogger(__name__)
 
 STORE_FILE = "mlflow.db"
+OWNER_HOST_TAG, OWNER_PID_TAG = "owner_host", "owner_pid"
 ARTIFACTS_DIR = "mlartifacts"
 # Makes MLflow 3's UI open the experiment on its runs table rather than the GenAI traces view.
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
@@ -146,6 +149,52 @@ def environment_tags() -> dict[str, str]:
         if os.environ.get(variable):
             tags[tag] = os.environ[variable]
     return tags
+
+
+@contextlib.contextmanager
+def tracked_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
+    """mlflow.start_run that records which process owns the run, and ends it KILLED on Ctrl-C
+    or SIGTERM (MLflow would say FAILED), FAILED on any other error, FINISHED otherwise."""
+    owner = {OWNER_HOST_TAG: socket.gethostname(), OWNER_PID_TAG: str(os.getpid())}
+    tags = {**start_run_kwargs.pop("tags", {}), **owner}
+    with mlflow.start_run(tags=tags, **start_run_kwargs) as run:
+        if "run_id" in start_run_kwargs:
+            mlflow.set_tags(owner)  # A reopened run gets its new owner too.
+        try:
+            yield run
+        except KeyboardInterrupt:
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+            raise
+
+
+def mark_stale_runs(experiment_ids: list[str]) -> list[str]:
+    """Ends as KILLED the RUNNING runs whose process, on this machine, no longer exists (it
+    was SIGKILLed or the machine rebooted); returns their ids. Runs owned by live processes
+    or by other machines are left alone."""
+    client = MlflowClient()
+    host = socket.gethostname()
+    stale = []
+    for run in client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        if tags.get(OWNER_HOST_TAG) != host or _process_alive(tags.get(OWNER_PID_TAG)):
+            continue
+        client.set_terminated(run.info.run_id, status="KILLED")
+        client.set_tag(run.info.run_id, "killed_reason", "its process died without ending it")
+        log.warning("marked run %s KILLED: its process had died", run.info.run_id)
+        stale.append(run.info.run_id)
+    return stale
+
+
+def _process_alive(pid: str | None) -> bool:
+    if not (pid or "").isdigit():
+        return True  # Unknown owner: not ours to judge.
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def log_history(history: dict[str, list[float]], prefix: str) -> None:

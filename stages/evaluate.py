@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
             "confusion_matrix.png": plots.confusion_matrix_figure(evaluation.confusion),
             "training_curves.png": plots.training_curves_figure(pd.read_csv(args.history)),
         }
-        with mlflow.start_run(run_id=record.run_id):
+        with tracking.tracked_run(run_id=record.run_id):
             write_json(metrics_file, evaluation.metrics)
             write_json(report_file, evaluation.report)
             confusion_pairs(targets, probabilities).to_csv(confusion_file, index=False)

@@ -105,6 +105,8 @@ def log_run_inputs(params: Params, model, features, targets, data_path: Path, at
         {"data.train_samples": len(features), "data.train_sha256": array_sha256(features)}
     )
     mlflow.log_params(logged)
+    # The whole file as the run saw it, so the run can be reproduced later.
+    mlflow.log_dict(params.model_dump(), "params.yaml")
     tracking.log_dataset(features, targets, data_path, name="mnist-train", context="training")
     mlflow.log_dict(attributes, "data/train_attributes.json")
 
@@ -155,9 +157,10 @@ def main(argv: list[str] | None = None) -> None:
         experiment_id = tracking.connect(params.mlflow.experiment_name)
         features, targets = load_split(args.train)
         attributes = json.loads(args.train_attributes.read_text(encoding="utf-8"))
+        tracking.mark_stale_runs([experiment_id])
         tags = {**tracking.git_tags(), **tracking.environment_tags()}
         run_name = tags.get("dvc_exp_name")
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        with tracking.tracked_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
             log.info("MLflow run %s in %s", run.info.run_id, tracking.tracking_uri())
             model, history = train_model(features, targets, params.train, params.base.seed)
             log_run_inputs(params, model, features, targets, args.train, attributes)

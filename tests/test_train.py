@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from ruamel.yaml import YAML
 
 from conftest import train_argv
 from mnist_pipeline.dataset import load_split
-from mnist_pipeline.params import load_params
+from mnist_pipeline.params import load_params, parse_params
 from stages import train
 
 
@@ -87,6 +88,10 @@ def test_main_logs_the_run_and_writes_outputs(tmp_path, tiny_params, prepared_ti
         assert tag in tags
     inputs = run.inputs.dataset_inputs
     assert [i.dataset.name for i in inputs] == ["mnist-train"] and inputs[0].dataset.digest
+
+    logged_params = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/params.yaml")
+    assert parse_params(YAML(typ="safe").load(logged_params)) == load_params(tiny_params)
+    assert tags["owner_pid"] == str(__import__("os").getpid())
 
     experiment = client.get_experiment(record["experiment_id"])
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
