@@ -5,8 +5,6 @@ real MNIST (fetched from the offline mirror), logging to a real MLflow store at 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,58 +12,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, write_params
+from pipeline_repo import make_pipeline_repo, small_params
 
 pytestmark = pytest.mark.slow
-
-PIPELINE_FILES = [
-    "dvc.yaml",
-    "params.yaml",
-    ".gitignore",
-    ".dvcignore",
-    ".dvc/config",
-    ".dvc/.gitignore",
-]
-PIPELINE_PACKAGES = ["stages", "mnist_pipeline"]
-
-
-def run(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
-    return result
 
 
 @pytest.fixture(scope="module")
 def pipeline_repo(tmp_path_factory, default_params):
     """A fresh git + DVC repository holding the pipeline, shrunk to 3,000 training and 500
     test images and two epochs, with no MLFLOW_TRACKING_URI so the default store is used."""
-    repo = tmp_path_factory.mktemp("pipeline")
-    for name in PIPELINE_FILES:
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_ROOT / name, repo / name)
-    for package in PIPELINE_PACKAGES:
-        shutil.copytree(
-            REPO_ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    params = json.loads(json.dumps(default_params))
+    params = small_params(default_params, train_samples=3000)
     params["fetch"]["source"] = "mirror"
-    params["prepare"] = {"train_samples": 3000, "test_samples": 500}
     params["train"]["epochs"] = 2
-    write_params(repo / "params.yaml", params)
+    repo = make_pipeline_repo(tmp_path_factory.mktemp("pipeline"), params)
+    first = repo.run("dvc", "repro")
+    return repo.path, repo.env, first, repo
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@localhost",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@localhost",
-    )
-    run(["git", "init", "-q", "-b", "main"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-q", "-m", "pipeline"], repo, env)
-    first = run(["dvc", "repro"], repo, env)
-    return repo, env, first
+
+def run(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
+    return result
 
 
 def only_run(repo: Path):
@@ -78,7 +45,7 @@ def only_run(repo: Path):
 
 
 def test_repro_trains_evaluates_and_logs_one_run(pipeline_repo):
-    repo, env, first = pipeline_repo
+    repo, env, first, _ = pipeline_repo
     for stage in ("fetch", "prepare", "train", "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (repo / "dvc.lock").is_file()
@@ -103,7 +70,7 @@ def test_repro_trains_evaluates_and_logs_one_run(pipeline_repo):
 def test_logged_model_loads_and_predicts_like_the_metrics_say(pipeline_repo):
     import mlflow
 
-    repo, _env, _first = pipeline_repo
+    repo, _env, _first, _ = pipeline_repo
     _client, (logged,) = only_run(repo)
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     try:
@@ -117,7 +84,7 @@ def test_logged_model_loads_and_predicts_like_the_metrics_say(pipeline_repo):
 
 
 def test_second_repro_runs_nothing_and_an_evaluate_param_reruns_only_evaluate(pipeline_repo):
-    repo, env, _first = pipeline_repo
+    repo, env, _first, _ = pipeline_repo
     again = run(["dvc", "repro"], repo, env)
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout
@@ -133,7 +100,7 @@ def test_second_repro_runs_nothing_and_an_evaluate_param_reruns_only_evaluate(pi
 
 
 def test_dvc_sees_the_metrics_and_plots(pipeline_repo):
-    repo, env, _first = pipeline_repo
+    repo, env, _first, _ = pipeline_repo
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo, env).stdout)
     assert "test_accuracy" in json.dumps(shown)
     plots = run(["dvc", "plots", "show", "--json"], repo, env).stdout
@@ -141,6 +108,6 @@ def test_dvc_sees_the_metrics_and_plots(pipeline_repo):
 
 
 def test_cli_checks_params_in_the_repo(pipeline_repo):
-    repo, env, _first = pipeline_repo
+    repo, env, _first, _ = pipeline_repo
     checked = run([sys.executable, "-m", "mnist_pipeline.cli", "check-params"], repo, env)
     assert "train.epochs = 2" in checked.stdout and "params.yaml: OK" in checked.stdout
