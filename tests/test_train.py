@@ -172,3 +172,42 @@ def test_numpy_framework_trains_from_scratch_into_the_keras_model(prepared_tiny,
         np.testing.assert_array_equal(got, want)
     again, _ = train.train_model(features, targets, params.train, seed=3)
     assert train.weights_sha256(again) == train.weights_sha256(model)
+
+
+def test_a_server_that_never_answers_fails_the_stage_within_seconds(
+    tmp_path, tiny_params, prepared_tiny
+):
+    """A tracking server that accepts connections but never replies must not stall training
+    for MLflow's minutes of retries: the stage gives up after one short timeout."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # Connections complete in the kernel; nothing ever reads or replies.
+    port = silent.getsockname()[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stages.train",
+                *train_argv(tmp_path, tiny_params, prepared_tiny),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    finally:
+        silent.close()
+    assert result.returncode == 2, result.stderr
+    assert f"MLflow tracking store http://127.0.0.1:{port} is unusable" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
