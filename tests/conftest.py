@@ -117,47 +117,41 @@ def prepared_tiny(tmp_path) -> dict[str, Path]:
     return paths
 
 
-def train_argv(tmp_path: Path, params: Path, prepared: dict[str, Path]) -> list[str]:
-    out = tmp_path / "out"
+def as_argv(**paths) -> list[str]:
+    """`--some-name value` pairs from keyword arguments, as the stages' argparse expects."""
     return [
-        "--params",
-        str(params),
-        "--train",
-        str(prepared["train"]),
-        "--train-attributes",
-        str(prepared["train_attributes"]),
-        "--model",
-        str(out / "model.keras"),
-        "--history",
-        str(out / "history.csv"),
-        "--run-record",
-        str(out / "run.json"),
+        part for name, path in paths.items() for part in (f"--{name.replace('_', '-')}", str(path))
     ]
+
+
+def _train_outputs(tmp_path: Path) -> dict[str, Path]:
+    out = tmp_path / "out"
+    return {
+        "model": out / "model.keras",
+        "history": out / "history.csv",
+        "run_record": out / "run.json",
+    }
+
+
+def train_argv(tmp_path: Path, params: Path, prepared: dict[str, Path]) -> list[str]:
+    return as_argv(
+        params=params,
+        train=prepared["train"],
+        train_attributes=prepared["train_attributes"],
+        **_train_outputs(tmp_path),
+    )
 
 
 def evaluate_argv(tmp_path: Path, params: Path, prepared: dict[str, Path]) -> list[str]:
-    out, reports = tmp_path / "out", tmp_path / "reports"
-    return [
-        "--params",
-        str(params),
-        "--test",
-        str(prepared["test"]),
-        "--test-attributes",
-        str(prepared["test_attributes"]),
-        "--model",
-        str(out / "model.keras"),
-        "--history",
-        str(out / "history.csv"),
-        "--run-record",
-        str(out / "run.json"),
-        "--metrics",
-        str(reports / "metrics.json"),
-        "--report",
-        str(reports / "report.json"),
-        "--confusion",
-        str(reports / "confusion.csv"),
-        "--confusion-png",
-        str(reports / "confusion.png"),
-        "--curves-png",
-        str(reports / "curves.png"),
-    ]
+    reports = tmp_path / "reports"
+    return as_argv(
+        params=params,
+        test=prepared["test"],
+        test_attributes=prepared["test_attributes"],
+        **_train_outputs(tmp_path),
+        metrics=reports / "metrics.json",
+        report=reports / "report.json",
+        confusion=reports / "confusion.csv",
+        confusion_png=reports / "confusion.png",
+        curves_png=reports / "curves.png",
+    )

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import save_npz, write_params
+from conftest import as_argv, save_npz, write_params
 from mnist_pipeline.errors import PipelineError
 from stages import prepare
 
@@ -77,14 +77,14 @@ def _run_main(tmp_path, params_tree, tiny_mnist):
     raw = save_npz(tmp_path / "mnist.npz", tiny_mnist)
     params = write_params(tmp_path / "params.yaml", params_tree)
     out = tmp_path / "prepared"
-    argv = ["--params", str(params), "--raw", str(raw)]
-    for name in ("train", "test"):
-        argv += [
-            f"--{name}",
-            str(out / f"{name}.npz"),
-            f"--{name}-attributes",
-            str(out / f"{name}_attributes.json"),
-        ]
+    argv = as_argv(
+        params=params,
+        raw=raw,
+        train=out / "train.npz",
+        train_attributes=out / "train_attributes.json",
+        test=out / "test.npz",
+        test_attributes=out / "test_attributes.json",
+    )
     prepare.main(argv)
     return out
 
