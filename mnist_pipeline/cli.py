@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from mnist_pipeline import tracking
 from mnist_pipeline.errors import PipelineError
@@ -14,6 +15,9 @@ from mnist_pipeline.params import load_params
 from mnist_pipeline.stage_runner import run_stage
 
 log = logging.getLogger(__name__)
+
+DEFAULT_COMPARISON = "runs_comparison.png"
+UI_PORT = int(os.environ.get("MLFLOW_UI_PORT", 5000))
 
 
 def check_params(args: argparse.Namespace) -> None:
@@ -25,15 +29,22 @@ def check_params(args: argparse.Namespace) -> None:
 
 
 def experiment_link(base_url: str, experiment_name: str) -> str:
-    """The runs table of the experiment (not MLflow 3's default GenAI view), or the home page
-    when the experiment does not exist yet."""
+    """The experiment's runs table with the columns a user compares (saved into the experiment
+    as a shared view), or the home page when the experiment does not exist yet."""
     import mlflow
+
+    from mnist_pipeline import runs
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
     experiment = mlflow.get_experiment_by_name(experiment_name)
     if experiment is None:
         return base_url
-    return f"{base_url}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+    try:
+        runs.share_runs_view(experiment.experiment_id)
+    except mlflow.exceptions.MlflowException as error:
+        # A shared server may not let this user tag the experiment: the plain table will do.
+        log.warning("could not save the runs view (%s)", runs.first_line(error))
+    return runs.runs_page_link(base_url, experiment.experiment_id)
 
 
 def ui(args: argparse.Namespace) -> None:
@@ -68,6 +79,120 @@ def ui(args: argparse.Namespace) -> None:
         ) from None
 
 
+def list_runs(args: argparse.Namespace) -> None:
+    """Prints the experiment's runs as a table, best test accuracy first."""
+    from mnist_pipeline import runs
+
+    experiment_id = runs.open_experiment(load_params(args.params).mlflow.experiment_name)
+    table = runs.runs_table(runs.search(experiment_id, args.where))
+    table = runs.sort_table(table, args.sort, args.ascending, args.limit)
+    if args.csv:
+        print(table.to_csv(index=False), end="")
+    else:
+        print(runs.format_table(table))
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Plots runs' training curves and test accuracy side by side; prints the params that differ."""
+    from mnist_pipeline import compare as comparison
+    from mnist_pipeline import plots, runs
+
+    experiment_id = runs.open_experiment(load_params(args.params).mlflow.experiment_name)
+    if bool(args.run_ids) == (args.best is not None):
+        raise PipelineError("give either run ids or --best N, not both and not neither")
+    run_ids = args.run_ids or runs.best_run_ids(experiment_id, args.best)
+    summaries = comparison.load_summaries(run_ids)
+    diff = comparison.param_diff({summary.label: summary.params for summary in summaries})
+    print(comparison.format_diff(diff))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    plots.save_figure(comparison.comparison_figure(summaries), args.out)
+    print(f"curves and test accuracy: {args.out}")
+    ui_link = runs.compare_page_link(f"http://127.0.0.1:{UI_PORT}", experiment_id, run_ids)
+    print(f"side by side in the MLflow UI (`make ui`): {ui_link}")
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    """Runs a logged run again from its commit and params; exit status 1 if it differs."""
+    import mlflow
+
+    from mnist_pipeline import reproduce as reproduction
+
+    uri = tracking.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    original, recipe = reproduction.load_recipe(args.run_id)
+    for warning in recipe.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"reproducing run {recipe.run_id} ({recipe.run_name}) at commit {recipe.commit[:12]}",
+        flush=True,
+    )
+    new = reproduction.reproduce(recipe, tracking.repo_root(), uri, keep=args.keep)
+    print(f"reproduction: run {new.info.run_id} ({new.info.run_name})")
+    checks = reproduction.compare(original, new)
+    for check in checks:
+        verdict = "match" if check.matches else "DIFFERS"
+        print(f"  {check.name:<18} {check.original!s:<20.20} {check.reproduced!s:<20.20} {verdict}")
+    differing = [check.name for check in checks if not check.matches]
+    if differing:
+        print(f"not reproduced: {', '.join(differing)} differ")
+        return 1
+    print("reproduced: same test accuracy, weights and data")
+    return 0
+
+
+def promote(args: argparse.Namespace) -> None:
+    """Registers the best finished run's model (or --run's) and makes it the champion."""
+    from mnist_pipeline import registry, runs
+
+    params = load_params(args.params)
+    experiment_id = runs.open_experiment(params.mlflow.experiment_name)
+    run = registry.choose_run(experiment_id, args.run)
+    promotion = registry.promote(run, params.mlflow.registered_model_name)
+    how = "registered as" if promotion.newly_registered else "already registered as"
+    print(
+        f"run {promotion.run_id} (test_accuracy {promotion.test_accuracy}) {how} "
+        f"{promotion.model_name} version {promotion.version}; alias {registry.CHAMPION_ALIAS} "
+        "now points at it"
+    )
+    print(promotion.uri)
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Predicts the digit in each PNG/JPEG image; exit status 1 if any file could not be read."""
+    import mlflow
+
+    from mnist_pipeline import predict as prediction
+    from mnist_pipeline import registry
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    model = args.model or registry.champion_uri(
+        load_params(args.params).mlflow.registered_model_name
+    )
+    results = prediction.predict_files(args.images, prediction.load_classifier(model))
+    for result in results:
+        if result.error:
+            print(f"error: {result.path}: {result.error}", file=sys.stderr)
+        else:
+            print(f"{result.path}: {result.digit} (probability {result.probability:.3f})")
+    return 1 if any(result.error for result in results) else 0
+
+
+def doctor(args: argparse.Namespace) -> None:
+    """Marks KILLED the RUNNING runs whose process died, in every experiment of the store."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    experiment_ids = [e.experiment_id for e in MlflowClient().search_experiments()]
+    stale = tracking.mark_stale_runs(experiment_ids) if experiment_ids else []
+    print(f"checked the RUNNING runs of {len(experiment_ids)} experiment(s) in {uri}")
+    for run_id in stale:
+        print(f"marked run {run_id} KILLED: its process on this machine had died")
+    if not stale:
+        print("no stale runs: every RUNNING run belongs to a live process or another machine")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-pipeline", description=__doc__)
     parser.add_argument(
@@ -84,14 +209,56 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="interface to bind (default: loopback only; see the README before exposing it)",
     )
-    serve.add_argument("--port", type=int, default=int(os.environ.get("MLFLOW_UI_PORT", 5000)))
+    serve.add_argument("--port", type=int, default=UI_PORT)
     serve.set_defaults(handler=ui)
+
+    table = commands.add_parser("runs", help=list_runs.__doc__)
+    table.add_argument("--sort", default="test_accuracy", help="column (default: %(default)s)")
+    table.add_argument("--ascending", action="store_true", help="smallest first")
+    table.add_argument("--limit", type=int, help="show only the first N rows")
+    table.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    table.add_argument(
+        "--where",
+        default="",
+        help="MLflow search filter, e.g. \"params.train.epochs = '5'\" or "
+        "\"tags.sweep LIKE '%%learning_rate%%'\"",
+    )
+    table.set_defaults(handler=list_runs)
+
+    side_by_side = commands.add_parser("compare", help=compare.__doc__)
+    side_by_side.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    side_by_side.add_argument("--best", type=int, metavar="N", help="the N best finished runs")
+    side_by_side.add_argument(
+        "--out", type=Path, default=Path(DEFAULT_COMPARISON), help="PNG (default: %(default)s)"
+    )
+    side_by_side.set_defaults(handler=compare)
+
+    again = commands.add_parser("reproduce", help=reproduce.__doc__)
+    again.add_argument("run_id", metavar="RUN_ID")
+    again.add_argument("--keep", action="store_true", help="keep the temporary worktree")
+    again.set_defaults(handler=reproduce)
+
+    champion = commands.add_parser("promote", help=promote.__doc__)
+    champion.add_argument("--run", metavar="RUN_ID", help="this run instead of the best one")
+    champion.set_defaults(handler=promote)
+
+    digits = commands.add_parser("predict", help=predict.__doc__)
+    digits.add_argument("images", nargs="+", metavar="IMAGE")
+    digits.add_argument(
+        "--model", help="models:/ or runs:/ URI, or a .keras file (default: the champion)"
+    )
+    digits.set_defaults(handler=predict)
+
+    checkup = commands.add_parser("doctor", help=doctor.__doc__)
+    checkup.set_defaults(handler=doctor)
     return parser
 
 
 def dispatch(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.handler(args)
+    status = args.handler(args)
+    if status:
+        sys.exit(status)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,13 +23,17 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.params import load_params, parse_params
 
 log = logging.getLogger(__name__)
 
 STORE_FILE = "mlflow.db"
 OWNER_HOST_TAG, OWNER_PID_TAG = "owner_host", "owner_pid"
+SWEEP_TAG = "sweep"
 ARTIFACTS_DIR = "mlartifacts"
 # Makes MLflow 3's UI open the experiment on its runs table rather than the GenAI traces view.
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
@@ -63,16 +67,17 @@ def connect(experiment_name: str) -> str:
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
-        with _fail_fast_http():
-            experiment = mlflow.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            experiment_id = mlflow.create_experiment(
-                experiment_name,
-                artifact_location=_artifact_location(uri, experiment_name),
-                tags=dict([EXPERIMENT_KIND_TAG]),
-            )
-            log.info("created MLflow experiment '%s' in %s", experiment_name, uri)
-            return experiment_id
+        with _sqlite_setup_lock(uri):
+            with _fail_fast_http():
+                experiment = mlflow.get_experiment_by_name(experiment_name)
+            if experiment is None:
+                experiment_id = mlflow.create_experiment(
+                    experiment_name,
+                    artifact_location=_artifact_location(uri, experiment_name),
+                    tags=dict([EXPERIMENT_KIND_TAG]),
+                )
+                log.info("created MLflow experiment '%s' in %s", experiment_name, uri)
+                return experiment_id
         return experiment.experiment_id
     except Exception as error:  # MLflow raises many types for an unusable store.
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
@@ -80,6 +85,24 @@ def connect(experiment_name: str) -> str:
             f"MLflow tracking store {uri} is unusable ({first_line}); fix or unset "
             "MLFLOW_TRACKING_URI"
         ) from None
+
+
+@contextlib.contextmanager
+def _sqlite_setup_lock(uri: str) -> Iterator[None]:
+    """One process at a time through a SQLite store's first use: parallel DVC queue workers
+    (`dvc queue start -j 3`) on a new store otherwise all create MLflow's tables, and the
+    experiment, at once and fail. An flock on the database file itself: SQLite's own locks are
+    fcntl locks, which do not interact with flock, and no new file appears in the repository."""
+    if not uri.startswith("sqlite:///") or ":memory:" in uri:
+        yield
+        return
+    import fcntl
+
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 @contextlib.contextmanager
@@ -148,7 +171,32 @@ def environment_tags() -> dict[str, str]:
     ):
         if os.environ.get(variable):
             tags[tag] = os.environ[variable]
+    tags.update(sweep_tag())
     return tags
+
+
+def sweep_tag(params_file: str = "params.yaml") -> dict[str, str]:
+    """In a DVC experiment, `sweep`: the baseline commit and the params the experiment changed
+    from it, e.g. `1a2b3c4:train.optimizer.learning_rate`. Every run queued by one
+    `dvc exp run -S key=a,b,c --queue` shares it (DVC gives no sweep id of its own). Nothing
+    outside an experiment, or when the baseline's params cannot be read."""
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    if not baseline:
+        return {}
+    try:
+        before = subprocess.run(
+            ["git", "show", f"{baseline}:./{params_file}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        old = parse_params(YAML(typ="safe", pure=True).load(before)).flat()
+        new = load_params(params_file).flat()
+    except (subprocess.CalledProcessError, OSError, YAMLError, PipelineError) as error:
+        log.warning("no sweep tag: cannot compare params with %s (%s)", baseline[:7], error)
+        return {}
+    changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+    return {SWEEP_TAG: f"{baseline[:7]}:{','.join(changed) or 'baseline'}"}
 
 
 @contextlib.contextmanager

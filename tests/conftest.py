@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ruamel.yaml import YAML
+from tiny_store import tiny_store, tiny_store_built, tiny_store_copy  # noqa: F401  (fixtures)
 
 from mnist_pipeline import dataset
 from mnist_pipeline.dataset import MnistArrays

@@ -1,0 +1,122 @@
+"""Runs side by side (`mnist-pipeline compare`): their per-epoch training curves and test
+accuracy in one figure, and the params in which they differ."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mnist_pipeline import plots  # noqa: F401  (selects the headless Agg backend first)
+from mnist_pipeline.errors import PipelineError
+
+CURVES = {"train_loss": "train loss", "train_accuracy": "train accuracy"}
+MISSING = "-"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What the comparison shows of one run."""
+
+    label: str
+    params: dict[str, str]
+    curves: dict[str, pd.Series]  # metric -> value by epoch
+    test_accuracy: float | None
+
+
+def load_summaries(run_ids: list[str]) -> list[RunSummary]:
+    """Reads each run's params, per-epoch curves and test accuracy from the store."""
+    if len(set(run_ids)) < 2:
+        raise PipelineError("compare needs at least two different runs (or --best N, N >= 2)")
+    client = MlflowClient()
+    summaries = []
+    for run_id in run_ids:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            raise PipelineError(
+                f"run {run_id} is not in the MLflow store; list runs with `mnist-pipeline runs`"
+            ) from None
+        curves = {
+            metric: pd.Series(
+                {point.step: point.value for point in client.get_metric_history(run_id, metric)},
+                dtype=float,
+            ).sort_index()
+            for metric in CURVES
+        }
+        summaries.append(
+            RunSummary(
+                label=f"{run.info.run_name} ({run_id[:8]})",
+                params=dict(run.data.params),
+                curves=curves,
+                test_accuracy=run.data.metrics.get("test_accuracy"),
+            )
+        )
+    return summaries
+
+
+def param_diff(params_by_run: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """One row per param whose value is not the same in every run (a param a run lacks counts
+    as different), one column per run."""
+    table = pd.DataFrame(params_by_run).fillna(MISSING)
+    differs = table.nunique(axis=1) > 1
+    return table[differs].sort_index()
+
+
+def format_diff(diff: pd.DataFrame) -> str:
+    if diff.empty:
+        return "the runs have the same params"
+    with pd.option_context("display.width", 250, "display.max_columns", None):
+        return "params that differ:\n" + diff.to_string()
+
+
+def comparison_figure(summaries: list[RunSummary]):
+    """Train loss and accuracy per epoch, one line per run, and a bar of each run's test
+    accuracy, with one colour per run throughout."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.8), layout="constrained")
+    colours = plt.get_cmap("tab10")
+    for index, summary in enumerate(summaries):
+        for panel, (metric, title) in zip(axes[:2], CURVES.items(), strict=True):
+            curve = summary.curves[metric]
+            panel.plot(curve.index, curve.values, marker="o", color=colours(index % 10))
+            panel.set(xlabel="epoch", ylabel=title, title=title)
+    for panel in axes[:2]:
+        panel.grid(alpha=0.3)
+        # Whole epochs only, even when every run has just one.
+        panel.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    accuracies = [summary.test_accuracy or 0.0 for summary in summaries]
+    positions = np.arange(len(summaries))
+    bars = axes[2].bar(positions, accuracies, color=[colours(i % 10) for i in positions])
+    axes[2].bar_label(
+        bars,
+        labels=[
+            MISSING if s.test_accuracy is None else f"{s.test_accuracy:.4f}" for s in summaries
+        ],
+    )
+    lowest = min((a for a in accuracies if a > 0), default=0.0)
+    # Runs worth comparing differ in the second or third decimal: start the axis just below the
+    # lowest bar rather than at 0, where every bar would look the same.
+    axes[2].set(
+        xticks=positions,
+        xticklabels=[
+            f"run {i + 1}" if s.test_accuracy is not None else f"run {i + 1}\n(not evaluated)"
+            for i, s in enumerate(summaries)
+        ],
+        ylim=(max(0.0, lowest - 0.05), min(1.0, max(accuracies) + 0.02)),
+        ylabel="test accuracy",
+        title="test accuracy",
+    )
+    figure.legend(
+        handles=axes[0].get_lines(),
+        labels=[f"run {i + 1}: {s.label}" for i, s in enumerate(summaries)],
+        loc="outside lower center",
+        ncols=min(len(summaries), 4),
+    )
+    figure.suptitle("Run comparison")
+    return figure

@@ -1,0 +1,135 @@
+"""Predicting the digit in an image file (`mnist-pipeline predict`): any PNG or JPEG becomes an
+MNIST-style input - 28x28 grayscale, white digit on black, the digit fitted into a 20x20 box
+with its centre of mass at pixel (14, 14), as in MNIST itself - for the champion model or any
+other."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mnist_pipeline.dataset import IMAGE_SIDE
+from mnist_pipeline.errors import PipelineError
+
+FORMATS = ("PNG", "JPEG")
+DIGIT_BOX = 20  # MNIST fits each digit into 20x20 pixels, inside a 28x28 image.
+INK = 0.2  # Pixels at least this bright (0..1, after normalising) belong to the digit.
+MIN_CONTRAST = 0.15  # Less than this between background and brightest pixel: a blank image.
+
+Classifier = Callable[[np.ndarray], np.ndarray]  # (N, 784) float32 -> (N, 10) probabilities
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    digit: int | None = None
+    probability: float | None = None
+    error: str | None = None
+
+
+def read_image(path: Path) -> Image.Image:
+    """Opens a PNG or JPEG file; anything else is a ValueError naming the problem."""
+    try:
+        image = Image.open(path)
+        image.load()
+    except FileNotFoundError:
+        raise ValueError("file not found") from None
+    except IsADirectoryError:
+        raise ValueError("is a folder, not an image") from None
+    except UnidentifiedImageError:
+        raise ValueError("not an image Pillow can read; use PNG or JPEG") from None
+    except (OSError, Image.DecompressionBombError) as error:
+        raise ValueError(f"unreadable image ({error})") from None
+    if image.format not in FORMATS:
+        raise ValueError(f"{image.format} images are not supported; use PNG or JPEG")
+    return image
+
+
+def to_mnist_input(image: Image.Image) -> np.ndarray:
+    """An image of one digit, any size or colours, as a (784,) float32 vector in [0, 1] laid
+    out like a prepared MNIST image."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        # Transparent pixels are background: lay the image on white, like ink on paper.
+        background = Image.new("RGBA", image.size, "white")
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    pixels = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    if np.median(border) > 0.5:
+        pixels = 1.0 - pixels  # Dark digit on a light background: MNIST is the other way.
+        border = 1.0 - border
+    background, brightest = float(np.median(border)), float(pixels.max())
+    if brightest - background < MIN_CONTRAST:
+        raise ValueError("no digit found: the image is blank or has almost no contrast")
+    pixels = np.clip((pixels - background) / (brightest - background), 0.0, 1.0)
+    return _fit_like_mnist(pixels).reshape(-1)
+
+
+def _fit_like_mnist(pixels: np.ndarray) -> np.ndarray:
+    """Crops the digit, scales it to fit DIGIT_BOX and puts its centre of mass at pixel
+    (14, 14) of 28x28, where MNIST has it (measured on the test set), not at 13.5."""
+    rows, columns = np.nonzero(pixels >= INK)
+    digit = pixels[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+    scale = DIGIT_BOX / max(digit.shape)
+    size = (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale)))
+    resized = Image.fromarray(np.uint8(np.round(digit * 255))).resize(size, Image.LANCZOS)
+    small = np.asarray(resized, dtype=np.float32) / 255.0
+    height, width = small.shape
+    mass = small.sum()
+    centre_row = (small.sum(axis=1) @ np.arange(height)) / mass
+    centre_column = (small.sum(axis=0) @ np.arange(width)) / mass
+    top = int(np.clip(round(IMAGE_SIDE / 2 - centre_row), 0, IMAGE_SIDE - height))
+    left = int(np.clip(round(IMAGE_SIDE / 2 - centre_column), 0, IMAGE_SIDE - width))
+    canvas = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    canvas[top : top + height, left : left + width] = small
+    return canvas
+
+
+def predict_files(paths: list[str], classify: Classifier) -> list[Prediction]:
+    """One prediction per path, in order; a file that cannot be read gets its error instead,
+    and the others are still predicted (in one batch)."""
+    inputs, predictions = {}, {}
+    for path in paths:
+        try:
+            inputs[path] = to_mnist_input(ImageOps.exif_transpose(read_image(Path(path))))
+        except ValueError as error:
+            predictions[path] = Prediction(path, error=str(error))
+    if inputs:
+        probabilities = np.asarray(classify(np.stack(list(inputs.values()))))
+        for path, row in zip(inputs, probabilities, strict=True):
+            predictions[path] = Prediction(path, int(row.argmax()), float(row.max()))
+    return [predictions[path] for path in paths]
+
+
+def load_classifier(model: str) -> Classifier:
+    """A `.keras` file, loaded in Keras' safe mode, or any MLflow model URI (`models:/...`,
+    `runs:/...`), loaded by MLflow's pyfunc loader."""
+    if Path(model).suffix == ".keras" or Path(model).is_file():
+        from mnist_pipeline.model import load_model_safely
+
+        keras_model = load_model_safely(Path(model))
+        return lambda features: keras_model.predict(features, verbose=0)
+    import mlflow
+
+    try:
+        pyfunc = mlflow.pyfunc.load_model(model)
+    except Exception as error:  # MLflow raises many types for a model it cannot find or load.
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise PipelineError(
+            f"cannot load the model {model} ({first_line}); promote a run "
+            "(`mnist-pipeline promote`) or pass --model with a models:/ or runs:/ URI or a "
+            ".keras file"
+        ) from None
+
+    def classify(features: np.ndarray) -> np.ndarray:
+        # The Keras flavour predicts with a progress bar: to stderr, with MLflow's own progress,
+        # so that stdout holds only the predictions.
+        with contextlib.redirect_stdout(sys.stderr):
+            return np.asarray(pyfunc.predict(features))
+
+    return classify

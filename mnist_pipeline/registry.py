@@ -1,0 +1,98 @@
+"""Promotion (`mnist-pipeline promote`): a run's model, registered in the MLflow Model Registry,
+becomes the `champion` that serving and `mnist-pipeline predict` use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlflow
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.runs import best_run_ids, first_line
+
+CHAMPION_ALIAS = "champion"
+# The name train logs the model under (stages/train.py's MODEL_ARTIFACT); imported from there
+# it would pull TensorFlow into every command.
+MODEL_ARTIFACT = "model"
+
+
+def champion_uri(model_name: str) -> str:
+    return f"models:/{model_name}@{CHAMPION_ALIAS}"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    run_id: str
+    model_name: str
+    version: str
+    test_accuracy: float | None
+    newly_registered: bool
+
+    @property
+    def uri(self) -> str:
+        return champion_uri(self.model_name)
+
+
+def choose_run(experiment_id: str, run_id: str | None) -> Run:
+    """The given run, which must have finished, or the best finished one by test accuracy."""
+    client = MlflowClient()
+    if run_id is None:
+        run_id = best_run_ids(experiment_id, 1)[0]
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise PipelineError(
+            f"run {run_id} is not in the MLflow store; list runs with `mnist-pipeline runs`"
+        ) from None
+    if run.info.status != "FINISHED":
+        raise PipelineError(
+            f"run {run_id} is {run.info.status}, not FINISHED; promote a finished run"
+        )
+    return run
+
+
+def promote(run: Run, model_name: str) -> Promotion:
+    """Registers the run's model (once: a run promoted again keeps its version) and points the
+    champion alias at that version."""
+    client = MlflowClient()
+    run_id = run.info.run_id
+    existing = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    if existing:
+        version, newly_registered = min(existing, key=lambda v: int(v.version)).version, False
+    else:
+        # Checked first: registering a run without a model would still create the registered
+        # model's name, empty, before failing.
+        model_id = logged_model_id(client, run)
+        if model_id is None:
+            raise PipelineError(
+                f"run {run_id} has no logged model named '{MODEL_ARTIFACT}' to register; "
+                "promote a run that the train stage completed"
+            )
+        try:
+            registered = mlflow.register_model(f"models:/{model_id}", model_name)
+        except MlflowException as error:
+            raise PipelineError(
+                f"run {run_id}: cannot register its model ({first_line(error)})"
+            ) from None
+        version, newly_registered = registered.version, True
+    client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
+    return Promotion(
+        run_id=run_id,
+        model_name=model_name,
+        version=str(version),
+        test_accuracy=run.data.metrics.get("test_accuracy"),
+        newly_registered=newly_registered,
+    )
+
+
+def logged_model_id(client: MlflowClient, run: Run) -> str | None:
+    """The id of the model the run logged as MODEL_ARTIFACT (MLflow 3 keeps models as a run's
+    outputs, not among its artifacts), or None."""
+    outputs = run.outputs.model_outputs if run.outputs else []
+    for output in outputs:
+        if client.get_logged_model(output.model_id).name == MODEL_ARTIFACT:
+            return output.model_id
+    return None

@@ -1,0 +1,180 @@
+"""The runs of an experiment as one table, in the terminal (`mnist-pipeline runs`) and in the
+MLflow UI: the settings a user compares, the result, and how long it took."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mnist_pipeline import tracking
+from mnist_pipeline.errors import PipelineError
+
+# Table column -> column of `mlflow.search_runs`. The one list of what a user compares: the
+# terminal table shows these, and the UI's shared view selects the same params and metrics.
+COLUMNS = {
+    "run_id": "run_id",
+    "name": "tags.mlflow.runName",
+    "status": "status",
+    "learning_rate": "params.train.optimizer.learning_rate",
+    "rho": "params.train.optimizer.rho",
+    "momentum": "params.train.optimizer.momentum",
+    "centered": "params.train.optimizer.centered",
+    "epochs": "params.train.epochs",
+    "batch_size": "params.train.batch_size",
+    "train_samples": "params.data.train_samples",
+    "test_accuracy": "metrics.test_accuracy",
+}
+DURATION = "duration_s"
+DEFAULT_SORT = "test_accuracy"
+
+# The UI reads a view (columns, sort) from an experiment tag named by the link's
+# `viewStateShareKey`; MLflow's own "share view" button stores views the same way.
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+SHARED_VIEW_KEY = "mnist-pipeline-runs"
+DATASET_COLUMN = "attributes.`Dataset`"
+
+
+def open_experiment(experiment_name: str) -> str:
+    """Points MLflow at the store and returns the experiment's id; unlike tracking.connect it
+    never creates anything, so a typo cannot leave an empty store or experiment behind."""
+    uri = tracking.tracking_uri()
+    store_file = tracking.repo_root() / tracking.STORE_FILE
+    if uri == tracking.default_tracking_uri() and not store_file.exists():
+        raise PipelineError(f"no MLflow store at {uri}; run the pipeline first (`dvc repro`)")
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment = MlflowClient().get_experiment_by_name(experiment_name)
+    except MlflowException as error:
+        raise PipelineError(f"MLflow store {uri} is unusable ({first_line(error)})") from None
+    if experiment is None:
+        raise PipelineError(
+            f"no experiment '{experiment_name}' in the MLflow store {uri}; run the pipeline "
+            "first (`dvc repro`) or check mlflow.experiment_name in params.yaml"
+        )
+    return experiment.experiment_id
+
+
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def search(experiment_id: str, where: str = "") -> pd.DataFrame:
+    """All runs of the experiment matching MLflow's filter syntax, as MLflow's own frame."""
+    try:
+        return mlflow.search_runs([experiment_id], filter_string=where, output_format="pandas")
+    except MlflowException as error:
+        raise PipelineError(
+            f"--where {where!r}: {first_line(error)} (example: \"params.train.epochs = '5'\")"
+        ) from None
+
+
+def runs_table(found: pd.DataFrame) -> pd.DataFrame:
+    """MLflow's search frame reduced to COLUMNS plus the duration, numbers as numbers."""
+    table = pd.DataFrame(
+        {
+            name: found[source] if source in found else pd.Series(None, index=found.index)
+            for name, source in COLUMNS.items()
+        }
+    )
+    for name, source in COLUMNS.items():
+        if source.startswith("params.") and name != "centered":
+            # Params are stored as strings; numbers must sort as numbers.
+            table[name] = pd.to_numeric(table[name], errors="coerce")
+    if "end_time" in found and "start_time" in found:
+        elapsed = pd.to_datetime(found["end_time"]) - pd.to_datetime(found["start_time"])
+        table[DURATION] = elapsed.dt.total_seconds().round(1)
+    else:
+        table[DURATION] = pd.Series(dtype=float)
+    return table.reset_index(drop=True)
+
+
+def sort_table(
+    table: pd.DataFrame,
+    column: str = DEFAULT_SORT,
+    ascending: bool = False,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """Best first by default; runs without a value (still running, failed) go last."""
+    if column not in table:
+        raise PipelineError(
+            f"--sort {column}: no such column; choose one of {', '.join(table.columns)}"
+        )
+    if limit is not None and limit < 1:
+        raise PipelineError(f"--limit {limit}: must be at least 1")
+    ordered = table.sort_values(column, ascending=ascending, na_position="last", kind="stable")
+    return ordered.head(limit) if limit else ordered
+
+
+def format_table(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "no runs match"
+    with pd.option_context("display.width", 250, "display.max_columns", None):
+        return table.to_string(index=False, na_rep="-", float_format=lambda value: f"{value:g}")
+
+
+def best_run_ids(experiment_id: str, count: int) -> list[str]:
+    """The `count` finished runs with the highest test accuracy, best first."""
+    if count < 1:
+        raise PipelineError(f"--best {count}: must be at least 1")
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string="attributes.status = 'FINISHED' and metrics.test_accuracy >= 0",
+        # On a tie the earlier run: an original rather than its reproduction.
+        order_by=["metrics.test_accuracy DESC", "attributes.start_time ASC"],
+        max_results=count,
+    )
+    if not runs:
+        raise PipelineError(
+            "no finished run with a test accuracy in this experiment; run the pipeline first "
+            "(`dvc repro`)"
+        )
+    return [run.info.run_id for run in runs]
+
+
+def shared_view_state() -> dict:
+    """The runs table as a user compares runs: best test accuracy first, then the COLUMNS
+    params (wide enough to read their names) and the dataset each run used. Keys and column ids
+    are those of MLflow's UI, which also keeps its own Run Name, Created and Duration columns."""
+
+    def ui_column(source: str) -> str:
+        kind, name = source.split(".", 1)
+        return f"{kind}.`{name}`"
+
+    accuracy = ui_column(COLUMNS[DEFAULT_SORT])
+    params = [ui_column(s) for s in COLUMNS.values() if s.startswith("params.")]
+    return {
+        "selectedColumns": [accuracy, *params, DATASET_COLUMN],
+        "columnOrder": [accuracy, *params, DATASET_COLUMN],
+        "columnWidths": {column: 200 for column in params if "optimizer" in column},
+        "orderByKey": accuracy,
+        "orderByAsc": False,
+    }
+
+
+def share_runs_view(experiment_id: str) -> None:
+    """Stores the view in the experiment, where the UI link below finds it."""
+    MlflowClient().set_experiment_tag(
+        experiment_id, SHARED_VIEW_PREFIX + SHARED_VIEW_KEY, json.dumps(shared_view_state())
+    )
+
+
+def runs_page_link(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs table (MLflow 3.17 would open its GenAI traces view otherwise)
+    with the shared view applied; the `/runs` path matters, since a redirect from the bare
+    experiment page drops the view key."""
+    return (
+        f"{base_url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={SHARED_VIEW_KEY}"
+    )
+
+
+def compare_page_link(base_url: str, experiment_id: str, run_ids: list[str]) -> str:
+    """MLflow's side-by-side comparison of the given runs."""
+    return (
+        f"{base_url}/#/compare-runs?runs={json.dumps(run_ids, separators=(',', ':'))}"
+        f"&experiments={json.dumps([experiment_id])}"
+    )

@@ -1,0 +1,90 @@
+"""`mnist-pipeline compare`: the params that differ, and one figure of curves and accuracy."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from PIL import Image
+from tiny_store import RUNS, curves, run_cli
+
+from mnist_pipeline import compare, plots
+
+
+def test_param_diff_keeps_only_what_differs():
+    diff = compare.param_diff(
+        {
+            "a": {"seed": "42", "lr": "0.001", "rho": "0.9"},
+            "b": {"seed": "42", "lr": "0.002", "rho": "0.9", "extra": "1"},
+            "c": {"seed": "42", "lr": "0.001", "rho": "0.9"},
+        }
+    )
+    assert diff.index.tolist() == ["extra", "lr"]
+    assert diff.loc["lr"].tolist() == ["0.001", "0.002", "0.001"]
+    assert diff.loc["extra"].tolist() == ["-", "1", "-"]  # absent counts as different
+    assert compare.format_diff(diff).startswith("params that differ:\n")
+    same = compare.param_diff({"a": {"lr": "1"}, "b": {"lr": "1"}})
+    assert compare.format_diff(same) == "the runs have the same params"
+
+
+def test_figure_draws_every_runs_curves_and_accuracy(tmp_path):
+    summaries = [
+        compare.RunSummary(
+            label=f"{tiny.name} (0000000{index})",
+            params={},
+            curves={
+                f"train_{name}": pd.Series(values, index=range(1, len(values) + 1))
+                for name, values in curves(tiny).items()
+            },
+            test_accuracy=tiny.test_accuracy,
+        )
+        for index, tiny in enumerate(RUNS)
+    ]
+    figure = compare.comparison_figure(summaries)
+    loss, accuracy, bars = figure.axes[:3]
+    assert [len(line.get_xdata()) for line in loss.get_lines()] == [2, 3, 2, 5]
+    assert len(accuracy.get_lines()) == 4
+    assert [round(bar.get_height(), 2) for bar in bars.patches] == [0.9, 0.95, 0.93, 0.0]
+    assert [text.get_text() for text in bars.texts] == ["0.9000", "0.9500", "0.9300", "-"]
+    plots.save_figure(figure, tmp_path / "comparison.png")
+    with Image.open(tmp_path / "comparison.png") as image:
+        assert image.format == "PNG" and image.width > 1000
+
+
+def test_compare_two_runs_prints_the_diff_and_writes_the_png(tiny_store, tmp_path, capsys):
+    ids = tiny_store.run_ids
+    out = tmp_path / "figures" / "cmp.png"
+    assert run_cli("compare", ids["slow-lr"], ids["default-lr"], "--out", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("params that differ:")
+    assert "train.optimizer.learning_rate" in printed and "train.epochs" in printed
+    assert "base.seed" not in printed and "train.hidden_units" not in printed
+    assert f"slow-lr ({ids['slow-lr'][:8]})" in printed
+    assert f"curves and test accuracy: {out}\n" in printed
+    assert printed.rstrip().endswith(
+        f'#/compare-runs?runs=["{ids["slow-lr"]}","{ids["default-lr"]}"]&experiments=["1"]'
+    )
+    assert out.stat().st_size > 10_000
+
+
+def test_compare_best_n_takes_the_finished_runs_with_the_highest_accuracy(
+    tiny_store, tmp_path, capsys
+):
+    assert run_cli("compare", "--best", "2", "--out", str(tmp_path / "best.png")) == 0
+    header = capsys.readouterr().out.splitlines()[1]
+    assert header.split()[::2] == ["default-lr", "fast-lr"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ([], "give either run ids or --best N"),
+        (["--best", "2", "x"], "give either run ids or --best N"),
+        (["only-one"], "compare needs at least two different runs"),
+        (["nope1", "nope2"], "run nope1 is not in the MLflow store"),
+        (["--best", "0"], "--best 0: must be at least 1"),
+    ],
+)
+def test_bad_requests_are_one_line_errors(tiny_store, tmp_path, capsys, arguments, message):
+    assert run_cli("compare", *arguments, "--out", str(tmp_path / "x.png")) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {message}") and error.count("\n") == 1

@@ -1,0 +1,135 @@
+"""`mnist-pipeline runs`: the experiment's runs as a table, best first, and the same columns
+as the MLflow UI's shared runs view."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+from tiny_store import run_cli
+
+from mnist_pipeline import cli, runs
+from mnist_pipeline.errors import PipelineError
+
+HEADER = [
+    "run_id",
+    "name",
+    "status",
+    "learning_rate",
+    "rho",
+    "momentum",
+    "centered",
+    "epochs",
+    "batch_size",
+    "train_samples",
+    "test_accuracy",
+    "duration_s",
+]
+
+
+def test_table_shows_the_compared_columns_best_first(tiny_store, capsys):
+    assert run_cli("runs") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == HEADER
+    rows = [line.split() for line in lines[1:]]
+    assert [row[1] for row in rows] == ["default-lr", "fast-lr", "slow-lr", "crashed"]
+    assert rows[0][0] == tiny_store.run_ids["default-lr"]
+    assert rows[0][2:5] == ["FINISHED", "0.001", "0.9"] and rows[0][10] == "0.95"
+    assert rows[-1][2] == "FAILED" and rows[-1][10] == "-"  # no accuracy: last, shown as -
+
+
+def test_csv_sort_ascending_and_limit(tiny_store, capsys):
+    assert run_cli("runs", "--csv", "--sort", "learning_rate", "--ascending", "--limit", "2") == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(table.columns) == HEADER
+    assert table["learning_rate"].tolist() == [0.0005, 0.001]
+    assert table["name"].tolist()[0] == "slow-lr"
+    assert (table["duration_s"] >= 0).all()
+
+
+def test_where_is_mlflow_search_syntax(tiny_store, capsys):
+    assert run_cli("runs", "--csv", "--where", "params.train.epochs = '2'") == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert table["name"].tolist() == ["fast-lr", "slow-lr"]
+    assert run_cli("runs", "--where", "metrics.test_accuracy > 0.99") == 0
+    assert capsys.readouterr().out.strip() == "no runs match"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--where", "params.train.epochs == 2 and"], "error: --where 'params.train.epochs"),
+        (["--sort", "accuracy"], "error: --sort accuracy: no such column; choose one of run_id"),
+        (["--limit", "0"], "error: --limit 0: must be at least 1"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tiny_store, capsys, arguments, message):
+    assert run_cli("runs", *arguments) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(message) and error.count("\n") == 1
+
+
+def test_missing_store_or_experiment_says_what_to_do(tmp_path, monkeypatch, mlflow_store, capsys):
+    assert run_cli("runs") == 2
+    assert "error: no experiment 'mnist-mlp' in the MLflow store" in capsys.readouterr().err
+
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(tmp_path / "repo")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    with pytest.raises(PipelineError, match="no MLflow store at .*run the pipeline first"):
+        runs.open_experiment("mnist-mlp")
+    assert not (tmp_path / "repo" / "mlflow.db").exists()  # Looking does not create a store.
+
+
+def test_runs_table_from_mlflows_frame():
+    start = pd.Timestamp("2024-01-01 10:00:00", tz="UTC")
+    found = pd.DataFrame(
+        {
+            "run_id": ["a", "b"],
+            "status": ["FINISHED", "RUNNING"],
+            "start_time": [start, start],
+            "end_time": [start + pd.Timedelta(seconds=61.25), pd.NaT],
+            "params.train.optimizer.learning_rate": ["0.001", "1e-4"],
+            "params.train.optimizer.centered": ["False", "True"],
+            "metrics.test_accuracy": [0.97, None],
+        }
+    )
+    table = runs.runs_table(found)
+    assert list(table.columns) == HEADER
+    assert table["learning_rate"].tolist() == [0.001, 0.0001]  # numbers, from strings
+    assert table["centered"].tolist() == ["False", "True"]  # a flag stays as logged
+    assert table["duration_s"].iloc[0] == 61.2 and pd.isna(table["duration_s"].iloc[1])
+    assert table["epochs"].isna().all()  # not logged: an empty column, not an error
+    ordered = runs.sort_table(table)
+    assert ordered["run_id"].tolist() == ["a", "b"]
+
+
+def test_shared_view_shows_the_same_columns_accuracy_first():
+    state = runs.shared_view_state()
+    params = [
+        f"params.`{s.removeprefix('params.')}`" for s in runs.COLUMNS.values() if "params." in s
+    ]
+    expected = ["metrics.`test_accuracy`", *params, "attributes.`Dataset`"]
+    assert state["selectedColumns"] == state["columnOrder"] == expected
+    assert params[0] == "params.`train.optimizer.learning_rate`"
+    assert state["orderByKey"] == "metrics.`test_accuracy`" and state["orderByAsc"] is False
+
+
+def test_ui_link_opens_the_runs_table_with_the_shared_view(tiny_store_copy):
+    link = cli.experiment_link("http://127.0.0.1:5000", "mnist-mlp")
+    experiment_id = tiny_store_copy.experiment_id
+    assert link == (
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={runs.SHARED_VIEW_KEY}"
+    )
+    tags = mlflow.MlflowClient(tiny_store_copy.uri).get_experiment(experiment_id).tags
+    assert json.loads(tags[runs.SHARED_VIEW_PREFIX + runs.SHARED_VIEW_KEY]) == (
+        runs.shared_view_state()
+    )
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert cli.experiment_link("http://127.0.0.1:5000", "absent") == "http://127.0.0.1:5000"
