@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro test test-fast lint ui lock clean
+.PHONY: help setup repro test test-fast lint ui bench lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ lint: setup ## Check style and import order with ruff.
 
 ui: setup ## Open the MLflow UI for this repository's runs on http://127.0.0.1:5000.
 	mnist-pipeline ui
+
+bench: setup ## Time the chapter's plain script against the train stage (~4 min); see benchmarks/.
+	python -m benchmarks.run
 
 lock: ## Re-resolve dependencies from pyproject.toml into requirements.lock.
 	rm -rf .lock-venv && $(PYTHON_FOR_VENV) -m venv .lock-venv
