@@ -132,7 +132,7 @@ def _describe(issue: dict) -> str:
     if issue["type"] == "extra_forbidden":
         return f"{key}: unknown key{_suggestion(location)}"
     if issue["type"] == "missing":
-        return f"{key}: missing; add it (see the README for every key and its default)"
+        return f"{key}: missing; add it (git show HEAD:params.yaml lists every key)"
     if issue["type"] == "value_error":
         # Our own cross-field checks already name their keys.
         return issue["msg"].removeprefix("Value error, ")

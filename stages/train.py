@@ -17,7 +17,6 @@ import pandas as pd
 from mnist_pipeline import tracking
 from mnist_pipeline.atomic import atomic_outputs
 from mnist_pipeline.dataset import NUM_CLASSES, array_sha256, load_split
-from mnist_pipeline.model import build_model
 from mnist_pipeline.params import Params, TrainParams, load_params
 from mnist_pipeline.stage_runner import run_stage
 
@@ -52,6 +51,10 @@ def train_model(features: np.ndarray, targets: np.ndarray, params: TrainParams, 
     both kinds of run are saved, logged, evaluated and served the same way.
     """
     seed_everything(seed)
+    # Imported here, not at the top: TensorFlow takes seconds to load, and bad params should
+    # fail before that, with nothing but their one-line error.
+    from mnist_pipeline.model import build_model
+
     model = build_model(params, input_dim=features.shape[1])
     if params.framework == "numpy":
         return model, train_from_scratch(model, features, targets, params, seed)
