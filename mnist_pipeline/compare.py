@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline import plots  # noqa: F401  (selects the headless Agg backend first)
+from mnist_pipeline import (
+    plots,  # noqa: F401  (selects the headless Agg backend first)
+    tracking,
+)
 from mnist_pipeline.errors import PipelineError
 
 CURVES = {"train_loss": "train loss", "train_accuracy": "train accuracy"}
@@ -34,12 +36,7 @@ def load_summaries(run_ids: list[str]) -> list[RunSummary]:
     client = MlflowClient()
     summaries = []
     for run_id in run_ids:
-        try:
-            run = client.get_run(run_id)
-        except MlflowException:
-            raise PipelineError(
-                f"run {run_id} is not in the MLflow store; list runs with `mnist-pipeline runs`"
-            ) from None
+        run = tracking.require_run(run_id)
         curves = {
             metric: pd.Series(
                 {point.step: point.value for point in client.get_metric_history(run_id, metric)},

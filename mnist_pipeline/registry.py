@@ -10,6 +10,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline import tracking
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.runs import best_run_ids, first_line
 
@@ -38,15 +39,9 @@ class Promotion:
 
 def choose_run(experiment_id: str, run_id: str | None) -> Run:
     """The given run, which must have finished, or the best finished one by test accuracy."""
-    client = MlflowClient()
     if run_id is None:
         run_id = best_run_ids(experiment_id, 1)[0]
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise PipelineError(
-            f"run {run_id} is not in the MLflow store; list runs with `mnist-pipeline runs`"
-        ) from None
+    run = tracking.require_run(run_id)
     if run.info.status != "FINISHED":
         raise PipelineError(
             f"run {run_id} is {run.info.status}, not FINISHED; promote a finished run"

@@ -21,6 +21,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mnist_pipeline import tracking
 from mnist_pipeline.errors import PipelineError
 
 REPRODUCTION_TAG = "reproduction_of"
@@ -91,14 +92,7 @@ def compare(original: Run, reproduced: Run) -> list[Check]:
 
 
 def load_recipe(run_id: str) -> tuple[Run, Recipe]:
-    client = MlflowClient()
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise PipelineError(
-            f"run {run_id} does not exist in the MLflow store {mlflow.get_tracking_uri()}; "
-            "list runs with `mnist-pipeline runs`"
-        ) from None
+    run = tracking.require_run(run_id)
     try:
         params_yaml = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/{PARAMS_ARTIFACT}")
     except (MlflowException, OSError):

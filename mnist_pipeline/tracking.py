@@ -292,12 +292,13 @@ class RunRecord:
             ) from None
 
 
-def require_run(run_id: str) -> mlflow.entities.Run:
-    """The logged run, or an error saying how to recreate it."""
+def require_run(
+    run_id: str, fix: str = "list runs with `mnist-pipeline runs`"
+) -> mlflow.entities.Run:
+    """The logged run, or an error that names the store and how to fix it."""
     try:
         return MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException:
         raise PipelineError(
-            f"MLflow run {run_id} is not in the store {tracking_uri()}; it was deleted or logged "
-            "to another store: run `dvc repro -f train` to train and log it again"
+            f"run {run_id} is not in the MLflow store {mlflow.get_tracking_uri()}; {fix}"
         ) from None

@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> None:
     with atomic_outputs(*outputs) as (metrics_file, report_file, confusion_file, *png_files):
         record = tracking.RunRecord.load(args.run_record)
         tracking.connect(params.mlflow.experiment_name)
-        tracking.require_run(record.run_id)
+        tracking.require_run(
+            record.run_id,
+            fix="it was deleted or logged to another store: run `dvc repro -f train` to train "
+            "and log it again",
+        )
         model = load_model_safely(args.model)
         features, targets = load_split(args.test)
         if features.shape[1] != model.input_shape[-1] or targets.shape[1] != NUM_CLASSES:

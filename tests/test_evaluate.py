@@ -81,6 +81,6 @@ def test_a_run_missing_from_the_store_is_a_clear_error(
 ):
     train.main(train_argv(tmp_path, tiny_params, prepared_tiny))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
-    with pytest.raises(PipelineError, match="is not in the store .*dvc repro -f train"):
+    with pytest.raises(PipelineError, match="is not in the MLflow store .*dvc repro -f train"):
         evaluate.main(evaluate_argv(tmp_path, tiny_params, prepared_tiny))
     assert list((tmp_path / "reports").iterdir()) == []

@@ -100,7 +100,7 @@ def test_unknown_run_id_is_a_one_line_error(mlflow_store, repo, capsys):
     logged_run(mlflow_store, {"git_commit": "d" * 40})
     assert run_cli("reproduce", "0" * 32) == 2
     (error,) = messages(capsys.readouterr().err)
-    assert error.startswith(f"error: run {'0' * 32} does not exist in the MLflow store")
+    assert error.startswith(f"error: run {'0' * 32} is not in the MLflow store")
 
 
 def test_a_commit_that_is_gone_is_a_clear_error_after_the_dirty_warning(mlflow_store, repo, capsys):
