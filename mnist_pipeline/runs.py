@@ -19,6 +19,7 @@ COLUMNS = {
     "run_id": "run_id",
     "name": "tags.mlflow.runName",
     "status": "status",
+    "framework": "params.train.framework",
     "learning_rate": "params.train.optimizer.learning_rate",
     "rho": "params.train.optimizer.rho",
     "momentum": "params.train.optimizer.momentum",
@@ -28,6 +29,7 @@ COLUMNS = {
     "train_samples": "params.data.train_samples",
     "test_accuracy": "metrics.test_accuracy",
 }
+TEXT_COLUMNS = ("framework", "centered")
 DURATION = "duration_s"
 DEFAULT_SORT = "test_accuracy"
 
@@ -81,7 +83,7 @@ def runs_table(found: pd.DataFrame) -> pd.DataFrame:
         }
     )
     for name, source in COLUMNS.items():
-        if source.startswith("params.") and name != "centered":
+        if source.startswith("params.") and name not in TEXT_COLUMNS:
             # Params are stored as strings; numbers must sort as numbers.
             table[name] = pd.to_numeric(table[name], errors="coerce")
     if "end_time" in found and "start_time" in found:

@@ -18,6 +18,7 @@ HEADER = [
     "run_id",
     "name",
     "status",
+    "framework",
     "learning_rate",
     "rho",
     "momentum",
@@ -37,8 +38,8 @@ def test_table_shows_the_compared_columns_best_first(tiny_store, capsys):
     rows = [line.split() for line in lines[1:]]
     assert [row[1] for row in rows] == ["default-lr", "fast-lr", "slow-lr", "crashed"]
     assert rows[0][0] == tiny_store.run_ids["default-lr"]
-    assert rows[0][2:5] == ["FINISHED", "0.001", "0.9"] and rows[0][10] == "0.95"
-    assert rows[-1][2] == "FAILED" and rows[-1][10] == "-"  # no accuracy: last, shown as -
+    assert rows[0][2:6] == ["FINISHED", "keras", "0.001", "0.9"] and rows[0][11] == "0.95"
+    assert rows[-1][2] == "FAILED" and rows[-1][11] == "-"  # no accuracy: last, shown as -
 
 
 def test_csv_sort_ascending_and_limit(tiny_store, capsys):
@@ -116,7 +117,7 @@ def test_shared_view_shows_the_same_columns_accuracy_first():
     ]
     expected = ["metrics.`test_accuracy`", *params, "attributes.`Dataset`"]
     assert state["selectedColumns"] == state["columnOrder"] == expected
-    assert params[0] == "params.`train.optimizer.learning_rate`"
+    assert params[:2] == ["params.`train.framework`", "params.`train.optimizer.learning_rate`"]
     assert state["orderByKey"] == "metrics.`test_accuracy`" and state["orderByAsc"] is False
 
 
