@@ -7,20 +7,40 @@ that it is surely mid-training when the signal arrives.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, train_argv, write_params
+from mnist_pipeline import dataset
+from stages.prepare import prepare_split
 
 pytestmark = pytest.mark.slow
 
 STARTUP_LIMIT_SECONDS = 120
+
+
+@pytest.fixture
+def prepared_large(tmp_path) -> dict[str, Path]:
+    """16,384 random images: with 10,000 epochs of them, training surely outlasts the test
+    however fast an epoch runs (the tiny set's epochs took milliseconds)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16_384, 28, 28), dtype=np.uint8)
+    labels = (np.arange(len(images)) % 10).astype(np.uint8)
+    features, targets, attributes = prepare_split(images, labels)
+    paths = {"train": tmp_path / "train.npz", "train_attributes": tmp_path / "attributes.json"}
+    dataset.save_split(paths["train"], features, targets)
+    paths["train_attributes"].write_text(json.dumps(attributes))
+    return paths
 
 
 @pytest.fixture
@@ -51,24 +71,21 @@ def finish(process, timeout: float) -> str:
 
 
 def wait_until_training(process, store) -> str:
-    """The id of the run once it exists and the process has had time to enter training."""
-    client = mlflow.MlflowClient(store)
+    """The id of the run once the stage has started it and had time to enter training.
+
+    It reads the stage's log rather than the store: a second process opening a brand-new
+    SQLite store while the stage creates MLflow's tables would race it."""
     deadline = time.monotonic() + STARTUP_LIMIT_SECONDS
     while time.monotonic() < deadline:
         assert process.poll() is None, finish(process, 1)
-        experiment = client.get_experiment_by_name("interrupts") if _exists(store) else None
-        if experiment is not None:
-            runs = client.search_runs([experiment.experiment_id])
-            if runs:
-                time.sleep(3)  # Well inside the 10,000 epochs.
-                return runs[0].info.run_id
+        process.log.seek(0)
+        started = re.search(r"MLflow run ([0-9a-f]{32}) in ", process.log.read())
+        if started:
+            time.sleep(3)  # Well inside the 10,000 epochs.
+            return started.group(1)
         time.sleep(0.5)
     process.kill()
     pytest.fail("training did not start in time")
-
-
-def _exists(store: str) -> bool:
-    return os.path.exists(store.removeprefix("sqlite:///"))
 
 
 def outputs(tmp_path):
@@ -78,9 +95,9 @@ def outputs(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_exits_non_zero_kills_the_run_and_leaves_nothing(
-    tmp_path, endless_params, prepared_tiny, mlflow_store, signum
+    tmp_path, endless_params, prepared_large, mlflow_store, signum
 ):
-    process = start_training(tmp_path, endless_params, prepared_tiny, mlflow_store)
+    process = start_training(tmp_path, endless_params, prepared_large, mlflow_store)
     run_id = wait_until_training(process, mlflow_store)
     process.send_signal(signum)
     output = finish(process, timeout=60)
@@ -91,9 +108,9 @@ def test_interrupt_exits_non_zero_kills_the_run_and_leaves_nothing(
 
 
 def test_after_sigkill_the_next_training_marks_the_orphan_killed(
-    tmp_path, endless_params, prepared_tiny, mlflow_store
+    tmp_path, endless_params, prepared_large, mlflow_store
 ):
-    process = start_training(tmp_path, endless_params, prepared_tiny, mlflow_store)
+    process = start_training(tmp_path, endless_params, prepared_large, mlflow_store)
     orphan = wait_until_training(process, mlflow_store)
     process.kill()
     finish(process, timeout=60)
@@ -104,7 +121,7 @@ def test_after_sigkill_the_next_training_marks_the_orphan_killed(
     # The next training run, in the same experiment, cleans up after it.
     params = endless_params.read_text().replace("epochs: 10000", "epochs: 1")
     endless_params.write_text(params)
-    finished = start_training(tmp_path, endless_params, prepared_tiny, mlflow_store)
+    finished = start_training(tmp_path, endless_params, prepared_large, mlflow_store)
     output = finish(finished, timeout=STARTUP_LIMIT_SECONDS)
     assert finished.returncode == 0, output
     assert client.get_run(orphan).info.status == "KILLED"
