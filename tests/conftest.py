@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,17 @@ def default_params() -> dict:
 def params_tree(default_params) -> dict:
     """A fresh, mutable copy of the committed params."""
     return copy.deepcopy(default_params)
+
+
+def git(repo, *args: str) -> str:
+    """Runs git in `repo` as a throwaway identity; returns its output."""
+    return subprocess.run(
+        ["git", "-c", "user.email=t@localhost", "-c", "user.name=t", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def write_params(path: Path, tree: dict) -> Path:

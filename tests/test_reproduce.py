@@ -3,27 +3,17 @@ The real reproduction (a worktree, `dvc repro`, a matching run) is in test_exper
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import mlflow
 import pytest
 from tiny_store import run_cli
 
+from conftest import git
 from mnist_pipeline import reproduce
 from mnist_pipeline.errors import PipelineError
 
 PARAMS_YAML = "train:\n  epochs: 1\n"
-
-
-def git(repo, *args) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.email=t@localhost", "-c", "user.name=t", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
 
 @pytest.fixture

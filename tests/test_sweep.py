@@ -3,22 +3,10 @@ be found together in MLflow. The real queue is run in test_experiments_e2e.py.""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from conftest import write_params
+from conftest import git, write_params
 from mnist_pipeline import tracking
-
-
-def git(repo, *args) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.email=t@localhost", "-c", "user.name=t", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
 
 @pytest.fixture

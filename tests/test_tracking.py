@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
+from conftest import git
 from mnist_pipeline import tracking
 from mnist_pipeline.errors import PipelineError
-
-
-def git(repo, *args):
-    subprocess.run(
-        ["git", "-c", "user.email=t@localhost", "-c", "user.name=t", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-    )
 
 
 def test_default_store_is_sqlite_at_the_repo_root(tmp_path, monkeypatch):
