@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from mnist_pipeline import tracking
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import load_params
 from mnist_pipeline.stage_runner import run_stage
 
@@ -43,7 +43,7 @@ def experiment_link(base_url: str, experiment_name: str) -> str:
         runs.share_runs_view(experiment.experiment_id)
     except mlflow.exceptions.MlflowException as error:
         # A shared server may not let this user tag the experiment: the plain table will do.
-        log.warning("could not save the runs view (%s)", runs.first_line(error))
+        log.warning("could not save the runs view (%s)", first_line(error))
     return runs.runs_page_link(base_url, experiment.experiment_id)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_pipeline.dataset import IMAGE_SIDE
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, first_line
 
 FORMATS = ("PNG", "JPEG")
 DIGIT_BOX = 20  # MNIST fits each digit into 20x20 pixels, inside a 28x28 image.
@@ -119,9 +119,8 @@ def load_classifier(model: str) -> Classifier:
     try:
         pyfunc = mlflow.pyfunc.load_model(model)
     except Exception as error:  # MLflow raises many types for a model it cannot find or load.
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         raise PipelineError(
-            f"cannot load the model {model} ({first_line}); promote a run "
+            f"cannot load the model {model} ({first_line(error)}); promote a run "
             "(`mnist-pipeline promote`) or pass --model with a models:/ or runs:/ URI or a "
             ".keras file"
         ) from None

@@ -11,8 +11,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline import tracking
-from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.runs import best_run_ids, first_line
+from mnist_pipeline.errors import PipelineError, first_line
+from mnist_pipeline.runs import best_run_ids
 
 CHAMPION_ALIAS = "champion"
 # The name train logs the model under (stages/train.py's MODEL_ARTIFACT); imported from there

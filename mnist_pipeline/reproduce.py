@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline import tracking
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, last_line
 
 REPRODUCTION_TAG = "reproduction_of"
 PARAMS_ARTIFACT = "params.yaml"
@@ -171,7 +171,7 @@ def reproduce(recipe: Recipe, repo: Path, store_uri: str, keep: bool = False) ->
 def git(cwd: Path, *args: str) -> None:
     result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise PipelineError(f"`git {' '.join(args)}` failed: {_last_line(result.stderr)}")
+        raise PipelineError(f"`git {' '.join(args)}` failed: {last_line(result.stderr)}")
 
 
 def dvc(cwd: Path, *args: str, env: dict | None = None, capture: bool = False) -> str:
@@ -185,11 +185,6 @@ def dvc(cwd: Path, *args: str, env: dict | None = None, capture: bool = False) -
         stderr=subprocess.PIPE if capture else None,
     )
     if result.returncode != 0:
-        detail = _last_line(result.stderr) if capture else "see its output above"
+        detail = last_line(result.stderr) if capture else "see its output above"
         raise PipelineError(f"`dvc {' '.join(args)}` failed in {cwd} ({detail})")
     return result.stdout or ""
-
-
-def _last_line(text: str | None) -> str:
-    lines = [line for line in (text or "").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "no output"

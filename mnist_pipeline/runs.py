@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline import tracking
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, first_line
 
 # Table column -> column of `mlflow.search_runs`. The one list of what a user compares: the
 # terminal table shows these, and the UI's shared view selects the same params and metrics.
@@ -58,10 +58,6 @@ def open_experiment(experiment_name: str) -> str:
             "first (`dvc repro`) or check mlflow.experiment_name in params.yaml"
         )
     return experiment.experiment_id
-
-
-def first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def search(experiment_id: str, where: str = "") -> pd.DataFrame:

