@@ -4,7 +4,6 @@ save it as a native `.keras` file and log the whole run to MLflow."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import time
@@ -16,7 +15,13 @@ import pandas as pd
 
 from mnist_pipeline import tracking
 from mnist_pipeline.atomic import atomic_outputs
-from mnist_pipeline.dataset import NUM_CLASSES, array_sha256, load_split
+from mnist_pipeline.dataset import (
+    NUM_CLASSES,
+    aligned_empty,
+    array_sha256,
+    load_split,
+    weights_sha256,
+)
 from mnist_pipeline.params import Params, TrainParams, load_params
 from mnist_pipeline.stage_runner import run_stage
 
@@ -166,9 +171,7 @@ def tensorflow_ready(array: np.ndarray) -> np.ndarray:
     is_aligned = array.size == 0 or array.ctypes.data % TENSORFLOW_ALIGNMENT == 0
     if array.flags.c_contiguous and array.flags.writeable and is_aligned:
         return array
-    buffer = np.empty(array.nbytes + TENSORFLOW_ALIGNMENT, dtype=np.uint8)
-    start = -buffer.ctypes.data % TENSORFLOW_ALIGNMENT
-    copy = buffer[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
+    copy = aligned_empty(array.shape, array.dtype, TENSORFLOW_ALIGNMENT)
     copy[...] = array
     return copy
 
@@ -203,14 +206,6 @@ def train_from_scratch(model, features, targets, params: TrainParams, seed: int)
     )
     model.set_weights(weights.as_keras_list())
     return history
-
-
-def weights_sha256(model) -> str:
-    """One digest over every weight array, in layer order: equal digests, identical models."""
-    digest = hashlib.sha256()
-    for weights in model.get_weights():
-        digest.update(array_sha256(weights).encode())
-    return digest.hexdigest()
 
 
 def history_table(history: dict[str, list[float]]) -> pd.DataFrame:
@@ -310,10 +305,14 @@ def main(argv: list[str] | None = None) -> None:
         model_file, history_file, record_file = temporaries
         # Fail before the slow part when the store is unusable.
         experiment_id = tracking.connect(params.mlflow.experiment_name)
-        # Aligned once here, so training can share the arrays with TensorFlow without a copy.
-        features, targets = map(tensorflow_ready, load_split(args.train))
+        # Read into aligned memory, so training shares the arrays with TensorFlow as they are.
+        features, targets = load_split(args.train, alignment=TENSORFLOW_ALIGNMENT)
         attributes = json.loads(args.train_attributes.read_text(encoding="utf-8"))
         tracking.mark_stale_runs([experiment_id])
+        # Loads Keras and TensorFlow (seconds): first through model.py, which leaves out the
+        # parts of Keras this project does not use; the later `import keras`es are free.
+        import mnist_pipeline.model  # noqa: F401
+
         tags = {**tracking.git_tags(), **tracking.environment_tags()}
         run_name = tags.get("dvc_exp_name")
         with tracking.tracked_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
@@ -329,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
             with logging_time:
                 log_run_params(params, model, features)
                 tracking.log_history(history, prefix="train_")
-                mlflow.set_tag("weights_sha256", weights_sha256(model))
+                mlflow.set_tag("weights_sha256", weights_sha256(model.get_weights()))
                 log_model(model)
             log.info(LOGGING_TIME_MESSAGE, logging_time.seconds)
             tracking.RunRecord(run.info.run_id, experiment_id).save(record_file)
@@ -337,4 +336,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, skip_teardown=True)

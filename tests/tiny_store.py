@@ -55,6 +55,7 @@ def build_tiny_store(folder: Path, default_params: dict) -> TinyStore:
     import mlflow
 
     from mnist_pipeline import tracking
+    from mnist_pipeline.dataset import weights_sha256
     from mnist_pipeline.model import build_model
     from mnist_pipeline.params import parse_params
     from stages import train
@@ -83,7 +84,7 @@ def build_tiny_store(folder: Path, default_params: dict) -> TinyStore:
             model = build_model(params.train, input_dim=784)
             train.log_run_inputs(params, model, features, targets, folder / "train.npz", {})
             tracking.log_history(curves(tiny), prefix="train_")
-            mlflow.set_tag("weights_sha256", train.weights_sha256(model))
+            mlflow.set_tag("weights_sha256", weights_sha256(model.get_weights()))
             if tiny.with_model:
                 train.log_model(model)
             if tiny.test_accuracy is not None:
