@@ -1,23 +1,29 @@
 """evaluate: score the trained model on the test images; write metrics, the per-class report,
-the confusion matrix and figures, and log them into the training run in MLflow."""
+the confusion matrix and figures, and log them into the training run in MLflow.
+
+The model is read from its .keras file and run with NumPy (mnist_pipeline.keras_file), not
+Keras: the same predictions without importing TensorFlow, which took most of this stage's time.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import classification_report, confusion_matrix
 
 from mnist_pipeline import plots, tracking
 from mnist_pipeline.atomic import atomic_outputs, write_json
-from mnist_pipeline.dataset import NUM_CLASSES, array_sha256, load_split
+from mnist_pipeline.dataset import NUM_CLASSES, array_sha256, load_split, weights_sha256
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.numpy_mlp import categorical_crossentropy
+from mnist_pipeline.keras_file import read_mlp
+from mnist_pipeline.numpy_mlp import categorical_crossentropy, predict_proba
 from mnist_pipeline.params import load_params
 from mnist_pipeline.stage_runner import run_stage
 
@@ -32,22 +38,63 @@ class Evaluation:
 
 
 def evaluate_predictions(targets: np.ndarray, probabilities: np.ndarray) -> Evaluation:
-    """Scores class probabilities against one-hot targets, both (N, 10)."""
+    """Scores class probabilities against one-hot targets, both (N, C)."""
     if targets.shape != probabilities.shape or targets.ndim != 2:
         raise ValueError(
             f"targets {targets.shape} and probabilities {probabilities.shape} must both be (N, C)"
         )
     true_labels, predicted = targets.argmax(axis=1), probabilities.argmax(axis=1)
-    labels = list(range(targets.shape[1]))
-    report = classification_report(
-        true_labels, predicted, labels=labels, output_dict=True, zero_division=0
-    )
+    confusion = confusion_matrix(true_labels, predicted, targets.shape[1])
+    report = classification_report(confusion)
     metrics = {
         "test_loss": categorical_crossentropy(targets, probabilities),
         "test_accuracy": float((true_labels == predicted).mean()),
         "test_macro_f1": float(report["macro avg"]["f1-score"]),
     }
-    return Evaluation(metrics, report, confusion_matrix(true_labels, predicted, labels=labels))
+    return Evaluation(metrics, report, confusion)
+
+
+def confusion_matrix(true_labels: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """Counts, (classes, classes): row = true class, column = predicted class."""
+    pairs = true_labels.astype(np.int64) * classes + predicted
+    return np.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+
+
+def classification_report(confusion: np.ndarray) -> dict[str, dict | float]:
+    """Per-class precision, recall, F1 and support, their plain and support-weighted means, and
+    the accuracy: the dictionary scikit-learn's `classification_report(output_dict=True,
+    zero_division=0)` returns, computed from the confusion matrix (scikit-learn's import alone
+    took 0.6 s of this stage). A ratio with nothing to divide by is 0."""
+    true_positives = np.diag(confusion).astype(np.float64)
+    support = confusion.sum(axis=1).astype(np.float64)
+    predicted = confusion.sum(axis=0).astype(np.float64)
+    scores = {
+        "precision": _ratio(true_positives, predicted),
+        "recall": _ratio(true_positives, support),
+        "f1-score": _ratio(2 * true_positives, predicted + support),
+    }
+    total = support.sum()
+    report: dict[str, dict | float] = {
+        str(label): {
+            **{name: float(values[label]) for name, values in scores.items()},
+            "support": float(support[label]),
+        }
+        for label in range(len(confusion))
+    }
+    report["accuracy"] = float(true_positives.sum() / total) if total else 0.0
+    for name, weights in (("macro avg", np.ones_like(support)), ("weighted avg", support)):
+        report[name] = {
+            **{
+                metric: float(values @ weights / weights.sum()) if weights.sum() else 0.0
+                for metric, values in scores.items()
+            },
+            "support": float(total),
+        }
+    return report
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator != 0)
 
 
 def confusion_pairs(targets: np.ndarray, probabilities: np.ndarray) -> pd.DataFrame:
@@ -55,6 +102,29 @@ def confusion_pairs(targets: np.ndarray, probabilities: np.ndarray) -> pd.DataFr
     return pd.DataFrame(
         {"actual": targets.argmax(axis=1), "predicted": probabilities.argmax(axis=1)}
     )
+
+
+def require_logged_weights(arrays: list[np.ndarray], run, model_path: Path) -> None:
+    """Stops unless the arrays are the ones the training run logged (its `weights_sha256`):
+    metrics must describe the run's own model, not a file replaced since."""
+    logged = run.data.tags.get("weights_sha256")
+    found = weights_sha256(arrays)
+    if found != logged:
+        raise PipelineError(
+            f"{model_path}: its weights (digest {found[:12]}) are not those run "
+            f"{run.info.run_id} logged ({(logged or 'none')[:12]}); run `dvc repro -f train`"
+        )
+
+
+def log_files_as(files: dict[str, Path], artifact_path: str) -> None:
+    """Logs each file under the artifact name it is keyed by (the files themselves may carry
+    temporary names until the stage succeeds)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as folder:
+        for name, path in files.items():
+            shutil.copyfile(path, Path(folder) / name)
+        mlflow.log_artifacts(folder, artifact_path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,37 +145,38 @@ def main(argv: list[str] | None = None) -> None:
 
     import mlflow
 
-    from mnist_pipeline.model import load_model_safely
-
     outputs = (args.metrics, args.report, args.confusion, args.confusion_png, args.curves_png)
     with atomic_outputs(*outputs) as (metrics_file, report_file, confusion_file, *png_files):
         record = tracking.RunRecord.load(args.run_record)
         tracking.connect(params.mlflow.experiment_name)
-        tracking.require_run(
+        run = tracking.require_run(
             record.run_id,
             fix="it was deleted or logged to another store: run `dvc repro -f train` to train "
             "and log it again",
         )
-        model = load_model_safely(args.model)
+        weights, activation = read_mlp(args.model)
+        require_logged_weights(weights.as_keras_list(), run, args.model)
         features, targets = load_split(args.test)
-        if features.shape[1] != model.input_shape[-1] or targets.shape[1] != NUM_CLASSES:
+        if features.shape[1] != weights.input_dim or targets.shape[1] != NUM_CLASSES:
             raise PipelineError(
                 f"{args.test}: features {features.shape} / targets {targets.shape} do not fit "
-                f"the model's input {model.input_shape}; run `dvc repro` to rebuild both"
+                f"the model's {weights.input_dim} inputs; run `dvc repro` to rebuild both"
             )
-        probabilities = model.predict(features, batch_size=params.evaluate.batch_size, verbose=0)
+        probabilities = predict_proba(
+            weights, features, activation, batch_size=params.evaluate.batch_size
+        )
         evaluation = evaluate_predictions(targets, probabilities)
         figures = {
             "confusion_matrix.png": plots.confusion_matrix_figure(evaluation.confusion),
             "training_curves.png": plots.training_curves_figure(pd.read_csv(args.history)),
         }
+        for figure, png_file in zip(figures.values(), png_files, strict=True):
+            plots.save_figure(figure, png_file)
         with tracking.tracked_run(run_id=record.run_id):
             write_json(metrics_file, evaluation.metrics)
             write_json(report_file, evaluation.report)
             confusion_pairs(targets, probabilities).to_csv(confusion_file, index=False)
-            for (name, figure), png_file in zip(figures.items(), png_files, strict=True):
-                mlflow.log_figure(figure, f"evaluation/{name}")
-                plots.save_figure(figure, png_file)
+            log_files_as(dict(zip(figures, png_files, strict=True)), "evaluation")
             mlflow.log_metrics(evaluation.metrics)
             # Tags, not params: a training run is evaluated again when only these change, and
             # MLflow params cannot be overwritten.
@@ -129,4 +200,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, skip_teardown=True)

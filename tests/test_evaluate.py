@@ -31,6 +31,31 @@ def test_metrics_on_a_known_answer():
     assert result.metrics["test_macro_f1"] == pytest.approx(result.report["macro avg"]["f1-score"])
 
 
+@pytest.mark.parametrize("classes, seed", [(3, 0), (10, 1), (10, 2)])
+def test_report_and_confusion_match_scikit_learn(classes, seed):
+    """Including classes never predicted or absent from the targets (ratios of 0 / 0)."""
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    rng = np.random.default_rng(seed)
+    true_labels = rng.integers(0, classes - 1, 200)  # The last class never occurs...
+    predicted = np.where(rng.random(200) < 0.7, true_labels, rng.integers(1, classes, 200))
+    predicted[predicted == 1] = 2  # ...and class 1 is never predicted.
+    labels = list(range(classes))
+    result = evaluate.evaluate_predictions(
+        one_hot(true_labels, classes), one_hot(predicted, classes)
+    )
+    expected = classification_report(
+        true_labels, predicted, labels=labels, output_dict=True, zero_division=0
+    )
+    assert result.report.keys() == expected.keys()
+    for key, value in expected.items():
+        assert result.report[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+    assert (
+        result.confusion.tolist()
+        == confusion_matrix(true_labels, predicted, labels=labels).tolist()
+    )
+
+
 def test_mismatched_shapes_are_rejected():
     with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
         evaluate.evaluate_predictions(one_hot([0, 1]), np.zeros((2, 4)))
@@ -74,6 +99,26 @@ def test_main_scores_and_logs_into_the_training_run(
         "evaluation/training_curves.png",
         "evaluation/classification_report.json",
     } <= artifacts
+
+
+def test_a_model_file_replaced_since_training_is_refused(
+    tmp_path, tiny_params, prepared_tiny, mlflow_store
+):
+    """Metrics are logged into the training run only for that run's own weights."""
+    import keras
+
+    train.main(train_argv(tmp_path, tiny_params, prepared_tiny))
+    model_file = tmp_path / "out" / "model.keras"
+    model = keras.saving.load_model(model_file)
+    model.set_weights([w * 1.01 for w in model.get_weights()])
+    model.save(model_file)
+    with pytest.raises(
+        PipelineError,
+        match=r"model.keras: its weights .* are not those run \w+ "
+        r"logged .*`dvc repro -f train`",
+    ):
+        evaluate.main(evaluate_argv(tmp_path, tiny_params, prepared_tiny))
+    assert list((tmp_path / "reports").iterdir()) == []
 
 
 def test_a_run_missing_from_the_store_is_a_clear_error(
