@@ -8,6 +8,7 @@ it keeps those runs in the user's store instead of a copy that is deleted afterw
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from mnist_pipeline.dataset import array_sha256
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import load_params, parse_params
 
@@ -35,6 +37,8 @@ STORE_FILE = "mlflow.db"
 OWNER_HOST_TAG, OWNER_PID_TAG = "owner_host", "owner_pid"
 SWEEP_TAG = "sweep"
 ARTIFACTS_DIR = "mlartifacts"
+# How much of a dataset's digest MLflow shows, as long as its own digests.
+DIGEST_CHARS = 8
 # Makes MLflow 3's UI open the experiment on its runs table rather than the GenAI traces view.
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 # Changes that are not code: params are logged with the run, `dvc repro` rewrites dvc.lock and
@@ -258,13 +262,20 @@ def log_history(history: dict[str, list[float]], prefix: str) -> None:
     MlflowClient().log_batch(run_id, metrics=metrics)
 
 
-def log_dataset(features, targets, path: Path, name: str, context: str) -> None:
-    """Logs arrays as an MLflow dataset input (MLflow computes its digest) of the active run."""
+def log_dataset(
+    features, targets, path: Path, name: str, context: str, *, features_sha256: str
+) -> None:
+    """Logs arrays as an MLflow dataset input of the active run. Its digest comes from the
+    arrays' SHA-256 (the caller's, of the features, logged beside it): MLflow's own digest
+    took 0.4 s and a copy of the 188 MB of training images."""
+    digest = hashlib.sha256(f"{features_sha256}:{array_sha256(targets)}".encode()).hexdigest()
     with warnings.catch_warnings():
         # MLflow registers its local-file source class twice and warns that a plain path is
         # ambiguous between the two identical candidates.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        dataset = mlflow.data.from_numpy(features, targets=targets, source=str(path), name=name)
+        dataset = mlflow.data.from_numpy(
+            features, targets=targets, source=str(path), name=name, digest=digest[:DIGEST_CHARS]
+        )
     mlflow.log_input(dataset, context=context)
 
 

@@ -85,3 +85,30 @@ def test_sqlite_stores_keep_artifacts_beside_the_database(tmp_path, monkeypatch)
         == (tmp_path / "store" / "mlartifacts" / "where-artifacts-go").as_uri()
     )
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_dataset_digests_name_the_exact_features_and_labels(tmp_path, mlflow_store):
+    import mlflow
+    import numpy as np
+
+    from mnist_pipeline.dataset import array_sha256
+
+    features = np.arange(40, dtype=np.float32).reshape(4, 10)
+    labels = np.eye(10, dtype=np.float32)[[0, 1, 2, 3]]
+    relabelled = np.eye(10, dtype=np.float32)[[0, 1, 2, 4]]
+    tracking.connect("digests")
+    digests = []
+    for targets in (labels, labels, relabelled):
+        with tracking.tracked_run() as run:
+            tracking.log_dataset(
+                features,
+                targets,
+                tmp_path / "x.npz",
+                "tiny",
+                "training",
+                features_sha256=array_sha256(features),
+            )
+        inputs = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+        digests.append(inputs[0].dataset.digest)
+    assert digests[0] == digests[1] != digests[2]
+    assert len(digests[0]) == tracking.DIGEST_CHARS

@@ -104,6 +104,22 @@ def test_main_logs_the_run_and_writes_outputs(tmp_path, tiny_params, prepared_ti
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     signature = pyfunc.metadata.signature.to_dict()
     assert "784" in signature["inputs"] and "float32" in signature["inputs"]
+    requirements = mlflow.artifacts.load_text(f"{model_uri}/requirements.txt").split()
+    import keras
+    import tensorflow as tf
+
+    assert {f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"} <= set(requirements)
+
+
+def test_log_model_skips_mlflows_requirements_check_only_while_logging():
+    """The check it skips must still exist under that name: if MLflow renames it, the skip
+    silently stops saving time, and this test says so."""
+    from mlflow.utils import environment
+
+    check = getattr(environment, train.MLFLOW_REQUIREMENTS_CHECK)
+    with train._requirements_taken_as_satisfied():
+        assert getattr(environment, train.MLFLOW_REQUIREMENTS_CHECK) is not check
+    assert getattr(environment, train.MLFLOW_REQUIREMENTS_CHECK) is check
 
 
 def test_failure_mid_training_marks_run_failed_and_leaves_nothing(
