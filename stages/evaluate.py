@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mnist_pipeline import plots, tracking
 from mnist_pipeline.atomic import atomic_outputs, write_json
+from mnist_pipeline.child_process import running_beside
 from mnist_pipeline.dataset import NUM_CLASSES, array_sha256, load_split, weights_sha256
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.keras_file import read_mlp
@@ -104,6 +104,22 @@ def confusion_pairs(targets: np.ndarray, probabilities: np.ndarray) -> pd.DataFr
     )
 
 
+# The figures, by the name each is logged under in the run's `evaluation/` artifacts.
+FIGURES = ("confusion_matrix.png", "training_curves.png")
+
+
+def draw_figures(confusion: np.ndarray, history_csv: Path, files: dict[str, Path]) -> None:
+    """Writes the confusion-matrix and training-curve PNGs (`files` maps FIGURES to paths)."""
+    from mnist_pipeline import plots
+
+    figures = {
+        "confusion_matrix.png": plots.confusion_matrix_figure(confusion),
+        "training_curves.png": plots.training_curves_figure(pd.read_csv(history_csv)),
+    }
+    for name, figure in figures.items():
+        plots.save_figure(figure, files[name])
+
+
 def require_logged_weights(arrays: list[np.ndarray], run, model_path: Path) -> None:
     """Stops unless the arrays are the ones the training run logged (its `weights_sha256`):
     metrics must describe the run's own model, not a file replaced since."""
@@ -143,19 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_params(args.params)
 
-    import mlflow
-
     outputs = (args.metrics, args.report, args.confusion, args.confusion_png, args.curves_png)
     with atomic_outputs(*outputs) as (metrics_file, report_file, confusion_file, *png_files):
-        record = tracking.RunRecord.load(args.run_record)
-        tracking.connect(params.mlflow.experiment_name)
-        run = tracking.require_run(
-            record.run_id,
-            fix="it was deleted or logged to another store: run `dvc repro -f train` to train "
-            "and log it again",
-        )
         weights, activation = read_mlp(args.model)
-        require_logged_weights(weights.as_keras_list(), run, args.model)
         features, targets = load_split(args.test)
         if features.shape[1] != weights.input_dim or targets.shape[1] != NUM_CLASSES:
             raise PipelineError(
@@ -166,28 +172,49 @@ def main(argv: list[str] | None = None) -> None:
             weights, features, activation, batch_size=params.evaluate.batch_size
         )
         evaluation = evaluate_predictions(targets, probabilities)
-        figures = {
-            "confusion_matrix.png": plots.confusion_matrix_figure(evaluation.confusion),
-            "training_curves.png": plots.training_curves_figure(pd.read_csv(args.history)),
-        }
-        for figure, png_file in zip(figures.values(), png_files, strict=True):
-            plots.save_figure(figure, png_file)
+        figure_files = dict(zip(FIGURES, png_files, strict=True))
+        # Importing matplotlib and drawing take as long as importing MLflow and opening its
+        # store, and all of it is single-threaded: the figures are drawn by a child process.
+        with running_beside(
+            lambda: draw_figures(evaluation.confusion, args.history, figure_files),
+            what="drawing the figures",
+        ):
+            from mnist_pipeline import tracking
+
+            record = tracking.RunRecord.load(args.run_record)
+            tracking.connect(params.mlflow.experiment_name)
+            run = tracking.require_run(
+                record.run_id,
+                fix="it was deleted or logged to another store: run `dvc repro -f train` to "
+                "train and log it again",
+            )
+            require_logged_weights(weights.as_keras_list(), run, args.model)
+        import mlflow
+
         with tracking.tracked_run(run_id=record.run_id):
             write_json(metrics_file, evaluation.metrics)
             write_json(report_file, evaluation.report)
             confusion_pairs(targets, probabilities).to_csv(confusion_file, index=False)
-            log_files_as(dict(zip(figures, png_files, strict=True)), "evaluation")
+            log_files_as(figure_files, "evaluation")
             mlflow.log_metrics(evaluation.metrics)
             # Tags, not params: a training run is evaluated again when only these change, and
             # MLflow params cannot be overwritten.
+            features_sha256 = array_sha256(features)
             mlflow.set_tags(
                 {
                     "evaluate.batch_size": params.evaluate.batch_size,
                     "data.test_samples": len(features),
-                    "data.test_sha256": array_sha256(features),
+                    "data.test_sha256": features_sha256,
                 }
             )
-            tracking.log_dataset(features, targets, args.test, name="mnist-test", context="testing")
+            tracking.log_dataset(
+                features,
+                targets,
+                args.test,
+                "mnist-test",
+                "testing",
+                features_sha256=features_sha256,
+            )
             test_attributes = json.loads(args.test_attributes.read_text(encoding="utf-8"))
             mlflow.log_dict(test_attributes, "data/test_attributes.json")
             mlflow.log_dict(evaluation.report, "evaluation/classification_report.json")

@@ -121,6 +121,19 @@ def test_a_model_file_replaced_since_training_is_refused(
     assert list((tmp_path / "reports").iterdir()) == []
 
 
+def test_a_history_the_figures_cannot_use_fails_the_stage_cleanly(
+    tmp_path, tiny_params, prepared_tiny, mlflow_store, capfd
+):
+    """The figures are drawn in a child process; its failure still stops the stage with one
+    line, and no output is left behind."""
+    train.main(train_argv(tmp_path, tiny_params, prepared_tiny))
+    (tmp_path / "out" / "history.csv").write_text("epoch,accuracy\n1,0.5\n")
+    with pytest.raises(PipelineError, match="drawing the figures failed"):
+        evaluate.main(evaluate_argv(tmp_path, tiny_params, prepared_tiny))
+    assert "KeyError: 'loss'" in capfd.readouterr().err
+    assert list((tmp_path / "reports").iterdir()) == []
+
+
 def test_a_run_missing_from_the_store_is_a_clear_error(
     tmp_path, tiny_params, prepared_tiny, mlflow_store, monkeypatch
 ):

@@ -1,0 +1,54 @@
+"""Running a self-contained task in a forked child process while this one goes on.
+
+The stages spend most of their time importing libraries, single-threaded Python that holds the
+interpreter lock, so a second thread gains nothing; a child process uses the other core. The
+task only writes files; nothing comes back but whether it succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+
+from mnist_pipeline.errors import PipelineError
+
+
+@contextlib.contextmanager
+def running_beside(task: Callable[[], None], what: str) -> Iterator[None]:
+    """Runs task() in a forked child while the block runs, and waits for it at the end of the
+    block: a PipelineError names `what` if the task failed (its traceback is on stderr). If the
+    block itself fails or is interrupted, the child is killed first, so nothing it was writing
+    outlives the caller's clean-up."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _run_child(task)
+    try:
+        yield
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise PipelineError(f"{what} failed (the error is printed above); run the stage again")
+
+
+def _run_child(task: Callable[[], None]) -> None:
+    """The child's whole life: the task, then an immediate exit that runs none of the parent's
+    exit hooks or clean-ups (they belong to the parent)."""
+    status = 1
+    try:
+        task()
+        status = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
