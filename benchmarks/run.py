@@ -50,6 +50,7 @@ RUNNING_STAGE = re.compile(r"^Running stage '([\w-]+)'", re.MULTILINE)
 SKIPPED_REPRO = {
     "full_repro_seconds": None,
     "full_repro_stage_seconds": {},
+    "full_repro_runs": [],
     "noop_repro_seconds": None,
 }
 
@@ -281,12 +282,14 @@ def stage_seconds(lines: list[tuple[float, str]], total: float) -> dict[str, flo
     return {stage: round(end - at, 2) for (at, stage), end in zip(starts, ends, strict=True)}
 
 
-def timed_repro(repo: Path, env: dict[str, str]) -> tuple[float, dict[str, float], str]:
-    """Runs `dvc repro`, noting when each stage starts; returns wall seconds, per-stage seconds
-    and the output."""
+def timed_repro(
+    repo: Path, env: dict[str, str], *options: str
+) -> tuple[float, dict[str, float], str]:
+    """Runs `dvc repro [options]`, noting when each stage starts; returns wall seconds,
+    per-stage seconds and the output."""
     started = time.perf_counter()
     child = subprocess.Popen(
-        ["dvc", "repro"],
+        ["dvc", "repro", *options],
         cwd=repo,
         env=env,
         stdout=subprocess.PIPE,
@@ -302,8 +305,12 @@ def timed_repro(repo: Path, env: dict[str, str]) -> tuple[float, dict[str, float
     return total, stage_seconds(lines, total), output
 
 
-def time_repro(work: Path, noop_repeats: int = 3) -> dict:
-    """A full `dvc repro` from fetched data (prepare, train, evaluate), then no-op ones."""
+def time_repro(work: Path, full_repeats: int = 3, noop_repeats: int = 3) -> dict:
+    """Full `dvc repro`s from fetched data (prepare, train, evaluate), then no-op ones.
+
+    The first full run creates the copy's MLflow store, as a user's very first run does; the
+    others find it (`dvc repro -f --downstream prepare`: the same stages, forced). The median
+    of all of them is the figure compared with the plain script."""
     repo = work / "repo"
     repo.mkdir()
     copy_working_tree(repo)
@@ -321,10 +328,14 @@ def time_repro(work: Path, noop_repeats: int = 3) -> dict:
         ["dvc", "commit", "--force", "--quiet", "fetch"],
     ):
         subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True)
-    full, stages, output = timed_repro(repo, env)
-    ran = RUNNING_STAGE.findall(output)
-    if ran != ["prepare", "train", "evaluate"]:
-        raise RuntimeError(f"expected prepare, train and evaluate to run, got {ran}:\n{output}")
+    fulls = []
+    for attempt in range(full_repeats):
+        options = ("-f", "--downstream", "prepare") if attempt else ()
+        seconds, stages, output = timed_repro(repo, env, *options)
+        ran = RUNNING_STAGE.findall(output)
+        if ran != ["prepare", "train", "evaluate"]:
+            raise RuntimeError(f"expected prepare, train and evaluate to run, got {ran}:\n{output}")
+        fulls.append({"seconds": round(seconds, 2), "stages": stages, "new_store": not attempt})
     noops = []
     for _ in range(noop_repeats):
         seconds, _, output = timed_repro(repo, env)
@@ -332,8 +343,12 @@ def time_repro(work: Path, noop_repeats: int = 3) -> dict:
             raise RuntimeError(f"the second `dvc repro` ran a stage:\n{output}")
         noops.append(seconds)
     return {
-        "full_repro_seconds": round(full, 2),
-        "full_repro_stage_seconds": stages,
+        "full_repro_seconds": round(statistics.median(run["seconds"] for run in fulls), 2),
+        "full_repro_stage_seconds": {
+            stage: round(statistics.median(run["stages"][stage] for run in fulls), 2)
+            for stage in fulls[0]["stages"]
+        },
+        "full_repro_runs": fulls,
         "noop_repro_seconds": round(statistics.median(noops), 3),
     }
 
@@ -503,8 +518,12 @@ def table(results: dict, runs: list[Run]) -> str:
         f"-> floor {results['fit_seconds_per_epoch_floor']:.3f} s per epoch "
         f"({results['gflop_per_epoch']:.0f} GFLOP)",
         f"MLflow logging per run:         {results['mlflow_logging_seconds']:.2f} s",
-        f"full dvc repro from fetched:    {results['full_repro_seconds']} s "
+        f"full dvc repro from fetched:    {results['full_repro_seconds']} s (median) "
         f"{results['full_repro_stage_seconds']}",
+        *(
+            f"  {run['seconds']:6.2f} s {'(creates the MLflow store)' if run['new_store'] else ''}"
+            for run in results["full_repro_runs"]
+        ),
         f"no-op dvc repro:                {results['noop_repro_seconds']} s",
         "",
         *(f"{'PASS' if ok else 'FAIL'}  {check}" for check, ok in results["checks"].items()),

@@ -76,6 +76,10 @@ def test_summary_compares_medians_and_checks_the_targets():
     repro = {
         "full_repro_seconds": 15.0,
         "full_repro_stage_seconds": {"train": 9.0},
+        "full_repro_runs": [
+            {"seconds": 16.2, "stages": {"train": 10.0}, "new_store": True},
+            {"seconds": 15.0, "stages": {"train": 9.0}, "new_store": False},
+        ],
         "noop_repro_seconds": 0.7,
     }
     machine = {
@@ -96,6 +100,7 @@ def test_summary_compares_medians_and_checks_the_targets():
     printed = bench.table(results, runs)
     assert "fit seconds per epoch (median)          2.000      0.800" in printed
     assert "2.50x" in printed and "FAIL" not in printed
+    assert " 16.20 s (creates the MLflow store)" in printed and " 15.00 s \n" in printed
 
 
 def test_a_missed_target_fails_its_check():
