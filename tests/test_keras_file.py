@@ -29,9 +29,7 @@ def saved_model(tmp_path, params_tree, activation="relu", hidden_units=8, seed=0
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
-def test_reads_keras_own_arrays_and_predicts_what_keras_predicts(
-    tmp_path, params_tree, activation
-):
+def test_reads_keras_own_arrays_and_predicts_what_keras_predicts(tmp_path, params_tree, activation):
     model, path = saved_model(tmp_path, params_tree, activation)
     weights, read_activation = read_mlp(path)
     assert read_activation == activation
