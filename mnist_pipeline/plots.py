@@ -9,6 +9,7 @@ matplotlib.use("Agg")  # Headless: stages run under DVC, in CI and over SSH.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def confusion_matrix_figure(matrix: np.ndarray, title: str = "Confusion matrix (test set)"):
@@ -45,6 +46,7 @@ def training_curves_figure(history: pd.DataFrame, title: str = "Training curves"
     for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
         axes.plot(history["epoch"], history[metric], marker="o")
         axes.set(xlabel="epoch", ylabel=metric, title=f"train {metric}")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # Epochs are whole numbers.
         axes.grid(alpha=0.3)
     figure.suptitle(title)
     return figure

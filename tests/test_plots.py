@@ -1,0 +1,29 @@
+"""The figures: what they show, and that they save as PNG."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mnist_pipeline import plots
+
+
+def test_training_curves_show_loss_and_accuracy_on_whole_epochs(tmp_path):
+    history = pd.DataFrame(
+        {"epoch": [1, 2, 3], "loss": [0.3, 0.1, 0.05], "accuracy": [0.9, 0.95, 0.97]}
+    )
+    figure = plots.training_curves_figure(history)
+    loss_axes, accuracy_axes = figure.axes
+    assert loss_axes.get_ylabel() == "loss" and accuracy_axes.get_ylabel() == "accuracy"
+    for axes in figure.axes:
+        shown = [tick for tick in axes.get_xticks() if 1 <= tick <= 3]
+        assert shown == [1, 2, 3]
+    plots.save_figure(figure, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_confusion_matrix_labels_every_cell_with_its_count():
+    matrix = np.array([[5, 1], [0, 7]])
+    figure = plots.confusion_matrix_figure(matrix)
+    texts = [text.get_text() for text in figure.axes[0].texts]
+    assert texts == ["5", "1", "0", "7"]
