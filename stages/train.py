@@ -346,8 +346,7 @@ def main(argv: list[str] | None = None) -> None:
             log.info("MLflow run %s in %s", run.info.run_id, tracking.tracking_uri())
             logging_time = Stopwatch()
             with logging_time:
-                # Before training: MLflow's dataset digest copies all the images, and that
-                # copy would otherwise come on top of the memory training leaves behind.
+                # Before training, so the run shows which data it trains on while it trains.
                 log_training_data(features, targets, args.train, attributes)
             model, history = train_model(features, targets, params.train, params.base.seed)
             model.save(model_file)
