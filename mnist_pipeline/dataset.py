@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, first_line
 
 MNIST_TRAIN_SIZE = 60_000
 MNIST_TEST_SIZE = 10_000
@@ -68,7 +68,8 @@ def load_split(path, alignment: int = 1) -> tuple[np.ndarray, np.ndarray]:
             return _read_npy(archive, "x.npy", alignment), _read_npy(archive, "y.npy", alignment)
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise PipelineError(
-            f"{path}: not a readable prepared split ({error}); run `dvc repro` to rebuild it"
+            f"{path}: not a readable prepared split ({first_line(error)}); run `dvc repro` to "
+            "rebuild it"
         ) from None
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.numpy_mlp import ACTIVATIONS, MLPWeights
 
 CONFIG_MEMBER = "config.json"
@@ -29,11 +29,22 @@ WEIGHTS_MEMBER = "model.weights.h5"
 LAYER_GROUPS = ("layers/dense/vars", "layers/dense_1/vars")
 
 
-def read_mlp(path: Path) -> tuple[MLPWeights, str]:
-    """The weights and hidden activation of the chapter's network saved at path."""
+def native_keras_file(path) -> Path:
+    """path, once it names an existing native `.keras` file: legacy `.h5` files and anything
+    else are refused, before any of it is read."""
     path = Path(path)
     if path.suffix != ".keras":
-        raise PipelineError(f"{path}: only native .keras model files are read, not '{path.suffix}'")
+        raise PipelineError(
+            f"{path}: only native .keras model files are loaded, not '{path.suffix}'"
+        )
+    if not path.is_file():
+        raise PipelineError(f"{path}: model file not found; run `dvc repro` to train it")
+    return path
+
+
+def read_mlp(path: Path) -> tuple[MLPWeights, str]:
+    """The weights and hidden activation of the chapter's network saved at path."""
+    path = native_keras_file(path)
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read(CONFIG_MEMBER))
@@ -46,11 +57,10 @@ def read_mlp(path: Path) -> tuple[MLPWeights, str]:
                 for index in (0, 1)
             ]
         return MLPWeights(*arrays), activation
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: model file not found; run `dvc repro` to train it") from None
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
         raise PipelineError(
-            f"{path}: not a readable model of this pipeline ({error}); run `dvc repro -f train`"
+            f"{path}: not a readable model of this pipeline ({first_line(error)}); "
+            "run `dvc repro -f train`"
         ) from None
 
 

@@ -33,7 +33,8 @@ with _hidden_modules("sklearn", "matplotlib"):
     import keras  # noqa: E402
 
 from mnist_pipeline.dataset import NUM_CLASSES  # noqa: E402
-from mnist_pipeline.errors import PipelineError  # noqa: E402
+from mnist_pipeline.errors import PipelineError, first_line  # noqa: E402
+from mnist_pipeline.keras_file import native_keras_file  # noqa: E402
 from mnist_pipeline.params import OptimizerParams, TrainParams  # noqa: E402
 
 
@@ -68,15 +69,8 @@ def build_model(params: TrainParams, input_dim: int) -> keras.Sequential:
 def load_model_safely(path: Path) -> keras.Model:
     """Loads a native `.keras` file in Keras' safe mode, which refuses Lambda layers and any
     other deserialised Python code; legacy `.h5` files (and anything else) are refused."""
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise PipelineError(
-            f"{path}: only native .keras model files are loaded, not '{path.suffix}'"
-        )
-    if not path.is_file():
-        raise PipelineError(f"{path}: model file not found; run `dvc repro` to train it")
+    path = native_keras_file(path)
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=True)
     except ValueError as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise PipelineError(f"{path}: refused to load the model ({first_line})") from None
+        raise PipelineError(f"{path}: refused to load the model ({first_line(error)})") from None
