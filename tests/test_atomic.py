@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
+from conftest import REPO_ROOT
 from mnist_pipeline.atomic import atomic_outputs, write_json
 
 
@@ -37,6 +41,49 @@ def test_an_output_the_block_forgot_is_an_error(tmp_path):
     with pytest.raises(RuntimeError, match="did not write its output"), outputs as (first, _):
         first.write_text("only one")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    """The id of a process that has exited and been reaped, as a SIGKILLed stage has."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.fixture
+def live_pid():
+    """The id of a running process: a concurrent stage in another DVC queue worker."""
+    waiting = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+    process = subprocess.Popen(waiting, stdin=subprocess.PIPE)
+    yield process.pid
+    process.stdin.close()
+    process.wait()
+
+
+def test_a_killed_runs_temporaries_are_removed_and_a_live_ones_kept(tmp_path, dead_pid, live_pid):
+    final = tmp_path / "model.keras"
+    stale = tmp_path / f".tmp-{dead_pid}-model.keras"
+    reused = tmp_path / f".tmp-{os.getpid()}-model.keras"  # A killed run whose pid we now have.
+    concurrent = tmp_path / f".tmp-{live_pid}-model.keras"
+    other_output = tmp_path / f".tmp-{dead_pid}-history.csv"  # Not one of ours to clean.
+    for leftover in (stale, reused, concurrent, other_output):
+        leftover.write_text("half written")
+    with atomic_outputs(final) as (temporary,):
+        assert not stale.exists() and not reused.exists()
+        temporary.write_text("done")
+    assert final.read_text() == "done"
+    assert concurrent.read_text() == "half written"
+    assert other_output.exists()
+
+
+def test_temporaries_are_ignored_by_git():
+    """Otherwise a killed run's leftovers would tag every later run git_dirty."""
+    names = ["models/.tmp-4242-model.keras", "reports/.tmp-1-confusion_matrix.png"]
+    checked = subprocess.run(
+        ["git", "check-ignore", *names], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert checked.stdout.splitlines() == names, checked.stderr
 
 
 def test_write_json_is_stable(tmp_path):
