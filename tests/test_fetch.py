@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
+import shlex
 import zipfile
 
 import numpy as np
@@ -43,12 +44,16 @@ def make_wheel(path, member_bytes: bytes):
 
 
 class RunsCode:
-    """A pickle payload that would call os.system when unpickled by a plain pickle.load."""
+    """A pickle payload that, unpickled by a plain pickle.load, calls os.system to create
+    `marker`."""
+
+    def __init__(self, marker):
+        self.marker = marker
 
     def __reduce__(self):
         import os
 
-        return (os.system, ("touch /tmp/mnist-pipeline-pwned",))
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
 
 
 def test_pickle_conversion_recovers_the_exact_bytes(tiny_mnist):
@@ -69,8 +74,14 @@ def test_pickle_conversion_rounds_instead_of_truncating():
 
 
 def test_pickle_asking_for_os_system_is_refused_without_running(tmp_path):
-    marker = tmp_path.parent / "mnist-pipeline-pwned"
-    blob = gzip.compress(pickle.dumps(RunsCode(), protocol=2))
+    marker = tmp_path / "mnist-pipeline-pwned"
+    blob = gzip.compress(pickle.dumps(RunsCode(marker), protocol=2))
+    # The payload is live: a plain pickle.load runs it, so the check below can fail.
+    with gzip.open(io.BytesIO(blob)) as unzipped:
+        pickle.load(unzipped)
+    assert marker.exists()
+    marker.unlink()
+
     with pytest.raises(PipelineError, match="posix.system|os.system"):
         fetch.convert_deeplearning_pickle(io.BytesIO(blob))
     assert not marker.exists()
