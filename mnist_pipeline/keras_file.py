@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from mnist_pipeline.errors import PipelineError, first_line
-from mnist_pipeline.numpy_mlp import ACTIVATIONS, MLPWeights
+from mnist_pipeline.mlp import ACTIVATIONS, MLPWeights
 
 CONFIG_MEMBER = "config.json"
 WEIGHTS_MEMBER = "model.weights.h5"

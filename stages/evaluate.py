@@ -23,7 +23,7 @@ from mnist_pipeline.child_process import running_beside
 from mnist_pipeline.dataset import NUM_CLASSES, array_sha256, load_split, weights_sha256
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.keras_file import read_mlp
-from mnist_pipeline.numpy_mlp import categorical_crossentropy, predict_proba
+from mnist_pipeline.mlp import categorical_crossentropy, predict_proba
 from mnist_pipeline.params import load_params
 from mnist_pipeline.stage_runner import run_stage
 

@@ -11,8 +11,8 @@ import pytest
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.keras_file import read_mlp
+from mnist_pipeline.mlp import predict_proba
 from mnist_pipeline.model import build_model
-from mnist_pipeline.numpy_mlp import predict_proba
 from mnist_pipeline.params import parse_params
 
 

@@ -11,21 +11,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_pipeline.numpy_mlp import (
+from mnist_pipeline.mlp import (
     ACTIVATIONS,
-    GradientDescent,
-    MiniBatchSGD,
     MLPWeights,
-    RMSprop,
     categorical_crossentropy,
-    chapter_naive_backpropagation,
-    chapter_naive_gradient,
     forward,
     forward_with_cache,
+    predict_proba,
+)
+from mnist_pipeline.numpy_mlp import (
+    GradientDescent,
+    MiniBatchSGD,
+    RMSprop,
+    chapter_naive_backpropagation,
+    chapter_naive_gradient,
     init_weights,
     loss_and_gradients,
     make_optimizer,
-    predict_proba,
     train,
 )
 
