@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
-from typing import NamedTuple
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -41,6 +42,25 @@ class MnistArrays(NamedTuple):
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+
+
+def read_npz(source: Path | BinaryIO, origin: str) -> MnistArrays:
+    """Reads Keras' npz layout without ever unpickling (allow_pickle=False)."""
+    try:
+        with np.load(source, allow_pickle=False) as archive:
+            missing = [name for name in MnistArrays._fields if name not in archive.files]
+            if missing:
+                raise PipelineError(
+                    f"{origin}: missing arrays {missing}; expected {list(MnistArrays._fields)} "
+                    "as keras.datasets.mnist writes them"
+                )
+            return MnistArrays(*(archive[name] for name in MnistArrays._fields))
+    except PipelineError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise PipelineError(
+            f"{origin}: not a readable npz file ({error}); it is truncated or corrupted, replace it"
+        ) from None
 
 
 EXPECTED_SHAPES = {

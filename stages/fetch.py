@@ -20,7 +20,7 @@ import numpy as np
 
 from mnist_pipeline import dataset
 from mnist_pipeline.atomic import atomic_outputs
-from mnist_pipeline.dataset import MnistArrays
+from mnist_pipeline.dataset import MnistArrays, read_npz
 from mnist_pipeline.errors import PipelineError, last_line
 from mnist_pipeline.params import FetchParams, load_params
 from mnist_pipeline.stage_runner import run_stage
@@ -28,7 +28,6 @@ from mnist_pipeline.stage_runner import run_stage
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10
-ARRAY_NAMES = MnistArrays._fields
 
 
 class NetworkUnavailable(PipelineError):
@@ -36,25 +35,6 @@ class NetworkUnavailable(PipelineError):
 
 
 # --- Reading each source into arrays -------------------------------------------------------
-
-
-def read_npz(source: Path | BinaryIO, origin: str) -> MnistArrays:
-    """Reads Keras' npz layout without ever unpickling (allow_pickle=False)."""
-    try:
-        with np.load(source, allow_pickle=False) as archive:
-            missing = [name for name in ARRAY_NAMES if name not in archive.files]
-            if missing:
-                raise PipelineError(
-                    f"{origin}: missing arrays {missing}; expected {list(ARRAY_NAMES)} "
-                    "as keras.datasets.mnist writes them"
-                )
-            return MnistArrays(*(archive[name] for name in ARRAY_NAMES))
-    except PipelineError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise PipelineError(
-            f"{origin}: not a readable npz file ({error}); it is truncated or corrupted, replace it"
-        ) from None
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):

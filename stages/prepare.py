@@ -14,7 +14,6 @@ from mnist_pipeline.atomic import atomic_outputs, write_json
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import load_params
 from mnist_pipeline.stage_runner import run_stage
-from stages.fetch import read_npz
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
 
     outputs = (args.train, args.train_attributes, args.test, args.test_attributes)
     with atomic_outputs(*outputs) as temporaries:
-        raw = read_npz(args.raw, str(args.raw))
+        raw = dataset.read_npz(args.raw, str(args.raw))
         splits = [
             (raw.x_train, raw.y_train, params.train_samples, "prepare.train_samples"),
             (raw.x_test, raw.y_test, params.test_samples, "prepare.test_samples"),
