@@ -12,9 +12,7 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import socket
-import subprocess
 import time
 import warnings
 from collections.abc import Iterator
@@ -24,26 +22,19 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from mnist_pipeline.dataset import array_sha256
 from mnist_pipeline.errors import PipelineError, first_line
-from mnist_pipeline.params import load_params, parse_params
 
 log = logging.getLogger(__name__)
 
 STORE_FILE = "mlflow.db"
 OWNER_HOST_TAG, OWNER_PID_TAG = "owner_host", "owner_pid"
-SWEEP_TAG = "sweep"
 ARTIFACTS_DIR = "mlartifacts"
 # How much of a dataset's digest MLflow shows, as long as its own digests.
 DIGEST_CHARS = 8
 # Makes MLflow 3's UI open the experiment on its runs table rather than the GenAI traces view.
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
-# Changes that are not code: params are logged with the run, `dvc repro` rewrites dvc.lock and
-# writes a .gitignore beside each output.
-NOT_CODE = ("dvc.lock", "params.yaml", ".gitignore")
 
 
 def repo_root() -> Path:
@@ -134,72 +125,6 @@ def _artifact_location(uri: str, experiment_name: str) -> str | None:
         return None
     database = Path(uri.removeprefix("sqlite:///"))
     return (database.parent / ARTIFACTS_DIR / experiment_name).as_uri()
-
-
-def git_tags(cwd: Path | None = None) -> dict[str, str]:
-    """The commit a run was made from, and whether code differed from it (params and
-    dvc.lock do not count: the run records its params)."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout
-
-    try:
-        commit = git("rev-parse", "HEAD").strip()
-        changed = [line[3:] for line in git("status", "--porcelain", "-uall").splitlines()]
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return {"git_commit": "unknown", "git_dirty": "unknown"}
-    dirty = sorted(path for path in changed if Path(path).name not in NOT_CODE)
-    tags = {"git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": str(bool(dirty))}
-    if dirty:
-        tags["git_dirty_files"] = ", ".join(dirty)[:4000]
-    return tags
-
-
-def environment_tags() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
-
-    tags = {
-        "python_version": platform.python_version(),
-        "tensorflow_version": tf.__version__,
-        "keras_version": keras.__version__,
-        "keras_backend": keras.backend.backend(),
-        "mlflow_version": mlflow.__version__,
-    }
-    for variable, tag in (
-        ("DVC_EXP_NAME", "dvc_exp_name"),
-        ("DVC_EXP_BASELINE_REV", "dvc_baseline_rev"),
-    ):
-        if os.environ.get(variable):
-            tags[tag] = os.environ[variable]
-    tags.update(sweep_tag())
-    return tags
-
-
-def sweep_tag(params_file: str = "params.yaml") -> dict[str, str]:
-    """In a DVC experiment, `sweep`: the baseline commit and the params the experiment changed
-    from it, e.g. `1a2b3c4:train.optimizer.learning_rate`. Every run queued by one
-    `dvc exp run -S key=a,b,c --queue` shares it (DVC gives no sweep id of its own). Nothing
-    outside an experiment, or when the baseline's params cannot be read."""
-    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
-    if not baseline:
-        return {}
-    try:
-        before = subprocess.run(
-            ["git", "show", f"{baseline}:./{params_file}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        old = parse_params(YAML(typ="safe", pure=True).load(before)).flat()
-        new = load_params(params_file).flat()
-    except (subprocess.CalledProcessError, OSError, YAMLError, PipelineError) as error:
-        log.warning("no sweep tag: cannot compare params with %s (%s)", baseline[:7], error)
-        return {}
-    changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
-    return {SWEEP_TAG: f"{baseline[:7]}:{','.join(changed) or 'baseline'}"}
 
 
 @contextlib.contextmanager

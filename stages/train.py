@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mnist_pipeline import tracking
+from mnist_pipeline import provenance, tracking
 from mnist_pipeline.atomic import atomic_outputs
 from mnist_pipeline.dataset import (
     NUM_CLASSES,
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
 
             features, targets = loading.result()
 
-        tags = {**tracking.git_tags(), **tracking.environment_tags()}
+        tags = {**provenance.git_tags(), **provenance.environment_tags()}
         run_name = tags.get("dvc_exp_name")
         with tracking.tracked_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
             log.info("MLflow run %s in %s", run.info.run_id, tracking.tracking_uri())

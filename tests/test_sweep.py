@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import git, write_params
-from mnist_pipeline import tracking
+from mnist_pipeline import provenance
 
 
 @pytest.fixture
@@ -32,8 +32,8 @@ def test_a_sweep_is_named_by_its_baseline_and_the_params_it_changes(experiment, 
     optimizer = params_tree["train"]["optimizer"]
     for learning_rate in (0.0005, 0.002):  # two runs of one sweep
         short = experiment(optimizer={**optimizer, "learning_rate": learning_rate})
-        assert tracking.sweep_tag() == {"sweep": f"{short}:train.optimizer.learning_rate"}
-    assert tracking.environment_tags()["sweep"] == f"{short}:train.optimizer.learning_rate"
+        assert provenance.sweep_tag() == {"sweep": f"{short}:train.optimizer.learning_rate"}
+    assert provenance.environment_tags()["sweep"] == f"{short}:train.optimizer.learning_rate"
 
 
 def test_a_grid_over_two_params_is_one_sweep(experiment, params_tree):
@@ -42,18 +42,18 @@ def test_a_grid_over_two_params_is_one_sweep(experiment, params_tree):
     for rho in (0.8, 0.95):
         for batch_size in (64, 256):
             short = experiment(optimizer={**optimizer, "rho": rho}, batch_size=batch_size)
-            tags.add(tracking.sweep_tag()["sweep"])
+            tags.add(provenance.sweep_tag()["sweep"])
     assert tags == {f"{short}:train.batch_size,train.optimizer.rho"}
 
 
 def test_an_experiment_without_changes_is_the_baseline(experiment):
     short = experiment()
-    assert tracking.sweep_tag() == {"sweep": f"{short}:baseline"}
+    assert provenance.sweep_tag() == {"sweep": f"{short}:baseline"}
 
 
 def test_no_sweep_outside_an_experiment_or_without_the_baseline(experiment, monkeypatch):
     experiment(epochs=1)
     monkeypatch.delenv("DVC_EXP_BASELINE_REV")
-    assert tracking.sweep_tag() == {}
+    assert provenance.sweep_tag() == {}
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0" * 40)  # not in this repository
-    assert tracking.sweep_tag() == {}
+    assert provenance.sweep_tag() == {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import git
 from mnist_pipeline import tracking
 from mnist_pipeline.errors import PipelineError
 
@@ -27,31 +26,6 @@ def test_dvc_root_wins_inside_an_experiment_copy(tmp_path, monkeypatch):
     assert tracking.tracking_uri() == "http://127.0.0.1:5000"
 
 
-def test_git_tags_ignore_params_and_dvc_files_but_not_code(tmp_path):
-    git(tmp_path, "init", "-q")
-    for name in ("params.yaml", "dvc.lock", "train.py"):
-        (tmp_path / name).write_text("v1\n")
-    git(tmp_path, "add", "-A")
-    git(tmp_path, "commit", "-q", "-m", "v1")
-    (tmp_path / "params.yaml").write_text("v2\n")
-    (tmp_path / "dvc.lock").write_text("v2\n")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / ".gitignore").write_text("/mnist.npz\n")
-    tags = tracking.git_tags(tmp_path)
-    assert tags["git_dirty"] == "False" and len(tags["git_commit"]) == 40
-    assert tags["mlflow.source.git.commit"] == tags["git_commit"]
-
-    (tmp_path / "train.py").write_text("v2\n")
-    (tmp_path / "data" / "helper.py").write_text("new\n")
-    tags = tracking.git_tags(tmp_path)
-    assert tags["git_dirty"] == "True"
-    assert tags["git_dirty_files"] == "data/helper.py, train.py"
-
-
-def test_outside_git_the_commit_is_unknown(tmp_path):
-    assert tracking.git_tags(tmp_path)["git_commit"] == "unknown"
-
-
 def test_run_record_round_trip_and_errors(tmp_path):
     record = tracking.RunRecord(run_id="abc", experiment_id="1")
     record.save(tmp_path / "run.json")
@@ -61,14 +35,6 @@ def test_run_record_round_trip_and_errors(tmp_path):
     (tmp_path / "bad.json").write_text('{"run": 1}')
     with pytest.raises(PipelineError, match="not a run record"):
         tracking.RunRecord.load(tmp_path / "bad.json")
-
-
-def test_dvc_exp_name_becomes_a_tag(monkeypatch):
-    monkeypatch.setenv("DVC_EXP_NAME", "brisk-lobe")
-    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0123abc")
-    tags = tracking.environment_tags()
-    assert tags["dvc_exp_name"] == "brisk-lobe" and tags["dvc_baseline_rev"] == "0123abc"
-    assert tags["keras_backend"] == "tensorflow"
 
 
 def test_sqlite_stores_keep_artifacts_beside_the_database(tmp_path, monkeypatch):
