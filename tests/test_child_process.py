@@ -1,24 +1,90 @@
 """A task run in a forked child beside the caller: its files, its failures, and its end when
-the caller fails."""
+the caller fails.
+
+The tests synchronise the two processes through pipes, never through sleeps, so a busy machine
+makes them slower but not wrong. HANDSHAKE_LIMIT_SECONDS only turns a handshake that never
+comes (a broken running_beside) into a failure instead of a hang.
+"""
 
 from __future__ import annotations
 
 import os
-import time
+import select
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
+from conftest import REPO_ROOT
 from mnist_pipeline.child_process import running_beside
 from mnist_pipeline.errors import PipelineError
 
+HANDSHAKE_LIMIT_SECONDS = 60
+# Starting Python and NumPy, two 1024 x 1024 products and a fork: seconds, even on a busy
+# machine; past this the child is taken to be deadlocked.
+FORK_AFTER_BLAS_LIMIT_SECONDS = 120
 
-def test_the_task_runs_in_another_process_while_the_block_runs(tmp_path):
-    marker = tmp_path / "pid.txt"
-    started = time.perf_counter()
-    with running_beside(lambda: (time.sleep(2), marker.write_text(str(os.getpid()))), "a task"):
-        block_seconds = time.perf_counter() - started
-    assert block_seconds < 1.5  # The block did not wait for the task to start or finish...
-    assert int(marker.read_text()) != os.getpid()  # ...which ran in a child, and was waited for.
+
+class Pipe:
+    """One-way messages between the test and the forked task; both ends survive the fork."""
+
+    def __init__(self):
+        self.reader, self.writer = os.pipe()
+
+    def send(self, message: bytes) -> None:
+        os.write(self.writer, message)
+
+    def receive(self) -> bytes:
+        """The next message, or TimeoutError if none comes within the limit. Empty at end of
+        file: every process holding the writing end has closed it or exited."""
+        ready, _, _ = select.select([self.reader], [], [], HANDSHAKE_LIMIT_SECONDS)
+        if not ready:
+            raise TimeoutError(f"no message within {HANDSHAKE_LIMIT_SECONDS} s")
+        return os.read(self.reader, 100)
+
+    def close_writer(self) -> None:
+        os.close(self.writer)
+        self.writer = None
+
+    def close(self) -> None:
+        os.close(self.reader)
+        if self.writer is not None:
+            self.close_writer()
+
+
+@pytest.fixture
+def pipes():
+    opened = []
+
+    def new() -> Pipe:
+        opened.append(Pipe())
+        return opened[-1]
+
+    yield new
+    for pipe in opened:
+        pipe.close()
+
+
+def test_the_task_runs_in_another_process_while_the_block_runs(tmp_path, pipes):
+    """Each side waits for the other, so this passes only if both run at once: a task run
+    before the block would wait for `go` forever, one run after it would never say `started`."""
+    started, go = pipes(), pipes()
+    result = tmp_path / "pid.txt"
+
+    def task():
+        started.send(str(os.getpid()).encode())
+        assert go.receive() == b"go"
+        result.write_text(str(os.getpid()))
+
+    with running_beside(task, "a task"):
+        child_pid = int(started.receive())
+        assert child_pid != os.getpid()
+        assert not result.exists()
+        go.send(b"go")
+    # The block's end waited for the task.
+    assert int(result.read_text()) == child_pid
 
 
 def test_a_failing_task_becomes_one_line_naming_it_with_its_traceback_printed(capfd):
@@ -34,16 +100,25 @@ def test_a_failing_task_becomes_one_line_naming_it_with_its_traceback_printed(ca
 
 
 @pytest.mark.parametrize("failure", [RuntimeError("store unusable"), KeyboardInterrupt()])
-def test_when_the_block_fails_the_child_is_killed_before_it_writes(tmp_path, failure):
+def test_when_the_block_fails_the_child_is_killed_before_it_writes(tmp_path, pipes, failure):
+    """The task writes its file once told to, and the test tells it only after the block has
+    failed: the file can appear only if the child outlived the failure."""
+    started, go, alive = pipes(), pipes(), pipes()
     late = tmp_path / "late.txt"
-    started = time.perf_counter()
-    with (
-        pytest.raises(type(failure)),
-        running_beside(lambda: (time.sleep(3), late.write_text("too late")), "a task"),
-    ):
+
+    def task():
+        started.send(b"started")
+        try:
+            go.receive()
+        finally:  # Told to go, or tired of waiting (running_beside waited instead of killing).
+            late.write_text("too late")
+
+    with pytest.raises(type(failure)), running_beside(task, "a task"):
+        alive.close_writer()  # Now only the child holds it: end of file once the child is gone.
+        assert started.receive() == b"started"
         raise failure
-    assert time.perf_counter() - started < 2
-    time.sleep(3.5)
+    go.send(b"go")
+    assert alive.receive() == b"", "the child is still running after the block failed"
     assert not late.exists()
 
 
@@ -52,3 +127,85 @@ def test_output_buffered_before_the_fork_appears_once(capfd):
     with running_beside(lambda: None, "a task"):
         pass
     assert capfd.readouterr().out == "before the fork"
+
+
+# Run in its own process: a fork that deadlocks must fail the test, not hang pytest.
+FORK_AFTER_BLAS = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from mnist_pipeline.child_process import running_beside
+
+    # NumPy is the only library loaded, so these are its BLAS's thread pools.
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    layers = [(pool["internal_api"], pool["threading_layer"]) for pool in blas]
+    assert layers == [("openblas", "pthreads")], f"NumPy's BLAS is not OpenBLAS on pthreads: {blas}"
+
+    SIZE = 1024
+    result = Path(sys.argv[1])
+    ones = np.ones((SIZE, SIZE))
+    counting = np.arange(SIZE * SIZE, dtype=np.float64).reshape(SIZE, SIZE)
+
+    # The parent multiplies first, as evaluate does before it forks: BLAS's threads now exist.
+    ones @ counting
+    (pool,) = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert pool["num_threads"] > 1, pool
+    if os.path.isdir("/proc/self/task"):
+        assert len(os.listdir("/proc/self/task")) > 1, "no BLAS worker threads before the fork"
+
+    def task():
+        np.save(result, ones @ counting)
+
+    with running_beside(task, "a matrix product in the child"):
+        pass
+    """
+)
+
+
+def test_forking_after_blas_has_run_leaves_the_child_a_working_blas(tmp_path):
+    """Guards a shortcut in mnist_pipeline/child_process.py: the evaluate stage forks its child
+    after NumPy has run BLAS matrix products, so BLAS worker threads exist at the fork, and a
+    forked child gets only the thread that forked. Had another thread held a lock of BLAS's
+    thread pool at that moment, the child's first product would wait on it forever.
+
+    That is safe only because NumPy's OpenBLAS is a pthreads build, which registers a
+    pthread_atfork handler that shuts its thread pool down before the fork (the child starts a
+    new one). An OpenMP build (libgomp) has no such handler and deadlocks the child, and other
+    BLAS libraries promise nothing. So this test checks, in a fresh process where NumPy is the
+    only library loaded, (a) that NumPy's BLAS is OpenBLAS on pthreads (threadpoolctl tells),
+    failing the day a NumPy upgrade or another build changes that, and (b) that a child forked
+    after a multithreaded product in the parent computes a multithreaded product of its own,
+    correctly and to the end.
+    """
+    import numpy as np
+
+    result = tmp_path / "product.npy"
+    # Four threads even on a one-core machine, so the parent's pool is really multithreaded.
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "4"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", FORK_AFTER_BLAS, str(result)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # Its own process group: a timeout kills the child too.
+    )
+    try:
+        output, _ = process.communicate(timeout=FORK_AFTER_BLAS_LIMIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"the forked child did not finish (deadlocked in BLAS?):\n{output}")
+    assert process.returncode == 0, output
+
+    # ones @ counting: every row holds the column sums of counting, exact in float64.
+    size = 1024
+    column_sums = size * np.arange(size) + size * (size - 1) // 2 * size
+    product = np.load(result)
+    assert product.shape == (size, size)
+    assert (product == column_sums).all()
