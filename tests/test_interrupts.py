@@ -1,8 +1,9 @@
 """Interrupted training: Ctrl-C, SIGTERM and SIGKILL leave no outputs and no run that claims to
 have finished, and never exit 0.
 
-Each test runs the real train stage as a process (as DVC does) on tiny data with so many epochs
-that it is surely mid-training when the signal arrives.
+Each test runs the real train stage as a process (as DVC does) on random data with so many
+epochs that it cannot finish during the test, and signals it once its output shows that training
+is under way.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ from stages.prepare import prepare_split
 pytestmark = pytest.mark.slow
 
 STARTUP_LIMIT_SECONDS = 120
+# From starting the stage to the end of its first epoch (imports, MLflow, XLA compiling): well
+# under a minute, even on a busy machine. Only a stage that never gets there runs into it.
+TRAINING_LIMIT_SECONDS = 300
+RUN_STARTED = re.compile(r"MLflow run ([0-9a-f]{32}) in ")
+# Keras' progress bar prints this as the second epoch begins: one whole epoch has run.
+SECOND_EPOCH = re.compile(r"^Epoch 2/", re.MULTILINE)
 
 
 @pytest.fixture
@@ -52,40 +59,48 @@ def endless_params(tmp_path, params_tree):
 
 def start_training(tmp_path, params, prepared, store):
     """The train stage as its own process; its output goes to a file (a pipe nobody reads
-    would fill up and stall it)."""
+    would fill up and stall it), which `process.output` reads through a handle of its own: the
+    test's seeks on the stage's handle would move where the stage writes."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
     command = [sys.executable, "-m", "stages.train", *train_argv(tmp_path, params, prepared)]
-    log = open(tmp_path / f"train-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
-    )
-    process.log = log
+    log_path = tmp_path / f"train-{time.monotonic_ns()}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+    process.output = open(log_path)  # noqa: SIM115
     return process
 
 
 def finish(process, timeout: float) -> str:
     """Waits for the process and returns everything it printed."""
     process.wait(timeout=timeout)
-    process.log.seek(0)
-    return process.log.read()
+    process.output.seek(0)
+    return process.output.read()
 
 
-def wait_until_training(process, store) -> str:
-    """The id of the run once the stage has started it and had time to enter training.
+def wait_until_training(process) -> str:
+    """Reads the stage's output as it comes until Keras announces the second epoch, and returns
+    the id of the stage's MLflow run (from its own log line, printed before training).
 
-    It reads the stage's log rather than the store: a second process opening a brand-new
-    SQLite store while the stage creates MLflow's tables would race it."""
-    deadline = time.monotonic() + STARTUP_LIMIT_SECONDS
-    while time.monotonic() < deadline:
-        assert process.poll() is None, finish(process, 1)
-        process.log.seek(0)
-        started = re.search(r"MLflow run ([0-9a-f]{32}) in ", process.log.read())
-        if started:
-            time.sleep(3)  # Well inside the 10,000 epochs.
-            return started.group(1)
-        time.sleep(0.5)
-    process.kill()
-    pytest.fail("training did not start in time")
+    It reads the output rather than the store: a second process opening a brand-new SQLite
+    store while the stage creates MLflow's tables would race it."""
+    output = ""
+    deadline = time.monotonic() + TRAINING_LIMIT_SECONDS
+    while not SECOND_EPOCH.search(output):
+        exited = process.poll() is not None
+        output += process.output.read()
+        if exited:
+            pytest.fail(f"the stage exited ({process.returncode}) before training:\n{output}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(
+                f"no second epoch within {TRAINING_LIMIT_SECONDS} s; the stage printed:\n{output}"
+            )
+        time.sleep(0.2)  # How often to look, not a guess at how long training takes.
+    started = RUN_STARTED.search(output)
+    assert started, f"training began without the stage's 'MLflow run' line:\n{output}"
+    return started.group(1)
 
 
 def outputs(tmp_path):
@@ -98,7 +113,7 @@ def test_interrupt_exits_non_zero_kills_the_run_and_leaves_nothing(
     tmp_path, endless_params, prepared_large, mlflow_store, signum
 ):
     process = start_training(tmp_path, endless_params, prepared_large, mlflow_store)
-    run_id = wait_until_training(process, mlflow_store)
+    run_id = wait_until_training(process)
     process.send_signal(signum)
     output = finish(process, timeout=60)
     assert process.returncode == 130, output
@@ -111,7 +126,7 @@ def test_after_sigkill_the_next_training_marks_the_orphan_killed(
     tmp_path, endless_params, prepared_large, mlflow_store
 ):
     process = start_training(tmp_path, endless_params, prepared_large, mlflow_store)
-    orphan = wait_until_training(process, mlflow_store)
+    orphan = wait_until_training(process)
     process.kill()
     finish(process, timeout=60)
     assert process.returncode == -signal.SIGKILL
