@@ -8,10 +8,13 @@ Keras: the same predictions without importing TensorFlow, which took most of thi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import pandas as pd
 from mnist_pipeline.atomic import atomic_outputs, write_json
 from mnist_pipeline.child_process import running_beside
 from mnist_pipeline.dataset import NUM_CLASSES, array_sha256, load_split, weights_sha256
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.keras_file import read_mlp
 from mnist_pipeline.mlp import categorical_crossentropy, predict_proba
 from mnist_pipeline.params import load_params
@@ -104,6 +107,9 @@ def confusion_pairs(targets: np.ndarray, probabilities: np.ndarray) -> pd.DataFr
     )
 
 
+# How much of a failed evaluation's message its tag keeps.
+MAX_TAG_CHARS = 5000
+
 # The figures, by the name each is logged under in the run's `evaluation/` artifacts.
 FIGURES = ("confusion_matrix.png", "training_curves.png")
 
@@ -132,15 +138,55 @@ def require_logged_weights(arrays: list[np.ndarray], run, model_path: Path) -> N
         )
 
 
-def log_files_as(files: dict[str, Path], artifact_path: str) -> None:
-    """Logs each file under the artifact name it is keyed by (the files themselves may carry
-    temporary names until the stage succeeds)."""
-    import mlflow
+@contextlib.contextmanager
+def failure_tagged(run_id: str) -> Iterator[None]:
+    """Records a failure inside the block on the training run as an `evaluation_error` tag
+    holding its one-line error, and re-raises it; success removes an earlier failure's tag.
+    The run's status and times stay those of its training either way."""
+    from mlflow.tracking import MlflowClient
 
+    from mnist_pipeline.tracking import EVALUATION_ERROR_TAG
+
+    client = MlflowClient()
+    try:
+        yield
+    except BaseException as error:
+        message = "interrupted" if isinstance(error, KeyboardInterrupt) else first_line(error)
+        try:
+            client.set_tag(run_id, EVALUATION_ERROR_TAG, message[:MAX_TAG_CHARS])
+        except Exception as tag_error:  # The store may be what failed; the error still shows.
+            log.warning("could not tag run %s: %s", run_id, first_line(tag_error))
+        raise
+    if EVALUATION_ERROR_TAG in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, EVALUATION_ERROR_TAG)
+
+
+def log_evaluation(
+    run_id: str,
+    evaluation: Evaluation,
+    figure_files: dict[str, Path],
+    tags: dict[str, object],
+    test_attributes: dict,
+) -> None:
+    """Logs the metrics, figures, report and tags into the training run by its id, without
+    reopening it (which would stretch its end time and put its status at stake)."""
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(name, value, now, 0) for name, value in evaluation.metrics.items()],
+        tags=[RunTag(name, str(value)) for name, value in tags.items()],
+    )
     with tempfile.TemporaryDirectory() as folder:
-        for name, path in files.items():
+        # The files may carry temporary names until the stage succeeds: log them as FIGURES.
+        for name, path in figure_files.items():
             shutil.copyfile(path, Path(folder) / name)
-        mlflow.log_artifacts(folder, artifact_path)
+        client.log_artifacts(run_id, folder, "evaluation")
+    client.log_dict(run_id, evaluation.report, "evaluation/classification_report.json")
+    client.log_dict(run_id, test_attributes, "data/test_attributes.json")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,39 +221,38 @@ def main(argv: list[str] | None = None) -> None:
         figure_files = dict(zip(FIGURES, png_files, strict=True))
         # Importing matplotlib and drawing take as long as importing MLflow and opening its
         # store, and all of it is single-threaded: the figures are drawn by a child process.
-        with running_beside(
-            lambda: draw_figures(evaluation.confusion, args.history, figure_files),
-            what="drawing the figures",
-        ):
-            from mnist_pipeline import tracking
+        # Once the run is found, any failure (the figures' included) is tagged on it.
+        with contextlib.ExitStack() as run_found:
+            with running_beside(
+                lambda: draw_figures(evaluation.confusion, args.history, figure_files),
+                what="drawing the figures",
+            ):
+                from mnist_pipeline import tracking
 
-            record = tracking.RunRecord.load(args.run_record)
-            tracking.connect(params.mlflow.experiment_name)
-            run = tracking.require_run(
-                record.run_id,
-                fix="it was deleted or logged to another store: run `dvc repro -f train` to "
-                "train and log it again",
-            )
-            require_logged_weights(weights.as_keras_list(), run, args.model)
-        import mlflow
-
-        with tracking.tracked_run(run_id=record.run_id):
+                record = tracking.RunRecord.load(args.run_record)
+                tracking.connect(params.mlflow.experiment_name)
+                run = tracking.require_run(
+                    record.run_id,
+                    fix="it was deleted or logged to another store: run `dvc repro -f train` "
+                    "to train and log it again",
+                )
+                run_found.enter_context(failure_tagged(record.run_id))
+                require_logged_weights(weights.as_keras_list(), run, args.model)
             write_json(metrics_file, evaluation.metrics)
             write_json(report_file, evaluation.report)
             confusion_pairs(targets, probabilities).to_csv(confusion_file, index=False)
-            log_files_as(figure_files, "evaluation")
-            mlflow.log_metrics(evaluation.metrics)
+            features_sha256 = array_sha256(features)
             # Tags, not params: a training run is evaluated again when only these change, and
             # MLflow params cannot be overwritten.
-            features_sha256 = array_sha256(features)
-            mlflow.set_tags(
-                {
-                    "evaluate.batch_size": params.evaluate.batch_size,
-                    "data.test_samples": len(features),
-                    "data.test_sha256": features_sha256,
-                }
-            )
+            tags = {
+                "evaluate.batch_size": params.evaluate.batch_size,
+                "data.test_samples": len(features),
+                "data.test_sha256": features_sha256,
+            }
+            test_attributes = json.loads(args.test_attributes.read_text(encoding="utf-8"))
+            log_evaluation(record.run_id, evaluation, figure_files, tags, test_attributes)
             tracking.log_dataset(
+                record.run_id,
                 features,
                 targets,
                 args.test,
@@ -215,9 +260,6 @@ def main(argv: list[str] | None = None) -> None:
                 "testing",
                 features_sha256=features_sha256,
             )
-            test_attributes = json.loads(args.test_attributes.read_text(encoding="utf-8"))
-            mlflow.log_dict(test_attributes, "data/test_attributes.json")
-            mlflow.log_dict(evaluation.report, "evaluation/classification_report.json")
     log.info(
         "test accuracy %.4f, loss %.4f (run %s)",
         evaluation.metrics["test_accuracy"],

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import evaluate_argv, train_argv
+from mnist_pipeline import tracking
 from mnist_pipeline.errors import PipelineError
 from stages import evaluate, train
 
@@ -119,6 +120,37 @@ def test_a_model_file_replaced_since_training_is_refused(
     ):
         evaluate.main(evaluate_argv(tmp_path, tiny_params, prepared_tiny))
     assert list((tmp_path / "reports").iterdir()) == []
+
+
+def test_evaluating_leaves_the_training_runs_status_and_times_alone(
+    tmp_path, tiny_params, prepared_tiny, mlflow_store
+):
+    """Metrics go into the run by its id: its end time (and so its duration) and status stay
+    its training's, a failed evaluation is a tag on it, and a good one removes that tag."""
+    import mlflow
+
+    train.main(train_argv(tmp_path, tiny_params, prepared_tiny))
+    run_id = json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]
+    client = mlflow.MlflowClient(mlflow_store)
+    trained = client.get_run(run_id).info
+
+    history = tmp_path / "out" / "history.csv"
+    good_history = history.read_text()
+    history.write_text("epoch,accuracy\n1,0.5\n")  # The figures cannot be drawn from it.
+    with pytest.raises(PipelineError, match="drawing the figures failed"):
+        evaluate.main(evaluate_argv(tmp_path, tiny_params, prepared_tiny))
+    failed = client.get_run(run_id)
+    assert failed.info.status == "FINISHED" and failed.info.end_time == trained.end_time
+    assert failed.data.tags[tracking.EVALUATION_ERROR_TAG].startswith("drawing the figures failed")
+    assert "test_accuracy" not in failed.data.metrics
+
+    history.write_text(good_history)
+    evaluate.main(evaluate_argv(tmp_path, tiny_params, prepared_tiny))
+    evaluated = client.get_run(run_id)
+    assert (evaluated.info.status, evaluated.info.end_time) == ("FINISHED", trained.end_time)
+    assert evaluated.info.start_time == trained.start_time
+    assert tracking.EVALUATION_ERROR_TAG not in evaluated.data.tags
+    assert "test_accuracy" in evaluated.data.metrics
 
 
 def test_a_history_the_figures_cannot_use_fails_the_stage_cleanly(
