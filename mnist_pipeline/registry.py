@@ -38,13 +38,20 @@ class Promotion:
 
 
 def choose_run(experiment_id: str, run_id: str | None) -> Run:
-    """The given run, which must have finished, or the best finished one by test accuracy."""
+    """The given run, which must have finished and been evaluated, or the best such run by
+    test accuracy (runs without test metrics are never chosen)."""
     if run_id is None:
         run_id = best_run_ids(experiment_id, 1)[0]
     run = tracking.require_run(run_id)
     if run.info.status != "FINISHED":
         raise PipelineError(
             f"run {run_id} is {run.info.status}, not FINISHED; promote a finished run"
+        )
+    if "test_accuracy" not in run.data.metrics:
+        failure = run.data.tags.get(tracking.EVALUATION_ERROR_TAG)
+        why = f"its evaluation failed: {failure}" if failure else "it was never evaluated"
+        raise PipelineError(
+            f"run {run_id} has no test metrics ({why}); evaluate it with `dvc repro` first"
         )
     return run
 

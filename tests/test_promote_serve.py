@@ -11,7 +11,7 @@ import pytest
 from local_server import free_port, post_json, serving
 from tiny_store import run_cli
 
-from mnist_pipeline import registry
+from mnist_pipeline import registry, tracking
 
 MODEL = "mnist-mlp"  # params.yaml's mlflow.registered_model_name
 CHAMPION = f"models:/{MODEL}@champion"
@@ -46,6 +46,7 @@ def test_promote_registers_the_best_finished_run_as_champion(tiny_store_copy, ca
     [
         ("crashed", "is FAILED, not FINISHED; promote a finished run"),
         ("fast-lr", "has no logged model named 'model' to register"),
+        ("unevaluated", "has no test metrics (it was never evaluated); evaluate it with"),
         ("no-such-run", "run no-such-run is not in the MLflow store"),
     ],
 )
@@ -55,6 +56,14 @@ def test_runs_that_cannot_be_champions_are_refused(tiny_store_copy, capsys, run,
     error = capsys.readouterr().err
     assert error.startswith("error: ") and message in error and error.count("\n") == 1
     assert mlflow.MlflowClient(tiny_store_copy.uri).search_registered_models() == []
+
+
+def test_a_run_whose_evaluation_failed_says_why_it_cannot_be_promoted(tiny_store_copy, capsys):
+    run_id = tiny_store_copy.run_ids["unevaluated"]
+    client = mlflow.MlflowClient(tiny_store_copy.uri)
+    client.set_tag(run_id, tracking.EVALUATION_ERROR_TAG, "drawing the figures failed")
+    assert run_cli("promote", "--run", run_id) == 2
+    assert "its evaluation failed: drawing the figures failed" in capsys.readouterr().err
 
 
 def test_an_experiment_without_finished_runs_has_nothing_to_promote(mlflow_store, tmp_path, capsys):
