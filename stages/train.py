@@ -218,35 +218,43 @@ def history_table(history: dict[str, list[float]]) -> pd.DataFrame:
     return table
 
 
-def log_run_inputs(params: Params, model, features, targets, data_path: Path, attributes: dict):
-    """The settings this run depends on (as in params.yaml, and the optimizer as Keras
-    configured it) and the data it saw."""
-    log_run_params(params, model)
-    log_training_data(features, targets, data_path, attributes)
-
-
-def log_run_params(params: Params, model) -> None:
-    """params.yaml's `base` and `train` settings and the optimizer as Keras configured it."""
+def log_run_params(params: Params) -> None:
+    """params.yaml's `base` and `train` settings, and the whole file as the run saw it (so the
+    run can be reproduced later). Logged before training, so a run that crashes or is still
+    training shows what it was asked to do."""
     import mlflow
 
     logged = {key: value for key, value in params.flat().items() if key.startswith(LOGGED_SECTIONS)}
-    configured = model.optimizer.get_config()
-    # Keras numbers optimizer names per process (rm_sprop, rm_sprop3...): log the class instead.
-    configured["name"] = type(model.optimizer).__name__
-    logged.update({f"keras.optimizer.{k}": v for k, v in configured.items()})
     mlflow.log_params(logged)
-    # The whole file as the run saw it, so the run can be reproduced later.
     mlflow.log_dict(params.model_dump(), "params.yaml")
 
 
-def log_training_data(features, targets, data_path: Path, attributes: dict) -> None:
+def log_optimizer_config(model) -> None:
+    """The optimizer as Keras configured it (every setting, defaults included)."""
+    import mlflow
+
+    configured = model.optimizer.get_config()
+    # Keras numbers optimizer names per process (rm_sprop, rm_sprop3...): log the class instead.
+    configured["name"] = type(model.optimizer).__name__
+    mlflow.log_params({f"keras.optimizer.{k}": v for k, v in configured.items()})
+
+
+def log_training_data(
+    run_id: str, features, targets, data_path: Path, attributes: dict
+) -> None:
     """The training set as an MLflow dataset input, the number and digest of its images, and
     its tensor attributes."""
     import mlflow
 
     features_sha256 = array_sha256(features)
     tracking.log_dataset(
-        features, targets, data_path, "mnist-train", "training", features_sha256=features_sha256
+        run_id,
+        features,
+        targets,
+        data_path,
+        "mnist-train",
+        "training",
+        features_sha256=features_sha256,
     )
     mlflow.log_params({"data.train_samples": len(features), "data.train_sha256": features_sha256})
     mlflow.log_dict(attributes, "data/train_attributes.json")
@@ -346,13 +354,14 @@ def main(argv: list[str] | None = None) -> None:
             log.info("MLflow run %s in %s", run.info.run_id, tracking.tracking_uri())
             logging_time = Stopwatch()
             with logging_time:
-                # Before training, so the run shows which data it trains on while it trains.
-                log_training_data(features, targets, args.train, attributes)
+                # Before training, so the run shows its settings and data while it trains.
+                log_run_params(params)
+                log_training_data(run.info.run_id, features, targets, args.train, attributes)
             model, history = train_model(features, targets, params.train, params.base.seed)
             model.save(model_file)
             history_table(history).to_csv(history_file, index=False)
             with logging_time:
-                log_run_params(params, model)
+                log_optimizer_config(model)
                 tracking.log_history(history, prefix="train_")
                 mlflow.set_tag("weights_sha256", weights_sha256(model.get_weights()))
                 log_model(model)

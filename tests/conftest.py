@@ -108,15 +108,13 @@ def tiny_params(tmp_path, params_tree) -> Path:
     return write_params(tmp_path / "params.yaml", params_tree)
 
 
-@pytest.fixture
-def prepared_tiny(tmp_path) -> dict[str, Path]:
-    """The prepare stage's outputs for the tiny data set, as the train and evaluate stages
-    read them."""
+def write_prepared_tiny(folder: Path) -> dict[str, Path]:
+    """Writes the prepare stage's outputs for the tiny data set, as the train and evaluate
+    stages read them; returns their paths by name."""
     from stages.prepare import prepare_split
 
     arrays = make_tiny_mnist()
-    folder = tmp_path / "prepared"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     paths = {}
     for split, images, labels in (
         ("train", arrays.x_train, arrays.y_train),
@@ -128,6 +126,12 @@ def prepared_tiny(tmp_path) -> dict[str, Path]:
         paths[f"{split}_attributes"] = folder / f"{split}_attributes.json"
         paths[f"{split}_attributes"].write_text(json.dumps(attributes))
     return paths
+
+
+@pytest.fixture
+def prepared_tiny(tmp_path) -> dict[str, Path]:
+    """The prepare stage's outputs for the tiny data set, in tmp_path/prepared."""
+    return write_prepared_tiny(tmp_path / "prepared")
 
 
 def as_argv(**paths) -> list[str]:

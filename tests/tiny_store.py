@@ -1,6 +1,7 @@
-"""A tiny MLflow store shaped like the pipeline's, built once per test session in a second or
-two: runs logged with the train stage's own logging functions (so params and tags have their
-real names), tiny untrained models, and made-up curves and test metrics with known answers.
+"""A tiny MLflow store shaped like the pipeline's, built once per test session: each run is
+logged by the train stage's own `main` on tiny generated data (so its params, tags, curves,
+data inputs and model are exactly what the stage logs, and change when the stage does), and
+given known test metrics through the evaluate stage's own logging function.
 
 Tests that only read use `tiny_store`; tests that write (promote, tags) use `tiny_store_copy`,
 a private copy of the database that shares the read-only artifacts.
@@ -8,6 +9,7 @@ a private copy of the database that shares the read-only artifacts.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,16 +25,18 @@ class TinyRun:
     name: str
     learning_rate: float
     epochs: int
-    test_accuracy: float | None
+    test_accuracy: float | None  # Known answers, logged as evaluate logs its metrics.
     status: str = "FINISHED"
-    with_model: bool = False
+    with_model: bool = True
 
 
-# Known answers: by test accuracy, default-lr > fast-lr > slow-lr; crashed has none.
+# Known answers: by test accuracy, default-lr > fast-lr > slow-lr; `crashed` failed while
+# training, `unevaluated` finished but was never evaluated, fast-lr logged no model.
 RUNS = (
-    TinyRun("slow-lr", 0.0005, 2, 0.90, with_model=True),
-    TinyRun("default-lr", 0.001, 3, 0.95, with_model=True),
-    TinyRun("fast-lr", 0.002, 2, 0.93),
+    TinyRun("slow-lr", 0.0005, 2, 0.90),
+    TinyRun("default-lr", 0.001, 3, 0.95),
+    TinyRun("fast-lr", 0.002, 2, 0.93, with_model=False),
+    TinyRun("unevaluated", 0.001, 1, None),
     TinyRun("crashed", 0.001, 5, None, status="FAILED"),
 )
 
@@ -44,54 +48,81 @@ class TinyStore:
     run_ids: dict[str, str] = field(default_factory=dict)  # run name -> id
 
 
-def curves(run: TinyRun) -> dict[str, list[float]]:
-    """Loss falling and accuracy rising, faster for a larger learning rate."""
-    epochs = np.arange(1, run.epochs + 1)
-    loss = 2.0 / (1 + epochs * run.learning_rate * 1000)
-    return {"loss": loss.tolist(), "accuracy": (1 - loss / 2.5).tolist()}
+class TrainingCrashed(RuntimeError):
+    """What the `crashed` run's training raises, as a crash mid-training would."""
+
+
+def train_tiny_run(tiny: TinyRun, folder: Path, default_params: dict, prepared: dict) -> str:
+    """Runs the train stage's main for one run, named as `dvc exp run` names it; returns the
+    run's id."""
+    from conftest import train_argv, write_params
+    from mnist_pipeline import tracking
+    from stages import train
+
+    tree = {**default_params, "train": {**default_params["train"]}}
+    tree["train"].update({"hidden_units": 4, "epochs": tiny.epochs, "batch_size": 16})
+    tree["train"]["optimizer"] = {
+        **default_params["train"]["optimizer"],
+        "learning_rate": tiny.learning_rate,
+    }
+    work = folder / tiny.name
+    work.mkdir()
+    argv = train_argv(work, write_params(work / "params.yaml", tree), prepared)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DVC_EXP_NAME", tiny.name)  # The stage names its run after it.
+        if tiny.status == "FAILED":
+            patch.setattr(train, "train_model", _crash)
+        if not tiny.with_model:
+            patch.setattr(train, "log_model", lambda model: None)
+        with contextlib.suppress(TrainingCrashed):
+            train.main(argv)
+    if tiny.status == "FAILED":
+        return _latest_run_id(tiny.name)
+    return tracking.RunRecord.load(work / "out" / "run.json").run_id
+
+
+def _crash(*args, **kwargs):
+    raise TrainingCrashed("the tiny store's crashed run")
+
+
+def _latest_run_id(name: str) -> str:
+    import mlflow
+
+    (run,) = mlflow.search_runs(
+        experiment_names=[EXPERIMENT],
+        filter_string=f"attributes.run_name = '{name}'",
+        output_format="list",
+    )
+    return run.info.run_id
+
+
+def log_known_metrics(run_id: str, test_accuracy: float) -> None:
+    """Test metrics with known answers, logged by the evaluate stage's own logging."""
+    from stages import evaluate
+
+    metrics = {"test_loss": 1 - test_accuracy, "test_accuracy": test_accuracy}
+    metrics["test_macro_f1"] = test_accuracy
+    known = evaluate.Evaluation(metrics, report={}, confusion=np.zeros((10, 10), dtype=int))
+    evaluate.log_evaluation(run_id, known, figure_files={}, tags={}, test_attributes={})
 
 
 def build_tiny_store(folder: Path, default_params: dict) -> TinyStore:
     import mlflow
 
-    from mnist_pipeline import tracking
-    from mnist_pipeline.dataset import weights_sha256
-    from mnist_pipeline.model import build_model
-    from mnist_pipeline.params import parse_params
-    from stages import train
+    from conftest import write_prepared_tiny
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    experiment_id = mlflow.create_experiment(
-        EXPERIMENT,
-        artifact_location=(folder / "mlartifacts").as_uri(),
-        tags=dict([tracking.EXPERIMENT_KIND_TAG]),
-    )
-    rng = np.random.default_rng(0)
-    features = rng.random((32, 784), dtype=np.float32)
-    targets = np.eye(10, dtype=np.float32)[np.arange(32) % 10]
+    prepared = write_prepared_tiny(folder / "prepared")
     run_ids = {}
-    for tiny in RUNS:
-        tree = {**default_params, "train": {**default_params["train"], "hidden_units": 4}}
-        tree["train"]["epochs"] = tiny.epochs
-        tree["train"]["optimizer"] = {
-            **default_params["train"]["optimizer"],
-            "learning_rate": tiny.learning_rate,
-        }
-        params = parse_params(tree)
-        tags = {"git_commit": "0" * 40, "git_dirty": "False"}
-        with tracking.tracked_run(experiment_id=experiment_id, run_name=tiny.name, tags=tags):
-            model = build_model(params.train, input_dim=784)
-            train.log_run_inputs(params, model, features, targets, folder / "train.npz", {})
-            tracking.log_history(curves(tiny), prefix="train_")
-            mlflow.set_tag("weights_sha256", weights_sha256(model.get_weights()))
-            if tiny.with_model:
-                train.log_model(model)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        for name in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_ROOT"):
+            patch.delenv(name, raising=False)
+        for tiny in RUNS:
+            run_ids[tiny.name] = train_tiny_run(tiny, folder, default_params, prepared)
             if tiny.test_accuracy is not None:
-                mlflow.log_metric("test_accuracy", tiny.test_accuracy)
-            run_ids[tiny.name] = mlflow.active_run().info.run_id
-            if tiny.status != "FINISHED":
-                mlflow.end_run(tiny.status)
+                log_known_metrics(run_ids[tiny.name], tiny.test_accuracy)
+        experiment_id = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
     mlflow.set_tracking_uri(None)
     return TinyStore(uri, experiment_id, run_ids)
 
