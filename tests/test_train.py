@@ -111,15 +111,31 @@ def test_main_logs_the_run_and_writes_outputs(tmp_path, tiny_params, prepared_ti
     assert {f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"} <= set(requirements)
 
 
-def test_log_model_skips_mlflows_requirements_check_only_while_logging():
-    """The check it skips must still exist under that name: if MLflow renames it, the skip
-    silently stops saving time, and this test says so."""
+def test_log_model_skips_mlflows_requirements_check_which_mlflow_otherwise_calls(
+    tiny_train_params, mlflow_store, monkeypatch
+):
+    """The shortcut's two assumptions, each of which fails this test when it breaks: MLflow's
+    log_model calls the check under that name in that module (else the skip saves nothing,
+    silently), and while train.log_model runs the check is not called."""
+    import contextlib
+
+    import mlflow
     from mlflow.utils import environment
 
-    check = getattr(environment, train.MLFLOW_REQUIREMENTS_CHECK)
-    with train._requirements_taken_as_satisfied():
-        assert getattr(environment, train.MLFLOW_REQUIREMENTS_CHECK) is not check
-    assert getattr(environment, train.MLFLOW_REQUIREMENTS_CHECK) is check
+    from mnist_pipeline.model import build_model
+
+    calls = []
+    monkeypatch.setattr(environment, train.MLFLOW_REQUIREMENTS_CHECK, calls.append)
+    model = build_model(tiny_train_params.train, input_dim=784)
+    with mlflow.start_run():
+        with monkeypatch.context() as no_skip:
+            no_skip.setattr(train, "_requirements_taken_as_satisfied", contextlib.nullcontext)
+            train.log_model(model)
+        called = len(calls)
+        assert called >= 1, "MLflow no longer calls the check the train stage skips"
+        train.log_model(model)
+        assert len(calls) == called, "train.log_model let MLflow's requirements check run"
+    assert getattr(environment, train.MLFLOW_REQUIREMENTS_CHECK) == calls.append
 
 
 def test_failure_mid_training_marks_run_failed_and_leaves_nothing(
