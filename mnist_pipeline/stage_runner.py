@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from mnist_pipeline.errors import PipelineError
@@ -43,8 +44,8 @@ def run_stage(
     With skip_teardown (for a stage run as its own process) a stage that succeeded ends the
     process without tearing down the interpreter: once TensorFlow is loaded, freeing its
     thousands of modules and C++ state takes 1-2 s, a tenth of a whole training run, and
-    changes nothing on disk. The exit hooks (`atexit`: logging's flush, MLflow's) still run,
-    and every output is already written and closed by then.
+    changes nothing on disk. Non-daemon threads are still joined and the exit hooks still run
+    (see exit_without_teardown), and every output is already written and closed by then.
     """
     configure_logging()
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -61,8 +62,23 @@ def run_stage(
 
 
 def exit_without_teardown(status: int) -> None:
-    """Runs the exit hooks, flushes the standard streams and ends the process at once."""
-    atexit._run_exitfuncs()
+    """Ends the process the way the interpreter's own exit begins, then stops before the
+    teardown that follows.
+
+    Python's exit first runs threading's shutdown - its own exit hooks (which stop
+    concurrent.futures' workers once their queued work is done) and a join of every
+    non-daemon thread - and then the `atexit` hooks (logging's flush, MLflow's flush of its
+    asynchronous logging queues). Both are called here, as the interpreter calls them; only
+    the freeing of every module and of TensorFlow's C++ state after them is skipped. Both
+    functions are private: should either disappear, the process exits the normal way
+    (tests/test_stage_runner.py fails then, and benchmarks/README.md says what this saves).
+    """
+    shutdown_threads = getattr(threading, "_shutdown", None)
+    run_exit_hooks = getattr(atexit, "_run_exitfuncs", None)
+    if shutdown_threads is None or run_exit_hooks is None:
+        sys.exit(status)
+    shutdown_threads()
+    run_exit_hooks()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

@@ -70,3 +70,69 @@ def test_in_process_callers_keep_their_interpreter(capsys):
         run_stage(fail, [])
     assert exit_info.value.code == EXIT_USER_ERROR
     assert capsys.readouterr().err == "error: no such run; list runs with `mnist-pipeline runs`\n"
+
+
+WORK_AT_EXIT = textwrap.dedent(
+    """
+    import sys, threading, time
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    import mlflow
+
+    from mnist_pipeline.stage_runner import run_stage
+
+    main_returned = threading.Event()
+
+    def slow_write(path):
+        # Still busy well after main has returned and the exit has begun.
+        main_returned.wait()
+        time.sleep(2)
+        Path(path).write_text("done")
+
+    def main(argv):
+        folder = Path(argv[0])
+        # A non-daemon thread and an executor's queued work, both still busy when main returns.
+        threading.Thread(target=slow_write, args=(folder / "thread.txt",)).start()
+        ThreadPoolExecutor(max_workers=1).submit(slow_write, folder / "executor.txt")
+        mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+        with mlflow.start_run() as run:
+            (folder / "run_id").write_text(run.info.run_id)
+            for step in range(200):
+                mlflow.log_metric("value", step, step=step, synchronous=False)
+        main_returned.set()
+
+    run_stage(main, sys.argv[1:], skip_teardown=True)
+    """
+)
+
+
+def test_the_quick_exit_waits_for_threads_executors_and_mlflows_async_logging(tmp_path):
+    """What a normal interpreter exit would finish is finished: non-daemon threads, work queued
+    on a concurrent.futures executor, and every metric MLflow was logging asynchronously."""
+    import mlflow
+
+    completed = subprocess.run(
+        [sys.executable, "-c", WORK_AT_EXIT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "MLFLOW_ENABLE_ASYNC_LOGGING": "true"},
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert (tmp_path / "thread.txt").read_text() == "done"
+    assert (tmp_path / "executor.txt").read_text() == "done"
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = (tmp_path / "run_id").read_text()
+    history = client.get_metric_history(run_id, "value")
+    assert sorted(metric.step for metric in history) == list(range(200))
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_the_private_hooks_the_quick_exit_calls_still_exist():
+    """Without them exit_without_teardown falls back to a normal (slow) exit: this says so."""
+    import atexit
+    import threading
+
+    assert callable(getattr(threading, "_shutdown", None))
+    assert callable(getattr(atexit, "_run_exitfuncs", None))
