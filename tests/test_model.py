@@ -32,3 +32,29 @@ def test_h5_and_missing_files_are_refused(tmp_path):
         load_model_safely(tmp_path / "legacy.h5")
     with pytest.raises(PipelineError, match="model file not found"):
         load_model_safely(tmp_path / "absent.keras")
+
+
+def modules_after(code: str) -> dict[str, bool]:
+    """Which of the extras a fresh interpreter has imported after running code."""
+    import json
+    import subprocess
+    import sys
+
+    probe = f"{code}\nimport json, sys\nprint(json.dumps({{m: m in sys.modules for m in "
+    probe += "('sklearn', 'matplotlib')}))"
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    return json.loads(completed.stdout.splitlines()[-1])
+
+
+def test_keras_is_imported_without_the_extras_it_would_pull_in():
+    """model.py hides scikit-learn and matplotlib while Keras imports. The shortcut's two
+    assumptions, each failing this test when it breaks: Keras on its own does import them
+    (else hiding them saves nothing: remove the shortcut), and through model.py it does not,
+    while both stay importable afterwards."""
+    assert modules_after("import keras") == {"sklearn": True, "matplotlib": True}
+    assert modules_after("import mnist_pipeline.model") == {"sklearn": False, "matplotlib": False}
+    assert modules_after(
+        "import mnist_pipeline.model, sklearn.metrics, matplotlib.pyplot"
+    ) == {"sklearn": True, "matplotlib": True}
