@@ -3,6 +3,13 @@
 The stages spend most of their time importing libraries, single-threaded Python that holds the
 interpreter lock, so a second thread gains nothing; a child process uses the other core. The
 task only writes files; nothing comes back but whether it succeeded.
+
+Forking a process whose NumPy has run matrix products (its BLAS's worker threads alive) is
+safe on Linux because NumPy's wheels there carry OpenBLAS built on pthreads, which registers
+a pthread_atfork handler that stops its thread pool before the fork; tests/test_child_process.py
+fails the day that stops being so. Elsewhere (macOS' wheels use Accelerate, whose threads are
+not fork-safe) the task simply runs after the block, in this process. benchmarks/README.md says what
+running it beside saves.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ from collections.abc import Callable, Iterator
 
 from mnist_pipeline.errors import PipelineError
 
+# Where forking after BLAS threads have run is known to be safe (see the module docstring).
+FORK_IS_SAFE = sys.platform.startswith("linux")
+
 
 @contextlib.contextmanager
 def running_beside(task: Callable[[], None], what: str) -> Iterator[None]:
@@ -23,6 +33,10 @@ def running_beside(task: Callable[[], None], what: str) -> Iterator[None]:
     block: a PipelineError names `what` if the task failed (its traceback is on stderr). If the
     block itself fails or is interrupted, the child is killed first, so nothing it was writing
     outlives the caller's clean-up."""
+    if not FORK_IS_SAFE:
+        yield
+        _run_inline(task, what)
+        return
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -52,3 +66,14 @@ def _run_child(task: Callable[[], None]) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
+
+
+def _run_inline(task: Callable[[], None], what: str) -> None:
+    """The task in this process, failing as a failed child would."""
+    try:
+        task()
+    except Exception:
+        traceback.print_exc()
+        raise PipelineError(
+            f"{what} failed (the error is printed above); run the stage again"
+        ) from None

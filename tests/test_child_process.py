@@ -18,13 +18,16 @@ import textwrap
 import pytest
 
 from conftest import REPO_ROOT
-from mnist_pipeline.child_process import running_beside
+from mnist_pipeline.child_process import FORK_IS_SAFE, running_beside
 from mnist_pipeline.errors import PipelineError
 
 HANDSHAKE_LIMIT_SECONDS = 60
 # Starting Python and NumPy, two 1024 x 1024 products and a fork: seconds, even on a busy
 # machine; past this the child is taken to be deadlocked.
 FORK_AFTER_BLAS_LIMIT_SECONDS = 120
+forking = pytest.mark.skipif(
+    not FORK_IS_SAFE, reason="running_beside forks only where that is known to be safe (Linux)"
+)
 
 
 class Pipe:
@@ -67,6 +70,7 @@ def pipes():
         pipe.close()
 
 
+@forking
 def test_the_task_runs_in_another_process_while_the_block_runs(tmp_path, pipes):
     """Each side waits for the other, so this passes only if both run at once: a task run
     before the block would wait for `go` forever, one run after it would never say `started`."""
@@ -99,6 +103,7 @@ def test_a_failing_task_becomes_one_line_naming_it_with_its_traceback_printed(ca
     assert "KeyError: 'loss'" in capfd.readouterr().err
 
 
+@forking
 @pytest.mark.parametrize("failure", [RuntimeError("store unusable"), KeyboardInterrupt()])
 def test_when_the_block_fails_the_child_is_killed_before_it_writes(tmp_path, pipes, failure):
     """The task writes its file once told to, and the test tells it only after the block has
@@ -122,6 +127,7 @@ def test_when_the_block_fails_the_child_is_killed_before_it_writes(tmp_path, pip
     assert not late.exists()
 
 
+@forking
 def test_output_buffered_before_the_fork_appears_once(capfd):
     print("before the fork", end="")  # In this process's buffer, not yet written.
     with running_beside(lambda: None, "a task"):
@@ -138,7 +144,7 @@ FORK_AFTER_BLAS = textwrap.dedent(
     import numpy as np
     from threadpoolctl import threadpool_info
 
-    from mnist_pipeline.child_process import running_beside
+    from mnist_pipeline.child_process import FORK_IS_SAFE, running_beside
 
     # NumPy is the only library loaded, so these are its BLAS's thread pools.
     blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
@@ -166,6 +172,7 @@ FORK_AFTER_BLAS = textwrap.dedent(
 )
 
 
+@forking
 def test_forking_after_blas_has_run_leaves_the_child_a_working_blas(tmp_path):
     """Guards a shortcut in mnist_pipeline/child_process.py: the evaluate stage forks its child
     after NumPy has run BLAS matrix products, so BLAS worker threads exist at the fork, and a
@@ -209,3 +216,26 @@ def test_forking_after_blas_has_run_leaves_the_child_a_working_blas(tmp_path):
     product = np.load(result)
     assert product.shape == (size, size)
     assert (product == column_sums).all()
+
+
+def test_where_forking_is_not_known_to_be_safe_the_task_runs_after_the_block(
+    tmp_path, monkeypatch, capfd
+):
+    from mnist_pipeline import child_process
+
+    monkeypatch.setattr(child_process, "FORK_IS_SAFE", False)
+    order = []
+    with running_beside(lambda: order.append(("task", os.getpid())), "a task"):
+        order.append(("block", os.getpid()))
+    assert order == [("block", os.getpid()), ("task", os.getpid())]
+
+    def task():
+        raise KeyError("loss")
+
+    with pytest.raises(PipelineError, match="^a task failed"), running_beside(task, "a task"):
+        pass
+    assert "KeyError: 'loss'" in capfd.readouterr().err
+    with pytest.raises(RuntimeError), running_beside(lambda: order.append("ran"), "a task"):
+        raise RuntimeError("the block failed")
+    assert "ran" not in order
+
