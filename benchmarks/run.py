@@ -3,15 +3,17 @@
 Runs, alternating (A B A B ...), `benchmarks/reference.py` and the real train stage
 (`python -m stages.train`) as separate processes on the same prepared data, with the same
 hyperparameters (params.yaml's) and seeds; then times a full `dvc repro` from fetched data and a
-no-op one in a temporary copy of the repository, and measures this machine's float32 matrix
-product rate. Prints a table and writes benchmarks/results.json.
+no-op one in a temporary copy of the repository; measures what each start-up shortcut saves
+(benchmarks/shortcuts.py); and measures this machine's float32 matrix product rate. Prints a
+table and writes benchmarks/results.json. `--only shortcuts` measures the shortcuts alone (a
+couple of minutes) and replaces only that section of results.json.
 
 Nothing touches the user's MLflow store or pipeline outputs: the train stage logs to a temporary
 SQLite store and writes into a temporary folder, and the repro timings run in a temporary git
 repository (the working tree's files plus data/raw/mnist.npz) with its own store.
 
 The parts: benchmarks/processes.py (running and measuring children), training.py (the two
-sides), repro.py (`dvc repro`), summary.py (figures, checks, table).
+sides), repro.py (`dvc repro`), summary.py (figures, checks, table), shortcuts.py and probes.py.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from benchmarks import shortcuts
 from benchmarks.processes import PATHS, REPO_ROOT, processor_name, wait_for_quiet
 from benchmarks.repro import SKIPPED_REPRO, time_repro
 from benchmarks.summary import summarize, table
@@ -51,7 +54,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=RESULTS_FILE)
     parser.add_argument("--skip-repro", action="store_true", help="skip the dvc repro timings")
+    parser.add_argument(
+        "--only",
+        choices=["shortcuts"],
+        help="measure only this part (one train stage run first, for the evaluate stage to "
+        "score); the rest of --output is kept as it is",
+    )
+    parser.add_argument(
+        "--skip-shortcuts",
+        action="store_true",
+        help="skip the shortcut measurements (the section already in --output is kept)",
+    )
+    parser.add_argument(
+        "--shortcut-repeats",
+        type=int,
+        default=3,
+        help="fresh processes per shortcut and variant (the median is taken)",
+    )
     args = parser.parse_args(argv)
+    if args.shortcut_repeats < 1:
+        parser.error("--shortcut-repeats must be at least 1")
+    if args.only and args.skip_shortcuts:
+        parser.error("--only shortcuts and --skip-shortcuts exclude each other")
 
     os.chdir(REPO_ROOT)
     for name in ("raw", "train", "train_attributes", "test", "test_attributes"):
@@ -59,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{PATHS[name]} is missing: run `make repro` first")
     params = YAML(typ="safe", pure=True).load((REPO_ROOT / "params.yaml").read_text())
     machine = {"cpu_count": os.cpu_count(), "processor": processor_name()}
+    previous = read_results(args.output)
 
     runs: list[Run] = []
     outputs: dict[int, Path] = {}
@@ -66,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(folder)
         store_uri = f"sqlite:///{work / 'mlflow.db'}"
         create_store(store_uri, params["mlflow"]["experiment_name"])
-        for seed in args.seeds:
-            for side in ("reference", "project"):
+        sides = ("project",) if args.only else ("reference", "project")
+        for seed in args.seeds[:1] if args.only else args.seeds:
+            for side in sides:
                 busy = wait_for_quiet(args.max_wait)
                 print(f"seed {seed}: {side} (others use {busy:.1f} cores) ...", flush=True)
                 if side == "reference":
@@ -75,29 +101,53 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     run, outputs[seed] = run_project(seed, params, work, store_uri)
                     runs.append(run)
-        if args.skip_repro:
+        if args.skip_repro or args.only:
             repro = SKIPPED_REPRO
         else:
             busy = wait_for_quiet(args.max_wait)
             print(f"dvc repro in a copy of the repository (others use {busy:.1f} cores) ...")
             repro = time_repro(work)
-        print("measuring the matrix-product rate and scoring the project's models ...")
-        machine = {**matmul_rate(), **machine}
-        runs = [
-            Run(**{**asdict(r), "test_accuracy": score(outputs[r.seed] / "model.keras")})
-            if r.side == "project"
-            else r
-            for r in runs
-        ]
-    results = summarize(runs, repro, machine)
-    results["runs"] = [
-        {**asdict(r), "seconds_per_epoch": round(r.seconds_per_epoch, 3)} for r in runs
-    ]
+        if args.skip_shortcuts:
+            section = previous.get("shortcuts")
+        else:
+            measurements = shortcuts.measure_shortcuts(
+                work, store_uri, outputs[args.seeds[0]], args.shortcut_repeats, args.max_wait
+            )
+            train_walls = [r.wall_seconds for r in runs if r.side == "project"]
+            section = shortcuts.shortcuts_section(measurements, train_walls, machine)
+        if args.only:
+            results = {**previous, "shortcuts": section}
+        else:
+            print("measuring the matrix-product rate and scoring the project's models ...")
+            machine = {**matmul_rate(), **machine}
+            runs = [
+                Run(**{**asdict(r), "test_accuracy": score(outputs[r.seed] / "model.keras")})
+                if r.side == "project"
+                else r
+                for r in runs
+            ]
     print()
-    print(table(results, runs))
+    if not args.only:
+        results = summarize(runs, repro, machine)
+        if section is not None:
+            results["shortcuts"] = section
+        results["runs"] = [
+            {**asdict(r), "seconds_per_epoch": round(r.seconds_per_epoch, 3)} for r in runs
+        ]
+        print(table(results, runs))
+        print()
+    if section is not None:
+        print(shortcuts.shortcuts_table(section))
     args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"\nwrote {args.output}")
     return 0
+
+
+def read_results(path: Path) -> dict:
+    """The results already written, so that a partial run keeps every other field."""
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":
