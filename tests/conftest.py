@@ -26,6 +26,26 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_TRAIN, TINY_TEST = 48, 16
 
 
+def untracked_files() -> set[str]:
+    listed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {line[3:] for line in listed.splitlines() if line.startswith("??")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_left_clean():
+    """No test may leave files in the repository (an MLflow default ./mlruns, a stray
+    temporary): they would tag every later run git_dirty. Checked once, at the session's end."""
+    before = untracked_files()
+    yield
+    left = sorted(untracked_files() - before)
+    assert not left, f"the tests left files in the repository: {left[:10]}"
+
+
 @pytest.fixture(scope="session")
 def default_params() -> dict:
     """params.yaml as committed, as a plain tree (copy it before changing it)."""

@@ -114,6 +114,7 @@ def test_the_quick_exit_waits_for_threads_executors_and_mlflows_async_logging(tm
 
     completed = subprocess.run(
         [sys.executable, "-c", WORK_AT_EXIT, str(tmp_path)],
+        cwd=tmp_path,  # The default experiment keeps its artifacts in ./mlruns.
         capture_output=True,
         text=True,
         timeout=120,

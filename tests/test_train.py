@@ -112,7 +112,7 @@ def test_main_logs_the_run_and_writes_outputs(tmp_path, tiny_params, prepared_ti
 
 
 def test_log_model_skips_mlflows_requirements_check_which_mlflow_otherwise_calls(
-    tiny_train_params, mlflow_store, monkeypatch
+    tiny_train_params, mlflow_store, monkeypatch, tmp_path
 ):
     """The shortcut's two assumptions, each of which fails this test when it breaks: MLflow's
     log_model calls the check under that name in that module (else the skip saves nothing,
@@ -124,6 +124,7 @@ def test_log_model_skips_mlflows_requirements_check_which_mlflow_otherwise_calls
 
     from mnist_pipeline.model import build_model
 
+    monkeypatch.chdir(tmp_path)  # The default experiment keeps its artifacts in ./mlruns.
     calls = []
     monkeypatch.setattr(environment, train.MLFLOW_REQUIREMENTS_CHECK, calls.append)
     model = build_model(tiny_train_params.train, input_dim=784)
