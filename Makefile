@@ -37,7 +37,7 @@ lint: setup ## Check style and import order with ruff.
 ui: setup ## Open the MLflow UI for this repository's runs on http://127.0.0.1:5000.
 	mnist-pipeline ui
 
-bench: setup ## Time the chapter's plain script against the train stage (~4 min); see benchmarks/.
+bench: setup ## Time the chapter's script against the stages, and the shortcuts (~7 min); see benchmarks/.
 	python -m benchmarks.run
 
 lock: ## Re-resolve dependencies from pyproject.toml into requirements.lock.
