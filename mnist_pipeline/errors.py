@@ -1,8 +1,33 @@
-"""The one exception type whose message is shown to the user as it is."""
+"""The one exception type whose message is shown to the user as it is, and what keeps secrets
+out of everything shown."""
+
+from __future__ import annotations
+
+import os
+import re
 
 
 class PipelineError(Exception):
     """A problem the user can fix; its message names the problem and the fix, in one line."""
+
+
+# `scheme://user:password@host`: the password part of any URL (MLflow's HTTP client honours
+# credentials inside MLFLOW_TRACKING_URI, and PostgreSQL URIs carry them too).
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):(?P<password>[^@\s]*)@")
+# The environment variables whose values are secrets, wherever they might be echoed.
+SECRET_VARIABLES = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY")
+REDACTED = "***"
+
+
+def redacted(text: str) -> str:
+    """The text with every URL's password, and the value of every secret variable that is set,
+    replaced by ***: for anything printed, logged or raised."""
+    text = _URL_PASSWORD.sub(rf"\g<head>:{REDACTED}@", text)
+    for name in SECRET_VARIABLES:
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 4:  # A shorter value would blank out ordinary text.
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 def first_line(error: Exception) -> str:
@@ -15,3 +40,23 @@ def last_line(text: str | None) -> str:
     """The last non-blank line of a tool's output: where pip, git and DVC say what went wrong."""
     lines = [line for line in (text or "").splitlines() if line.strip()]
     return lines[-1].strip() if lines else "no output"
+
+
+def server_refusal(error: BaseException) -> PipelineError | None:
+    """The one-line error for an MLflow server refusing this user (MLflow's error codes for
+    HTTP 401 and 403), or None for any other error."""
+    code = getattr(error, "error_code", None)
+    if code not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return None
+    server = redacted(os.environ.get("MLFLOW_TRACKING_URI", "the MLflow server"))
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if code == "UNAUTHENTICATED":
+        return PipelineError(
+            f"{server} refused the credentials{f' of user {user!r}' if user else ''}: set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on it"
+        )
+    return PipelineError(
+        f"{server} denied user {user or '(none)'!r} permission for this ({first_line(error)}): "
+        "training and evaluating write runs, which needs EDIT permission on the experiment; "
+        "ask the server's admin to grant it"
+    )

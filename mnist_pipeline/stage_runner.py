@@ -9,9 +9,10 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, redacted, server_refusal
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +26,31 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+class _Redacting(logging.Filter):
+    """Replaces secrets (URL passwords, secret variables) in every record a handler writes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redacted(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def _redacting_excepthook(kind, error, trace) -> None:
+    """An uncaught error's traceback as Python prints it, with secrets replaced."""
+    sys.stderr.write(redacted("".join(traceback.format_exception(kind, error, trace))))
+
+
 def configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(existing, _Redacting) for existing in handler.filters):
+            handler.addFilter(_Redacting())
 
 
 def run_stage(
@@ -39,7 +59,9 @@ def run_stage(
     *,
     skip_teardown: bool = False,
 ):
-    """Runs a stage's main; a PipelineError becomes one `error:` line and exit status 2.
+    """Runs a stage's main; a PipelineError, or an MLflow server refusing the user, becomes
+    one `error:` line and exit status 2. Secrets never reach what it prints or logs: URL
+    passwords and secret variables are replaced by *** in errors, log records and tracebacks.
 
     With skip_teardown (for a stage run as its own process) a stage that succeeded ends the
     process without tearing down the interpreter: once TensorFlow is loaded, freeing its
@@ -48,11 +70,19 @@ def run_stage(
     (see exit_without_teardown), and every output is already written and closed by then.
     """
     configure_logging()
+    sys.excepthook = _redacting_excepthook
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        stage_main(argv)
+        try:
+            stage_main(argv)
+        except Exception as error:
+            # An MLflow server refusing this user is a fix the user can make, not a crash.
+            refusal = server_refusal(error)
+            if refusal is None:
+                raise
+            raise refusal from None
     except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redacted(str(error))}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("error: interrupted; outputs were removed, run the stage again", file=sys.stderr)

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import time
+import urllib.parse
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -24,7 +25,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.dataset import array_sha256
-from mnist_pipeline.errors import PipelineError, first_line
+from mnist_pipeline.errors import PipelineError, first_line, server_refusal
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,21 @@ def default_tracking_uri() -> str:
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    """The store's URI, never with a password in it. Credentials written into
+    MLFLOW_TRACKING_URI (`https://alice:secret@host`, which MLflow's HTTP client honours and
+    would print in its "View run at" lines) move to MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD, where MLflow's client reads them and nothing prints them; a
+    username or password already set there wins, as it does in MLflow's client."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri
+    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", urllib.parse.unquote(parts.username or ""))
+    if parts.password is not None:
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", urllib.parse.unquote(parts.password))
+    uri = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    return uri
 
 
 def connect(experiment_name: str) -> str:
@@ -77,6 +92,9 @@ def connect(experiment_name: str) -> str:
                 return experiment_id
         return experiment.experiment_id
     except Exception as error:  # MLflow raises many types for an unusable store.
+        refusal = server_refusal(error)
+        if refusal is not None:
+            raise refusal from None
         raise PipelineError(
             f"MLflow tracking store {uri} is unusable ({first_line(error)}); fix or unset "
             "MLFLOW_TRACKING_URI"

@@ -137,3 +137,50 @@ def test_the_private_hooks_the_quick_exit_calls_still_exist():
 
     assert callable(getattr(threading, "_shutdown", None))
     assert callable(getattr(atexit, "_run_exitfuncs", None))
+
+
+LEAKY_STAGE = textwrap.dedent(
+    """
+    import logging, sys
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+    from mnist_pipeline.stage_runner import run_stage
+
+    def main(argv):
+        logging.getLogger("stage").info("store http://alice:s3cret-pw@host:5000")
+        if argv[0] == "denied":
+            raise MlflowException(
+                "Permission denied for http://alice:s3cret-pw@host:5000",
+                error_code=PERMISSION_DENIED,
+            )
+        raise RuntimeError("crash talking to http://alice:s3cret-pw@host:5000")
+
+    run_stage(main, sys.argv[1:], skip_teardown=True)
+    """
+)
+
+
+@pytest.mark.parametrize("outcome", ["denied", "crash"])
+def test_secrets_never_reach_the_output_and_a_refusal_is_one_line(outcome):
+    import os
+
+    env = {**os.environ, "MLFLOW_TRACKING_PASSWORD": "s3cret-pw"}
+    env["MLFLOW_TRACKING_USERNAME"] = "alice"
+    completed = subprocess.run(
+        [sys.executable, "-c", LEAKY_STAGE, outcome],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    output = completed.stdout + completed.stderr
+    assert "s3cret-pw" not in output
+    assert "http://alice:***@host:5000" in output  # Redacted, not dropped.
+    if outcome == "denied":
+        assert completed.returncode == EXIT_USER_ERROR
+        last = completed.stderr.splitlines()[-1]
+        assert last.startswith("error: ") and "denied user 'alice' permission" in last
+        assert "Traceback" not in completed.stderr
+    else:
+        assert completed.returncode == 1
+        assert "Traceback" in completed.stderr and "RuntimeError: crash talking" in output

@@ -67,6 +67,7 @@ def test_dataset_digests_name_the_exact_features_and_labels(tmp_path, mlflow_sto
     for targets in (labels, labels, relabelled):
         with tracking.tracked_run() as run:
             tracking.log_dataset(
+                run.info.run_id,
                 features,
                 targets,
                 tmp_path / "x.npz",
@@ -75,6 +76,24 @@ def test_dataset_digests_name_the_exact_features_and_labels(tmp_path, mlflow_sto
                 features_sha256=array_sha256(features),
             )
         inputs = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+        contexts = [tag.value for tag in inputs[0].tags if tag.key == "mlflow.data.context"]
+        assert contexts == ["training"]
         digests.append(inputs[0].dataset.digest)
     assert digests[0] == digests[1] != digests[2]
     assert len(digests[0]) == tracking.DIGEST_CHARS
+
+
+def test_credentials_in_the_tracking_uri_move_to_mlflows_variables(monkeypatch):
+    """MLflow's client honours `https://user:password@host` and prints that URL in its "View
+    run at" lines: the password must never stay in the URI."""
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://alice:p%40ss@mlflow.example:8443/path")
+    assert tracking.tracking_uri() == "https://mlflow.example:8443/path"
+    assert __import__("os").environ["MLFLOW_TRACKING_URI"] == "https://mlflow.example:8443/path"
+    assert __import__("os").environ["MLFLOW_TRACKING_USERNAME"] == "alice"
+    assert __import__("os").environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
+    # Variables already set win, as they do in MLflow's client.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mallory:other@127.0.0.1:5000")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+    assert __import__("os").environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
