@@ -66,8 +66,10 @@ def confusion_matrix(true_labels: np.ndarray, predicted: np.ndarray, classes: in
 def classification_report(confusion: np.ndarray) -> dict[str, dict | float]:
     """Per-class precision, recall, F1 and support, their plain and support-weighted means, and
     the accuracy: the dictionary scikit-learn's `classification_report(output_dict=True,
-    zero_division=0)` returns, computed from the confusion matrix (scikit-learn's import alone
-    took 0.6 s of this stage). A ratio with nothing to divide by is 0."""
+    zero_division=0)` returns, computed from the confusion matrix: importing scikit-learn's metrics
+    would add 0.9 s, a third of this stage (benchmarks/README.md, Shortcuts), and
+    tests/test_evaluate.py checks these against scikit-learn. A ratio with nothing to divide
+    by is 0."""
     true_positives = np.diag(confusion).astype(np.float64)
     support = confusion.sum(axis=1).astype(np.float64)
     predicted = confusion.sum(axis=0).astype(np.float64)
