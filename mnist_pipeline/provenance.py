@@ -1,5 +1,6 @@
 """Where a run came from: the commit and whether code differed from it, the library versions,
-and the DVC experiment and sweep it belongs to. Logged as tags by the train stage."""
+the machine it trained on, and the DVC experiment and sweep it belongs to. Logged as tags by
+the train stage."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -21,6 +23,67 @@ SWEEP_TAG = "sweep"
 # Changes that are not code: params are logged with the run, `dvc repro` rewrites dvc.lock and
 # writes a .gitignore beside each output.
 NOT_CODE = ("dvc.lock", "params.yaml", ".gitignore")
+
+# The machine a run trained on. XLA compiles the training for the CPU it runs on, so the same
+# commit, params and seed give bit-identical weights on the same kind of machine only; these
+# tags say whether two runs had the same one. Every tag is always set except where noted.
+MACHINE_PREFIX = "machine."
+MACHINE_TAGS = {
+    "machine.cpu": "the CPU model as the system names it (Linux: /proc/cpuinfo's `model name`; "
+    "macOS: machdep.cpu.brand_string), or 'unknown'",
+    "machine.cpu_id": "x86 Linux: vendor, family, model and stepping, which tell CPU generations "
+    "apart where a virtual machine names its CPU vaguely ('AMD EPYC'); ARM Linux: implementer, "
+    "part and revision (where reported)",
+    "machine.isa": "the best instruction set XLA's CPU compiler targets there, in the terms of "
+    "XLA_FLAGS=--xla_cpu_max_isa: AMX_FP16, AMX, AVX512_BF16, AVX512_VNNI, AVX512, AVX2, AVX, "
+    "SSE4_2 (x86); SVE2, SVE, NEON (ARM); or 'other'",
+    "machine.caches": "CPU 0's caches, e.g. 'L1d 32K, L1i 32K, L2 512K, L3 32768K' (where "
+    "reported)",
+    "machine.cpus": "os.cpu_count(): the CPUs the machine has",
+    "machine.usable_cpus": "the CPUs the training process could run on (Linux: its affinity)",
+    "machine.arch": "platform.machine(): x86_64, aarch64, arm64, ...",
+    "machine.xla_flags": "XLA_FLAGS, only when set (an --xla_cpu_max_isa there caps machine.isa)",
+    "machine.tf_git_version": "tf.version.GIT_VERSION: exactly which TensorFlow build",
+    "machine.tf_build": "tf.sysconfig.get_build_info()'s C++ compiler and CUDA version (where "
+    "present)",
+}
+MACHINE_CPU_TAG = "machine.cpu"
+# The library versions that decide the weights, beside TensorFlow's build (MLflow's does not).
+LIBRARY_TAGS = (
+    "python_version",
+    "numpy_version",
+    "tensorflow_version",
+    "keras_version",
+    "keras_backend",
+)
+# XLA's x86 ISA levels, best first, each with the CPU flags that mark it (flags lowercased,
+# without '_' and '.', so that Linux's `avx512_vnni` and macOS's `AVX512VNNI`, Linux's
+# `sse4_2` and macOS's `SSE4.2` read the same).
+X86_ISA_LEVELS = (
+    ("AMX_FP16", {"amxfp16"}),
+    ("AMX", {"amxbf16", "amxint8"}),
+    ("AVX512_BF16", {"avx512bf16"}),
+    ("AVX512_VNNI", {"avx512vnni"}),
+    ("AVX512", {"avx512f"}),
+    ("AVX2", {"avx2", "fma"}),
+    ("AVX", {"avx"}),
+    ("SSE4_2", {"sse42"}),
+)
+ARM_ISA_LEVELS = (("SVE2", {"sve2"}), ("SVE", {"sve"}), ("NEON", {"asimd"}))
+CACHE_KINDS = {"Data": "d", "Instruction": "i", "Unified": ""}
+# What macOS's sysctl reports for the tags (macOS has no /proc or /sys to read instead).
+MACOS_CACHES = {
+    "hw.l1dcachesize": "L1d",
+    "hw.l1icachesize": "L1i",
+    "hw.l2cachesize": "L2",
+    "hw.l3cachesize": "L3",
+}
+MACOS_SYSCTL_KEYS = (
+    "machdep.cpu.brand_string",
+    "machdep.cpu.features",
+    "machdep.cpu.leaf7_features",
+    *MACOS_CACHES,
+)
 
 
 def git_tags(cwd: Path | None = None) -> dict[str, str]:
@@ -47,10 +110,12 @@ def git_tags(cwd: Path | None = None) -> dict[str, str]:
 def environment_tags() -> dict[str, str]:
     import keras
     import mlflow
+    import numpy as np
     import tensorflow as tf
 
     tags = {
         "python_version": platform.python_version(),
+        "numpy_version": np.__version__,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "keras_backend": keras.backend.backend(),
@@ -62,8 +127,142 @@ def environment_tags() -> dict[str, str]:
     ):
         if os.environ.get(variable):
             tags[tag] = os.environ[variable]
+    tags.update(machine_tags())
+    tags.update(tensorflow_build_tags(tf))
     tags.update(sweep_tag())
     return tags
+
+
+def machine_tags() -> dict[str, str]:
+    """The machine.* tags (MACHINE_TAGS) of this machine, except TensorFlow's build. Reads a few
+    small files on Linux (no subprocess: it runs in every training); one sysctl on macOS."""
+    arch = platform.machine()
+    if sys.platform == "darwin":
+        cpu, flags, caches = macos_cpu(sysctl(MACOS_SYSCTL_KEYS))
+        cpu_id = ""
+        if arch == "arm64":
+            flags |= {"asimd"}  # Every Apple CPU has NEON; sysctl does not list it.
+    elif sys.platform.startswith("linux"):
+        fields = first_cpu_fields()
+        cpu, cpu_id = linux_cpu(fields)
+        flags = normalized_flags(fields.get("flags") or fields.get("Features", ""))
+        caches = linux_caches()
+    else:
+        cpu, cpu_id, flags, caches = platform.processor() or "unknown", "", set(), ""
+    tags = {
+        "machine.cpu": cpu,
+        "machine.isa": isa_level(arch, flags),
+        "machine.cpus": str(os.cpu_count()),
+        "machine.usable_cpus": str(
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        ),
+        "machine.arch": arch,
+    }
+    if cpu_id:
+        tags["machine.cpu_id"] = cpu_id
+    if caches:
+        tags["machine.caches"] = caches
+    if os.environ.get("XLA_FLAGS"):
+        tags["machine.xla_flags"] = os.environ["XLA_FLAGS"]
+    return tags
+
+
+def tensorflow_build_tags(tf) -> dict[str, str]:
+    """machine.tf_git_version and machine.tf_build of an imported TensorFlow module."""
+    info = tf.sysconfig.get_build_info()
+    build = ", ".join(
+        f"{key} {info[key]}" for key in ("cpu_compiler", "cuda_version") if info.get(key)
+    )
+    tags = {"machine.tf_git_version": tf.version.GIT_VERSION}
+    if build:
+        tags["machine.tf_build"] = build
+    return tags
+
+
+def isa_level(arch: str, flags: set[str]) -> str:
+    """The best XLA ISA level whose flags (normalized_flags) the CPU has."""
+    if arch.lower() in ("x86_64", "amd64", "i386", "i686"):
+        levels = X86_ISA_LEVELS
+    elif arch.lower() in ("aarch64", "arm64"):
+        levels = ARM_ISA_LEVELS
+    else:
+        return "other"
+    return next((level for level, needed in levels if needed <= flags), "other")
+
+
+def normalized_flags(flags: str) -> set[str]:
+    return {flag.lower().replace("_", "").replace(".", "") for flag in flags.split()}
+
+
+def first_cpu_fields(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The fields of the first processor in /proc/cpuinfo. Reading stops at its end: the
+    kernel writes the file one processor at a time, which on a big machine takes a while."""
+    fields: dict[str, str] = {}
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
+def linux_cpu(fields: dict[str, str]) -> tuple[str, str]:
+    """The CPU's model name and id from first_cpu_fields (x86 and ARM name them differently)."""
+    x86 = ("vendor_id", "cpu family", "model", "stepping")
+    arm = ("CPU implementer", "CPU part", "CPU variant", "CPU revision")
+    if all(key in fields for key in x86):
+        vendor, family, model, stepping = (fields[key] for key in x86)
+        cpu_id = f"{vendor} family {family} model {model} stepping {stepping}"
+    elif all(key in fields for key in arm):
+        implementer, part, variant, revision = (fields[key] for key in arm)
+        cpu_id = f"implementer {implementer} part {part} variant {variant} revision {revision}"
+    else:
+        cpu_id = ""
+    # platform.processor() would run `uname -p` on Linux, and names no model there anyway.
+    return fields.get("model name") or "unknown", cpu_id
+
+
+def linux_caches(cpu: str = "/sys/devices/system/cpu/cpu0/cache") -> str:
+    caches = []
+    for index in sorted(Path(cpu).glob("index*")):
+        try:
+            level, kind, size = (
+                (index / name).read_text().strip() for name in ("level", "type", "size")
+            )
+        except OSError:
+            continue
+        caches.append(f"L{level}{CACHE_KINDS.get(kind, kind)} {size}")
+    return ", ".join(caches)
+
+
+def sysctl(keys: tuple[str, ...]) -> dict[str, str]:
+    """`sysctl` values by name; names the system does not know are left out."""
+    try:
+        output = subprocess.run(["sysctl", *keys], capture_output=True, text=True).stdout
+    except OSError:
+        return {}
+    values = (line.partition(":") for line in output.splitlines())
+    return {key.strip(): value.strip() for key, _, value in values}
+
+
+def macos_cpu(values: dict[str, str]) -> tuple[str, set[str], str]:
+    """The CPU's name, flags and caches from macOS's sysctl values."""
+    flags = normalized_flags(
+        f"{values.get('machdep.cpu.features', '')} {values.get('machdep.cpu.leaf7_features', '')}"
+    )
+    caches = [
+        f"{name} {int(values[key]) // 1024}K"
+        for key, name in MACOS_CACHES.items()
+        if values.get(key, "").isdigit() and int(values[key])
+    ]
+    cpu = values.get("machdep.cpu.brand_string") or platform.processor() or "unknown"
+    return cpu, flags, ", ".join(caches)
 
 
 def sweep_tag(params_file: str = "params.yaml") -> dict[str, str]:
