@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from tiny_store import run_cli
 
 from conftest import git
-from mnist_pipeline import reproduce
+from mnist_pipeline import provenance, reproduce
 from mnist_pipeline.errors import PipelineError
 
 PARAMS_YAML = "train:\n  epochs: 1\n"
@@ -128,3 +129,204 @@ def test_checks_compare_accuracy_weights_and_data(mlflow_store):
     assert all(check.matches for check in same)
     different = reproduce.compare(original, finished(0.96, "w2"))
     assert [c.name for c in different if not c.matches] == ["test_accuracy", "weights_sha256"]
+
+
+# Two machines as the train stage tags them (provenance.environment_tags), with the same
+# libraries; the accuracies are float32 values, as Keras' metrics are logged.
+LIBRARIES = {
+    "python_version": "3.11.7",
+    "numpy_version": "2.4.6",
+    "tensorflow_version": "2.21.0",
+    "keras_version": "3.15.1",
+    "keras_backend": "tensorflow",
+}
+EPYC = {
+    "machine.cpu": "AMD EPYC",
+    "machine.cpu_id": "AuthenticAMD family 25 model 1 stepping 1",
+    "machine.isa": "AVX2",
+    "machine.caches": "L1d 32K, L1i 32K, L2 512K, L3 32768K",
+    "machine.cpus": "2",
+    "machine.usable_cpus": "2",
+    "machine.arch": "x86_64",
+    "machine.tf_git_version": "v2.21.0-rc1-5-ga481b10260d",
+    "machine.tf_build": "cpu_compiler clang, cuda_version 12.5.1",
+    **LIBRARIES,
+}
+XEON = {
+    **EPYC,
+    "machine.cpu": "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz",
+    "machine.cpu_id": "GenuineIntel family 6 model 106 stepping 6",
+    "machine.isa": "AVX512_VNNI",
+}
+OLD_RUN = LIBRARIES  # logged before machine tags
+
+
+@pytest.fixture(scope="module")
+def verdict_store(tmp_path_factory) -> str:
+    """One SQLite store for the verdict tests (each makes its own runs): a new store takes a
+    second or two to create."""
+    return f"sqlite:///{tmp_path_factory.mktemp('verdicts') / 'mlflow.db'}"
+
+
+def float32(value: float) -> float:
+    return float(np.float32(value))
+
+
+def finished(store, tags, accuracy=0.9817, weights="7765f48a", train="d1", test="t1"):
+    """A run as train and evaluate log it: its tags, weights digest, data digests, accuracy."""
+    client = mlflow.MlflowClient(store)
+    run = logged_run(store, {**tags, "weights_sha256": weights, "data.test_sha256": test})
+    client.log_param(run.info.run_id, "data.train_sha256", train)
+    if accuracy is not None:
+        client.log_metric(run.info.run_id, "test_accuracy", float32(accuracy))
+    return client.get_run(run.info.run_id)
+
+
+def test_identical_weights_are_a_reproduction(verdict_store):
+    verdict = reproduce.judge(finished(verdict_store, EPYC), finished(verdict_store, EPYC))
+    assert verdict.case is reproduce.Case.IDENTICAL and verdict.exit_status == 0
+    assert verdict.lines[0].split() == ["test_accuracy", "0.9817", "0.9817", "match"]
+    assert verdict.lines[-2] == (
+        "  the same machine and libraries: AMD EPYC, AVX2, AuthenticAMD family 25 model 1 "
+        "stepping 1; TensorFlow 2.21.0"
+    )
+    assert verdict.lines[-1] == "reproduced: same test accuracy, weights and data"
+
+
+def test_other_weights_from_another_cpu_within_tolerance_pass_and_name_what_differs(
+    verdict_store,
+):
+    original = finished(verdict_store, XEON, accuracy=0.9819, weights="5c6ad010")
+    verdict = reproduce.judge(original, finished(verdict_store, EPYC))
+    assert verdict.case is reproduce.Case.OTHER_MACHINE and verdict.exit_status == 0
+    assert verdict.lines[:2] == (
+        "  test_accuracy      0.9819               0.9817               within 0.002",
+        "  weights_sha256     5c6ad010             7765f48a             DIFFERS",
+    )
+    assert verdict.lines[4:-1] == (
+        "  the machines or libraries differ (original -> reproduction):",
+        "    machine.cpu            Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz -> AMD EPYC",
+        "    machine.cpu_id         GenuineIntel family 6 model 106 stepping 6 -> AuthenticAMD "
+        "family 25 model 1 stepping 1",
+        "    machine.isa            AVX512_VNNI -> AVX2",
+    )
+    assert verdict.lines[-1] == (
+        "reproduced within tolerance: the weights differ, as they may on another machine or "
+        "library build (XLA compiles for each CPU), and test accuracy agrees within 0.002 "
+        "(0.9819 -> 0.9817)"
+    )
+
+
+def test_other_weights_on_the_same_machine_fail_even_with_the_same_accuracy(verdict_store):
+    original = finished(verdict_store, EPYC, weights="7765f48a")
+    verdict = reproduce.judge(original, finished(verdict_store, EPYC, weights="0badf00d"))
+    assert verdict.case is reproduce.Case.SAME_MACHINE and verdict.exit_status == 1
+    assert verdict.lines[-1] == (
+        "not reproduced: the weights differ on the same machine and libraries, where the same "
+        "commit, params and seed give bit-identical weights"
+    )
+
+
+def test_another_machine_does_not_excuse_accuracy_outside_the_tolerance(verdict_store):
+    original = finished(verdict_store, XEON, accuracy=0.9819, weights="5c6ad010")
+    verdict = reproduce.judge(original, finished(verdict_store, EPYC, accuracy=0.9790))
+    assert verdict.case is reproduce.Case.ACCURACY and verdict.exit_status == 1
+    assert verdict.lines[0].split() == ["test_accuracy", "0.9819", "0.979", "DIFFERS"]
+    assert verdict.lines[-1] == (
+        "not reproduced: test accuracy moved more than the 0.002 another machine may explain "
+        "(0.9819 -> 0.9790)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("reproduced_accuracy", "case"),
+    [
+        (0.9799, reproduce.Case.OTHER_MACHINE),  # 20 images fewer
+        (0.9839, reproduce.Case.OTHER_MACHINE),  # 20 more
+        (0.9798, reproduce.Case.ACCURACY),  # 21 fewer
+        (0.9840, reproduce.Case.ACCURACY),
+    ],
+)
+def test_the_tolerance_is_20_test_images_either_way(verdict_store, reproduced_accuracy, case):
+    original = finished(verdict_store, XEON, accuracy=0.9819, weights="5c6ad010")
+    reproduced = finished(verdict_store, EPYC, accuracy=reproduced_accuracy)
+    assert reproduce.judge(original, reproduced).case is case
+
+
+@pytest.mark.parametrize(
+    ("tags", "weights", "digests"),
+    [
+        (EPYC, "7765f48a", {"train": "d2"}),  # identical weights, same machine
+        (EPYC, "0badf00d", {"test": "t2"}),
+        (XEON, "5c6ad010", {"train": "d2"}),  # another machine, accuracy within tolerance
+        (OLD_RUN, "5c6ad010", {"test": "t2"}),  # machine unknown
+    ],
+)
+def test_other_data_is_a_failure_whatever_the_rest(verdict_store, tags, weights, digests):
+    original = finished(verdict_store, tags, weights=weights)
+    verdict = reproduce.judge(original, finished(verdict_store, EPYC, **digests))
+    assert verdict.case is reproduce.Case.DATA and verdict.exit_status == 1
+    (name,) = {"train": ["data.train_sha256"], "test": ["data.test_sha256"]}[next(iter(digests))]
+    assert verdict.lines[-1] == (
+        f"not reproduced: the data differs ({name}): the runs did not train or test on the same "
+        "images"
+    )
+
+
+def test_a_run_from_before_machine_tags_is_judged_by_accuracy_and_says_it_cannot_tell(
+    verdict_store,
+):
+    original = finished(verdict_store, OLD_RUN, accuracy=0.9819, weights="5c6ad010")
+    verdict = reproduce.judge(original, finished(verdict_store, EPYC))
+    assert verdict.case is reproduce.Case.UNKNOWN_MACHINE and verdict.exit_status == 0
+    assert verdict.lines[-2:] == (
+        "  cannot tell whether the machines differ: the original run records no machine (logged "
+        "before machine tags)",
+        "reproduced within tolerance: the weights differ and test accuracy agrees within 0.002 "
+        "(0.9819 -> 0.9817); whether another machine explains the weights is unknown",
+    )
+    both_old = reproduce.judge(original, finished(verdict_store, OLD_RUN, accuracy=0.9790))
+    assert both_old.case is reproduce.Case.ACCURACY and both_old.exit_status == 1
+    assert both_old.lines[-2] == (
+        "  cannot tell whether the machines differ: neither run records its machine (logged "
+        "before machine tags)"
+    )
+
+
+def test_library_versions_count_even_where_the_machine_is_unknown(verdict_store):
+    original = finished(verdict_store, {**OLD_RUN, "tensorflow_version": "2.20.0"}, weights="5c")
+    verdict = reproduce.judge(original, finished(verdict_store, EPYC))
+    assert verdict.case is reproduce.Case.OTHER_MACHINE
+    assert "    tensorflow_version     2.20.0 -> 2.21.0" in verdict.lines
+
+
+def test_xla_flags_set_on_one_side_only_make_the_machines_differ(verdict_store):
+    original = finished(verdict_store, EPYC, weights="5c6ad010")
+    flagged = {**EPYC, "machine.xla_flags": "--xla_cpu_max_isa=SSE4_2"}
+    verdict = reproduce.judge(original, finished(verdict_store, flagged))
+    assert verdict.case is reproduce.Case.OTHER_MACHINE
+    assert "    machine.xla_flags      not set -> --xla_cpu_max_isa=SSE4_2" in verdict.lines
+
+
+def test_a_run_without_test_accuracy_is_not_a_reproduction(verdict_store):
+    original = finished(verdict_store, XEON, weights="5c6ad010")
+    verdict = reproduce.judge(original, finished(verdict_store, EPYC, accuracy=None))
+    assert verdict.case is reproduce.Case.INCOMPLETE and verdict.exit_status == 1
+    assert verdict.lines[0].split() == ["test_accuracy", "0.9817", "-", "NOT", "RECORDED"]
+    assert verdict.lines[-1] == "not reproduced: test_accuracy not recorded by both runs"
+
+
+def test_same_weights_with_another_accuracy_is_a_failure(verdict_store):
+    original = finished(verdict_store, EPYC)
+    verdict = reproduce.judge(original, finished(verdict_store, EPYC, accuracy=0.9816))
+    assert verdict.case is reproduce.Case.EVALUATION and verdict.exit_status == 1
+
+
+def test_the_reproduction_is_tagged_with_this_machine_when_mlflow_creates_it(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
+    recipe = reproduce.Recipe("f" * 32, "pupal-gaze", "a" * 40, PARAMS_YAML)
+    context = reproduce.run_context(recipe)
+    assert context[reproduce.REPRODUCTION_TAG] == "f" * 32
+    assert context["mlflow.runName"] == "pupal-gaze-repro"
+    assert context["machine.xla_flags"] == "--xla_cpu_max_isa=AVX2"
+    assert provenance.MACHINE_CPU_TAG in context and "machine.isa" in context
