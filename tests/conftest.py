@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,16 @@ def repository_left_clean():
     yield
     left = sorted(untracked_files() - before)
     assert not left, f"the tests left files in the repository: {left[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def mlflow_uri_reset():
+    """Each test starts with MLflow reading its store from MLFLOW_TRACKING_URI: a stage run
+    in-process sets MLflow's process-wide URI, which would otherwise send a later test's runs
+    into that test's store."""
+    yield
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)
 
 
 @pytest.fixture(scope="session")
