@@ -21,7 +21,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.errors import PipelineError, first_line
 
 # Where forking after BLAS threads have run is known to be safe (see the module docstring).
 FORK_IS_SAFE = sys.platform.startswith("linux")
@@ -30,7 +30,8 @@ FORK_IS_SAFE = sys.platform.startswith("linux")
 @contextlib.contextmanager
 def running_beside(task: Callable[[], None], what: str) -> Iterator[None]:
     """Runs task() in a forked child while the block runs, and waits for it at the end of the
-    block: a PipelineError names `what` if the task failed (its traceback is on stderr). If the
+    block: a PipelineError names `what` and the task's error if it failed (its traceback is on
+    stderr). If the
     block itself fails or is interrupted, the child is killed first, so nothing it was writing
     outlives the caller's clean-up."""
     if not FORK_IS_SAFE:
@@ -39,41 +40,55 @@ def running_beside(task: Callable[[], None], what: str) -> Iterator[None]:
         return
     sys.stdout.flush()
     sys.stderr.flush()
+    # The child writes its error's first line here, for the parent's one-line error.
+    reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:
-        _run_child(task)
-    try:
-        yield
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
-    _, status = os.waitpid(pid, 0)
+        os.close(reader)
+        _run_child(task, writer)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as errors:
+        try:
+            yield
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        _, status = os.waitpid(pid, 0)
+        reason = errors.read().decode(errors="replace").strip()
     if os.waitstatus_to_exitcode(status) != 0:
-        raise PipelineError(f"{what} failed (the error is printed above); run the stage again")
+        raise PipelineError(
+            f"{what} failed ({reason or 'the error is printed above'}); run the stage again"
+        )
 
 
-def _run_child(task: Callable[[], None]) -> None:
+def _run_child(task: Callable[[], None], errors: int) -> None:
     """The child's whole life: the task, then an immediate exit that runs none of the parent's
-    exit hooks or clean-ups (they belong to the parent)."""
+    exit hooks or clean-ups (they belong to the parent). A failure's traceback goes to stderr
+    and its first line to `errors`."""
     status = 1
     try:
         task()
         status = 0
-    except BaseException:
+    except BaseException as error:
         traceback.print_exc()
+        os.write(errors, _describe(error).encode())
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
 
 
+def _describe(error: BaseException) -> str:
+    """`KeyError: 'loss'`: the exception's type and the first line of its message."""
+    message = first_line(error)
+    return message if message == type(error).__name__ else f"{type(error).__name__}: {message}"
+
+
 def _run_inline(task: Callable[[], None], what: str) -> None:
     """The task in this process, failing as a failed child would."""
     try:
         task()
-    except Exception:
+    except Exception as error:
         traceback.print_exc()
-        raise PipelineError(
-            f"{what} failed (the error is printed above); run the stage again"
-        ) from None
+        raise PipelineError(f"{what} failed ({_describe(error)}); run the stage again") from None
