@@ -330,3 +330,22 @@ def test_the_reproduction_is_tagged_with_this_machine_when_mlflow_creates_it(mon
     assert context["mlflow.runName"] == "pupal-gaze-repro"
     assert context["machine.xla_flags"] == "--xla_cpu_max_isa=AVX2"
     assert provenance.MACHINE_CPU_TAG in context and "machine.isa" in context
+
+
+@pytest.mark.parametrize(
+    ("tags", "status", "conclusion"),
+    [
+        (XEON, 0, "reproduced within tolerance: the weights differ"),
+        (EPYC, 1, "not reproduced: the weights differ on the same machine and libraries"),
+    ],
+)
+def test_the_command_prints_the_verdict_and_exits_with_it(
+    mlflow_store, repo, monkeypatch, capsys, tags, status, conclusion
+):
+    original = finished(mlflow_store, {**tags, "git_commit": "a" * 40}, 0.9819, "5c6ad010")
+    reproduction = finished(mlflow_store, EPYC)
+    monkeypatch.setattr(reproduce, "reproduce", lambda *args, **kwargs: reproduction)
+    assert run_cli("reproduce", original.info.run_id) == status
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == f"reproduction: run {reproduction.info.run_id} (original)"
+    assert lines[-1].startswith(conclusion)
