@@ -6,9 +6,11 @@ BIN := $(abspath $(VENV))/bin
 # Stages run `python -m stages.<name>`: put the environment's python first on the PATH.
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
+# The team server's port on 127.0.0.1 (`make team-server TEAM_PORT=5051`).
+TEAM_PORT ?= 5050
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro test test-fast lint ui bench lock clean
+.PHONY: help setup repro test test-fast lint ui bench lock clean team-server team-server-stop
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +41,12 @@ ui: setup ## Open the MLflow UI for this repository's runs on http://127.0.0.1:5
 
 bench: setup ## Time the chapter's script against the stages, and the shortcuts (~7 min); see benchmarks/.
 	python -m benchmarks.run
+
+team-server: setup ## Start a local team stack (PostgreSQL + MLflow with logins) in .team/, in the background.
+	python -m team.local_stack start --port $(TEAM_PORT)
+
+team-server-stop: setup ## Stop the local team stack (its runs and users stay in .team/).
+	python -m team.local_stack stop
 
 lock: ## Re-resolve dependencies from pyproject.toml into requirements.lock.
 	rm -rf .lock-venv && $(PYTHON_FOR_VENV) -m venv .lock-venv
