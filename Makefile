@@ -6,8 +6,10 @@ BIN := $(abspath $(VENV))/bin
 # Stages run `python -m stages.<name>`: put the environment's python first on the PATH.
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
-# The team server's port on 127.0.0.1 (`make team-server TEAM_PORT=5051`).
+# The team server's port on 127.0.0.1 (`make team-server TEAM_PORT=5051`), and the folder of its
+# database, artifacts and secrets (as root, one that the postgres user can enter).
 TEAM_PORT ?= 5050
+TEAM_STATE_DIR ?= .team
 
 .DEFAULT_GOAL := help
 .PHONY: help setup repro test test-fast lint ui bench lock clean team-server team-server-stop
@@ -43,10 +45,10 @@ bench: setup ## Time the chapter's script against the stages, and the shortcuts 
 	python -m benchmarks.run
 
 team-server: setup ## Start a local team stack (PostgreSQL + MLflow with logins) in .team/, in the background.
-	python -m team.local_stack start --port $(TEAM_PORT)
+	python -m team.local_stack --state-dir $(TEAM_STATE_DIR) start --port $(TEAM_PORT)
 
 team-server-stop: setup ## Stop the local team stack (its runs and users stay in .team/).
-	python -m team.local_stack stop
+	python -m team.local_stack --state-dir $(TEAM_STATE_DIR) stop
 
 lock: ## Re-resolve dependencies from pyproject.toml into requirements.lock.
 	rm -rf .lock-venv && $(PYTHON_FOR_VENV) -m venv .lock-venv
