@@ -1,0 +1,144 @@
+"""The stages against the real team server (PostgreSQL, basic auth, proxied artifacts): a user
+with EDIT trains and evaluates; a wrong password or a READ-only user gets one error line before
+any training, with nothing written; and no password reaches the output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from conftest import evaluate_argv, train_argv, write_params, write_prepared_tiny
+from team.local_stack import Credentials
+
+pytest_plugins = ["team_stack"]
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = "team-tests"  # team_users' experiment: alice may edit it, bob may only read it
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, default_params) -> dict:
+    """Tiny prepared data and params logging to the team experiment."""
+    folder = tmp_path_factory.mktemp("team-stages")
+    tree = {**default_params, "train": {**default_params["train"]}}
+    tree["train"].update({"hidden_units": 16, "epochs": 2, "batch_size": 16})
+    tree["mlflow"] = {**default_params["mlflow"], "experiment_name": EXPERIMENT}
+    return {
+        "folder": folder,
+        "params": write_params(folder / "params.yaml", tree),
+        "prepared": write_prepared_tiny(folder / "prepared"),
+    }
+
+
+def run_stage(stage: str, argv: list[str], uri: str, user: Credentials | None, cwd: Path):
+    """`python -m stages.<stage>` as a team member runs it: the server's URI and their login in
+    the environment, no S3 settings (only the server has those)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AWS_", "MLFLOW_"))
+    }
+    env["MLFLOW_TRACKING_URI"] = uri
+    if user is not None:
+        env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = user
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def outputs_of(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.is_file()]
+
+
+@pytest.fixture(scope="module")
+def alices_run(work, team_stack, team_users) -> dict:
+    """alice trains and evaluates against the server; her run id and the stages' output."""
+    folder = work["folder"] / "alice"
+    folder.mkdir()
+    argv = train_argv(folder, work["params"], work["prepared"])
+    trained = run_stage("train", argv, team_stack.tracking_uri, team_users.alice, folder)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    argv = evaluate_argv(folder, work["params"], work["prepared"])
+    evaluated = run_stage("evaluate", argv, team_stack.tracking_uri, team_users.alice, folder)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    run_id = json.loads((folder / "out" / "run.json").read_text())["run_id"]
+    return {"folder": folder, "run_id": run_id, "output": trained.stderr + evaluated.stderr}
+
+
+def test_a_member_with_edit_trains_and_evaluates_on_the_server(
+    alices_run, team_stack, team_users, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", team_users.alice.username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", team_users.alice.password)
+    run = mlflow.MlflowClient(team_stack.tracking_uri).get_run(alices_run["run_id"])
+    assert run.info.status == "FINISHED" and run.info.experiment_id == team_users.experiment_id
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied by the server
+    assert "test_accuracy" in run.data.metrics and run.data.tags["machine.cpu"]
+    assert team_users.alice.password not in alices_run["output"]
+
+
+@pytest.mark.parametrize(
+    ("who", "message"),
+    [
+        ("bob", "denied user 'bob' permission"),
+        ("wrong-password", "refused the credentials of user 'alice'"),
+        ("nobody", "refused the credentials"),
+    ],
+)
+def test_who_may_not_write_gets_one_line_before_training(
+    work, team_stack, team_users, who, message
+):
+    user = {
+        "bob": team_users.bob,
+        "wrong-password": Credentials("alice", "not-" + team_users.alice.password),
+        "nobody": None,
+    }[who]
+    folder = work["folder"] / who
+    folder.mkdir()
+    argv = train_argv(folder, work["params"], work["prepared"])
+    result = run_stage("train", argv, team_stack.tracking_uri, user, folder)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last
+    assert "Traceback" not in result.stderr and "Epoch 1/" not in result.stdout
+    assert outputs_of(folder) == []
+    assert team_users.alice.password not in result.stdout + result.stderr
+
+
+def test_a_read_only_member_re_evaluating_gets_one_line(
+    alices_run, work, team_stack, team_users
+):
+    """bob can see alice's run, not write into it: `dvc repro -f -s evaluate` on his machine."""
+    argv = evaluate_argv(alices_run["folder"], work["params"], work["prepared"])
+    result = run_stage("evaluate", argv, team_stack.tracking_uri, team_users.bob, work["folder"])
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "denied user 'bob' permission" in last
+    assert "Traceback" not in result.stderr
+    assert not (alices_run["folder"] / "reports").exists() or not any(
+        (alices_run["folder"] / "reports").iterdir()
+    )
+
+
+def test_a_password_inside_the_uri_is_never_printed(work, team_stack, team_users):
+    """MLflow's client honours `http://user:password@host`; the stages must not echo it."""
+    alice = team_users.alice
+    uri = team_stack.tracking_uri.replace("://", f"://{alice.username}:{alice.password}@")
+    folder = work["folder"] / "in-uri"
+    folder.mkdir()
+    argv = train_argv(folder, work["params"], work["prepared"])
+    result = run_stage("train", argv, uri, None, folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert alice.password not in result.stdout + result.stderr
+    assert "View run" in result.stdout  # MLflow's own line, which would have carried it
