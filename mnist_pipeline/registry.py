@@ -3,6 +3,7 @@ becomes the `champion` that serving and `mnist-pipeline predict` use."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import mlflow
@@ -58,7 +59,22 @@ def choose_run(experiment_id: str, run_id: str | None) -> Run:
 
 def promote(run: Run, model_name: str) -> Promotion:
     """Registers the run's model (once: a run promoted again keeps its version) and points the
-    champion alias at that version."""
+    champion alias at that version. On a team server that refuses the user, one error naming
+    the permissions promoting needs."""
+    try:
+        return _register_and_alias(run, model_name)
+    except MlflowException as error:
+        if error.error_code != "PERMISSION_DENIED":
+            raise
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "(none)")
+        raise PipelineError(
+            f"the MLflow server denied user {user!r} promoting run {run.info.run_id} "
+            f"({first_line(error)}): it needs EDIT on the run's experiment and on the "
+            f"registered model '{model_name}'; ask the server's admin to grant them"
+        ) from None
+
+
+def _register_and_alias(run: Run, model_name: str) -> Promotion:
     client = MlflowClient()
     run_id = run.info.run_id
     existing = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
@@ -76,6 +92,8 @@ def promote(run: Run, model_name: str) -> Promotion:
         try:
             registered = mlflow.register_model(f"models:/{model_id}", model_name)
         except MlflowException as error:
+            if error.error_code == "PERMISSION_DENIED":
+                raise
             raise PipelineError(
                 f"run {run_id}: cannot register its model ({first_line(error)})"
             ) from None

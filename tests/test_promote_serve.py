@@ -95,3 +95,21 @@ def test_served_champion_answers_flattened_images_with_probabilities(tiny_store_
     finally:
         mlflow.set_tracking_uri(None)
     np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_server_denying_the_promotion_is_one_line_naming_the_grants(
+    tiny_store_copy, capsys, monkeypatch
+):
+    """On a team server, registering needs EDIT on the experiment and the registered model."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+
+    def denied(run, model_name):
+        raise MlflowException("Permission denied", error_code=PERMISSION_DENIED)
+
+    monkeypatch.setattr(registry, "_register_and_alias", denied)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    assert run_cli("promote") == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "denied user 'bob' promoting run" in error
+    assert f"on the registered model '{MODEL}'" in error
