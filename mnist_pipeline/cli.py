@@ -48,9 +48,15 @@ def experiment_link(base_url: str, experiment_name: str) -> str:
 
 
 def ui(args: argparse.Namespace) -> None:
-    """Serves the MLflow UI for this repository's store, on loopback unless asked otherwise."""
+    """Serves the MLflow UI for this repository's store, on loopback unless asked otherwise; with
+    a tracking server, prints the link to its own UI instead."""
     params = load_params(args.params)
     uri = tracking.tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        # A tracking server serves its own UI (with its logins): nothing to start here.
+        print(f"the MLflow UI is the tracking server's own: sign in at {uri}")
+        print(f"runs: {experiment_link(uri.rstrip('/'), params.mlflow.experiment_name)}")
+        return
     base_url = f"http://{args.host}:{args.port}"
     print(f"MLflow UI for {uri}")
     print(f"runs: {experiment_link(base_url, params.mlflow.experiment_name)}")

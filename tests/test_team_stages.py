@@ -142,3 +142,23 @@ def test_a_password_inside_the_uri_is_never_printed(work, team_stack, team_users
     assert result.returncode == 0, result.stderr[-3000:]
     assert alice.password not in result.stdout + result.stderr
     assert "View run" in result.stdout  # MLflow's own line, which would have carried it
+
+
+def test_the_ui_command_points_at_the_servers_own_ui(work, team_stack, team_users):
+    """With a tracking server there is no local UI to start: the command prints the links."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = team_stack.tracking_uri
+    env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = team_users.alice
+    shown = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline.cli", "--params", str(work["params"]), "ui"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    lines = shown.stdout.splitlines()
+    assert lines[0].endswith(f"sign in at {team_stack.tracking_uri}")
+    assert lines[1].startswith(
+        f"runs: {team_stack.tracking_uri}/#/experiments/{team_users.experiment_id}/runs"
+    )
