@@ -162,3 +162,32 @@ def test_the_ui_command_points_at_the_servers_own_ui(work, team_stack, team_user
     assert lines[1].startswith(
         f"runs: {team_stack.tracking_uri}/#/experiments/{team_users.experiment_id}/runs"
     )
+
+
+def test_postgresql_down_behind_a_running_server_is_one_line_before_training(
+    work, state_folder
+):
+    """A private stack whose PostgreSQL is stopped while MLflow keeps running: the stage stops
+    within seconds, before any training, with one line and nothing written."""
+    import time
+
+    from team import local_stack
+
+    stack = local_stack.start(state_folder, workers=1)
+    try:
+        local_stack._stop_postgres(stack.state_dir, local_stack.POSTGRES_BIN)
+        folder = work["folder"] / "database-down"
+        folder.mkdir()
+        argv = train_argv(folder, work["params"], work["prepared"])
+        started = time.monotonic()
+        result = run_stage("train", argv, stack.tracking_uri, stack.admin, folder)
+        seconds = time.monotonic() - started
+    finally:
+        local_stack.stop(stack.state_dir)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and stack.tracking_uri in last, last
+    assert "Traceback" not in result.stderr and "Epoch 1/" not in result.stdout
+    assert outputs_of(folder) == []
+    assert seconds < 60, f"took {seconds:.0f} s to fail"
+    assert stack.admin.password not in result.stdout + result.stderr
