@@ -15,7 +15,7 @@ TEAM_STATE_DIR ?= .team
 .PHONY: help setup repro test test-fast lint ui bench lock clean team-server team-server-stop
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed ## Create .venv from requirements.lock (exact versions) and install the project.
 
