@@ -6,7 +6,8 @@ hyperparameters (params.yaml's) and seeds; then times a full `dvc repro` from fe
 no-op one in a temporary copy of the repository; measures what each start-up shortcut saves
 (benchmarks/shortcuts.py); and measures this machine's float32 matrix product rate. Prints a
 table and writes benchmarks/results.json. `--only shortcuts` measures the shortcuts alone (a
-couple of minutes) and replaces only that section of results.json.
+couple of minutes) and replaces only that section of results.json; `--only team` measures team
+mode against a local team stack (benchmarks/team.py) and replaces only the `team` section.
 
 Nothing touches the user's MLflow store or pipeline outputs: the train stage logs to a temporary
 SQLite store and writes into a temporary folder, and the repro timings run in a temporary git
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from benchmarks import shortcuts
+from benchmarks import shortcuts, team
 from benchmarks.processes import PATHS, REPO_ROOT, processor_name, wait_for_quiet
 from benchmarks.repro import SKIPPED_REPRO, time_repro
 from benchmarks.summary import summarize, table
@@ -56,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-repro", action="store_true", help="skip the dvc repro timings")
     parser.add_argument(
         "--only",
-        choices=["shortcuts"],
-        help="measure only this part (one train stage run first, for the evaluate stage to "
-        "score); the rest of --output is kept as it is",
+        choices=["shortcuts", "team"],
+        help="measure only this part (shortcuts: one train stage run first, for the evaluate "
+        "stage to score; team: benchmarks/team.py's stack); the rest of --output is kept as it is",
     )
     parser.add_argument(
         "--skip-shortcuts",
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.shortcut_repeats < 1:
         parser.error("--shortcut-repeats must be at least 1")
-    if args.only and args.skip_shortcuts:
+    if args.only == "shortcuts" and args.skip_shortcuts:
         parser.error("--only shortcuts and --skip-shortcuts exclude each other")
 
     os.chdir(REPO_ROOT)
@@ -84,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     params = YAML(typ="safe", pure=True).load((REPO_ROOT / "params.yaml").read_text())
     machine = {"cpu_count": os.cpu_count(), "processor": processor_name()}
     previous = read_results(args.output)
+    if args.only == "team":
+        section = team.measure_team(params, machine)
+        print()
+        print(team.team_table(section))
+        results = {**previous, "team": section}
+        args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.output}")
+        return 0
 
     runs: list[Run] = []
     outputs: dict[int, Path] = {}
@@ -131,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         results = summarize(runs, repro, machine)
         if section is not None:
             results["shortcuts"] = section
+        if "team" in previous:  # Measured only by --only team (a few minutes of its own).
+            results["team"] = previous["team"]
         results["runs"] = [
             {**asdict(r), "seconds_per_epoch": round(r.seconds_per_epoch, 3)} for r in runs
         ]
