@@ -90,8 +90,13 @@ def list_runs(args: argparse.Namespace) -> None:
     from mnist_pipeline import runs
 
     experiment_id = runs.open_experiment(load_params(args.params).mlflow.experiment_name)
-    table = runs.runs_table(runs.search(experiment_id, args.where))
-    table = runs.sort_table(table, args.sort, args.ascending, args.limit)
+    # With a limit the store sends only the runs shown, where it can order them itself: a
+    # team server's experiment may hold thousands.
+    order = runs.server_order(args.sort, args.ascending) if (args.limit or 0) >= 1 else None
+    found = runs.search(
+        experiment_id, args.where, order_by=order, max_results=args.limit if order else None
+    )
+    table = runs.sort_table(runs.runs_table(found), args.sort, args.ascending, args.limit)
     if args.csv:
         print(table.to_csv(index=False), end="")
     else:

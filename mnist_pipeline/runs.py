@@ -60,10 +60,30 @@ def open_experiment(experiment_name: str) -> str:
     return experiment.experiment_id
 
 
-def search(experiment_id: str, where: str = "") -> pd.DataFrame:
-    """All runs of the experiment matching MLflow's filter syntax, as MLflow's own frame."""
+def server_order(column: str, ascending: bool = False) -> list[str] | None:
+    """The store's ordering equal to sort_table's for this column, when the store can do it:
+    metrics sort as numbers there, runs without the metric last, ties newest first (MLflow's
+    default order, which sort_table's stable sort keeps). Params are strings in the store and
+    sort as text, so they are sorted here instead (None)."""
+    source = COLUMNS.get(column)
+    if source is None or not source.startswith("metrics."):
+        return None
+    return [f"{source} {'ASC' if ascending else 'DESC'}", "attributes.start_time DESC"]
+
+
+def search(
+    experiment_id: str,
+    where: str = "",
+    order_by: list[str] | None = None,
+    max_results: int | None = None,
+) -> pd.DataFrame:
+    """The runs of the experiment matching MLflow's filter syntax, as MLflow's own frame: all of
+    them, or the first max_results in order_by's order (so a server sends only those)."""
+    limits = {} if max_results is None else {"max_results": max_results, "order_by": order_by}
     try:
-        return mlflow.search_runs([experiment_id], filter_string=where, output_format="pandas")
+        return mlflow.search_runs(
+            [experiment_id], filter_string=where, output_format="pandas", **limits
+        )
     except MlflowException as error:
         raise PipelineError(
             f"--where {where!r}: {first_line(error)} (example: \"params.train.epochs = '5'\")"

@@ -138,3 +138,28 @@ def test_ui_link_opens_the_runs_table_with_the_shared_view(tiny_store_copy):
     )
     assert tags["mlflow.experimentKind"] == "custom_model_development"
     assert cli.experiment_link("http://127.0.0.1:5000", "absent") == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize("ascending", [False, True])
+def test_a_limit_fetches_only_the_runs_shown_in_the_same_order(
+    tiny_store, capsys, monkeypatch, ascending
+):
+    """A team server's experiment may hold thousands of runs: with --limit and a metric to sort
+    by, the store sends only those rows, and the table is the one a full fetch gives."""
+    order = ["--ascending"] if ascending else []
+    assert run_cli("runs", "--csv", *order) == 0
+    everything = pd.read_csv(io.StringIO(capsys.readouterr().out))
+
+    asked = []
+    search_runs = mlflow.search_runs
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("max_results"))
+        return search_runs(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "search_runs", spy)
+    for limit in (1, 2, 4):
+        assert run_cli("runs", "--csv", "--limit", str(limit), *order) == 0
+        shown = pd.read_csv(io.StringIO(capsys.readouterr().out))
+        pd.testing.assert_frame_equal(shown, everything.head(limit))
+    assert asked == [1, 2, 4]

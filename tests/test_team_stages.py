@@ -4,6 +4,7 @@ any training, with nothing written; and no password reaches the output."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from conftest import evaluate_argv, train_argv, write_params, write_prepared_tiny
@@ -191,3 +193,37 @@ def test_postgresql_down_behind_a_running_server_is_one_line_before_training(
     assert outputs_of(folder) == []
     assert seconds < 60, f"took {seconds:.0f} s to fail"
     assert stack.admin.password not in result.stdout + result.stderr
+
+
+def test_a_limited_runs_table_on_postgresql_is_the_head_of_the_full_one(
+    alices_run, work, team_stack, team_users
+):
+    """The server orders the runs itself when a limit is given (runs without a test accuracy
+    last, as in the full table), here on PostgreSQL, which puts NULLs first unless told."""
+    from team.local_stack import logged_in
+
+    with logged_in(team_users.alice):  # A finished run that was never evaluated.
+        client = mlflow.MlflowClient(team_stack.tracking_uri)
+        unevaluated = client.create_run(team_users.experiment_id).info.run_id
+        client.set_terminated(unevaluated)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = team_stack.tracking_uri
+    env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = team_users.bob
+
+    def table(*options: str) -> pd.DataFrame:
+        command = [sys.executable, "-m", "mnist_pipeline.cli", "--params", str(work["params"])]
+        shown = subprocess.run(
+            [*command, "runs", "--csv", *options], env=env, capture_output=True, text=True
+        )
+        assert shown.returncode == 0, shown.stderr[-3000:]
+        return pd.read_csv(io.StringIO(shown.stdout))
+
+    for options in ([], ["--ascending"]):
+        full = table(*options)
+        assert full["test_accuracy"].notna().any() and full["test_accuracy"].isna().any()
+        for limit in range(1, len(full)):
+            pd.testing.assert_frame_equal(
+                table("--limit", str(limit), *options),
+                full.head(limit),
+                check_dtype=False,  # A column holding a missing value reads as float.
+            )
