@@ -27,8 +27,8 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks.processes import PATHS, REPO_ROOT, child_env, run_process, write_yaml
-from benchmarks.training import create_store, parse_logging_seconds
+from benchmarks.processes import REPO_ROOT, child_env, run_process, write_yaml
+from benchmarks.training import create_store, parse_logging_seconds, train_stage_command
 
 TARGETS = {"server_logging_seconds": 1.5, "cli_seconds": 3.0}
 RUN_COUNT = 5000
@@ -115,23 +115,7 @@ def _train(params: dict, work: Path, name: str, env: dict[str, str]) -> tuple[fl
     params_file = out / "params.yaml"
     write_yaml(params_file, params)
     process = run_process(
-        [
-            sys.executable,
-            "-m",
-            "stages.train",
-            "--params",
-            str(params_file),
-            "--train",
-            PATHS["train"],
-            "--train-attributes",
-            PATHS["train_attributes"],
-            "--model",
-            str(out / "model.keras"),
-            "--history",
-            str(out / "history.csv"),
-            "--run-record",
-            str(out / "run.json"),
-        ],
+        train_stage_command(params_file, out),
         REPO_ROOT,
         env,
         work / f"{name}.log",

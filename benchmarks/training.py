@@ -101,6 +101,27 @@ def run_reference(seed: int, params: dict, work: Path) -> Run:
     )
 
 
+def train_stage_command(params_file: Path, out: Path) -> list[str]:
+    """`python -m stages.train` on the prepared full data, writing its outputs into `out`."""
+    return [
+        sys.executable,
+        "-m",
+        "stages.train",
+        "--params",
+        str(params_file),
+        "--train",
+        PATHS["train"],
+        "--train-attributes",
+        PATHS["train_attributes"],
+        "--model",
+        str(out / "model.keras"),
+        "--history",
+        str(out / "history.csv"),
+        "--run-record",
+        str(out / "run.json"),
+    ]
+
+
 def run_project(seed: int, params: dict, work: Path, store_uri: str) -> tuple[Run, Path]:
     """The real train stage with params.yaml's settings and this seed; returns the run and the
     folder of its outputs (model.keras, history.csv, run.json and the params.yaml it read).
@@ -110,23 +131,7 @@ def run_project(seed: int, params: dict, work: Path, store_uri: str) -> tuple[Ru
     params_file = out / "params.yaml"
     write_yaml(params_file, {**params, "base": {**params["base"], "seed": seed}})
     process = run_process(
-        [
-            sys.executable,
-            "-m",
-            "stages.train",
-            "--params",
-            str(params_file),
-            "--train",
-            PATHS["train"],
-            "--train-attributes",
-            PATHS["train_attributes"],
-            "--model",
-            str(out / "model.keras"),
-            "--history",
-            str(out / "history.csv"),
-            "--run-record",
-            str(out / "run.json"),
-        ],
+        train_stage_command(params_file, out),
         REPO_ROOT,
         child_env(MLFLOW_TRACKING_URI=store_uri),
         work / f"project-{seed}.log",
