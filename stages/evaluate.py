@@ -109,9 +109,6 @@ def confusion_pairs(targets: np.ndarray, probabilities: np.ndarray) -> pd.DataFr
     )
 
 
-# How much of a failed evaluation's message its tag keeps.
-MAX_TAG_CHARS = 5000
-
 # The figures, by the name each is logged under in the run's `evaluation/` artifacts.
 FIGURES = ("confusion_matrix.png", "training_curves.png")
 
@@ -141,25 +138,26 @@ def require_logged_weights(arrays: list[np.ndarray], run, model_path: Path) -> N
 
 
 @contextlib.contextmanager
-def failure_tagged(run_id: str) -> Iterator[None]:
+def failure_tagged(run) -> Iterator[None]:
     """Records a failure inside the block on the training run as an `evaluation_error` tag
-    holding its one-line error, and re-raises it; success removes an earlier failure's tag.
-    The run's status and times stay those of its training either way."""
+    holding its one-line error, and re-raises it; success removes an earlier failure's tag (as
+    the run showed it when looked up). The run's status and times stay those of its training
+    either way."""
     from mlflow.tracking import MlflowClient
 
     from mnist_pipeline.tracking import EVALUATION_ERROR_TAG
 
-    client = MlflowClient()
+    client, run_id = MlflowClient(), run.info.run_id
     try:
         yield
     except BaseException as error:
         message = "interrupted" if isinstance(error, KeyboardInterrupt) else first_line(error)
         try:
-            client.set_tag(run_id, EVALUATION_ERROR_TAG, message[:MAX_TAG_CHARS])
+            client.set_tag(run_id, EVALUATION_ERROR_TAG, message)
         except Exception as tag_error:  # The store may be what failed; the error still shows.
             log.warning("could not tag run %s: %s", run_id, first_line(tag_error))
         raise
-    if EVALUATION_ERROR_TAG in client.get_run(run_id).data.tags:
+    if EVALUATION_ERROR_TAG in run.data.tags:
         client.delete_tag(run_id, EVALUATION_ERROR_TAG)
 
 
@@ -238,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
                     fix="it was deleted or logged to another store: run `dvc repro -f train` "
                     "to train and log it again",
                 )
-                run_found.enter_context(failure_tagged(record.run_id))
+                run_found.enter_context(failure_tagged(run))
                 require_logged_weights(weights.as_keras_list(), run, args.model)
             write_json(metrics_file, evaluation.metrics)
             write_json(report_file, evaluation.report)
