@@ -176,6 +176,20 @@ def test_secrets_stay_in_0600_files_out_of_uris_and_logs(team_stack):
     assert not [password for password in passwords for text in visible if password in text]
 
 
+def test_the_server_reads_the_stack_auth_config_as_written(team_stack, monkeypatch):
+    """Through MLflow's own reader: a misspelt key would be ignored silently, and without the
+    credential cache every request pays a password hash (the bench's logging figure)."""
+    from mlflow.server.auth.config import read_auth_config
+
+    monkeypatch.setenv(
+        "MLFLOW_AUTH_CONFIG_PATH", str(team_stack.state_dir / "secrets" / "auth.ini")
+    )
+    config = read_auth_config()
+    assert config.auth_cache_ttl_seconds == local_stack.AUTH_CACHE_SECONDS > 0
+    assert config.default_permission == local_stack.DEFAULT_PERMISSION
+    assert config.database_uri.startswith("postgresql+psycopg://")
+
+
 def test_a_taken_port_is_refused_before_anything_starts(state_folder):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
