@@ -89,6 +89,10 @@ def _register_and_alias(run: Run, model_name: str) -> Promotion:
                 f"run {run_id} has no logged model named '{MODEL_ARTIFACT}' to register; "
                 "promote a run that the train stage completed"
             )
+        # Registering ends by tagging the logged model, which needs EDIT on its experiment:
+        # a user without it would be refused only after the registered model and its version
+        # exist. Setting no tags asks the server that same question first, and changes nothing.
+        client.set_logged_model_tags(model_id, {})
         try:
             registered = mlflow.register_model(f"models:/{model_id}", model_name)
         except MlflowException as error:

@@ -35,6 +35,7 @@ def work(tmp_path_factory, default_params) -> dict:
         "folder": folder,
         "params": write_params(folder / "params.yaml", tree),
         "prepared": write_prepared_tiny(folder / "prepared"),
+        "model_name": tree["mlflow"]["registered_model_name"],
     }
 
 
@@ -118,9 +119,7 @@ def test_who_may_not_write_gets_one_line_before_training(
     assert team_users.alice.password not in result.stdout + result.stderr
 
 
-def test_a_read_only_member_re_evaluating_gets_one_line(
-    alices_run, work, team_stack, team_users
-):
+def test_a_read_only_member_re_evaluating_gets_one_line(alices_run, work, team_stack, team_users):
     """bob can see alice's run, not write into it: `dvc repro -f -s evaluate` on his machine."""
     argv = evaluate_argv(alices_run["folder"], work["params"], work["prepared"])
     result = run_stage("evaluate", argv, team_stack.tracking_uri, team_users.bob, work["folder"])
@@ -166,9 +165,7 @@ def test_the_ui_command_points_at_the_servers_own_ui(work, team_stack, team_user
     )
 
 
-def test_postgresql_down_behind_a_running_server_is_one_line_before_training(
-    work, state_folder
-):
+def test_postgresql_down_behind_a_running_server_is_one_line_before_training(work, state_folder):
     """A private stack whose PostgreSQL is stopped while MLflow keeps running: the stage stops
     within seconds, before any training, with one line and nothing written."""
     import time
@@ -227,3 +224,45 @@ def test_a_limited_runs_table_on_postgresql_is_the_head_of_the_full_one(
                 full.head(limit),
                 check_dtype=False,  # A column holding a missing value reads as float.
             )
+
+
+def cli(work, uri: str, user: Credentials, *arguments: str) -> subprocess.CompletedProcess:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = uri
+    env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = user
+    command = [sys.executable, "-m", "mnist_pipeline.cli", "--params", str(work["params"])]
+    return subprocess.run(
+        [*command, *arguments], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_read_only_member_promoting_gets_one_line_and_registers_nothing(
+    alices_run, work, team_stack, team_users
+):
+    result = cli(
+        work, team_stack.tracking_uri, team_users.bob, "promote", "--run", alices_run["run_id"]
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "denied user 'bob'" in last, last
+    assert "Traceback" not in result.stderr
+    admin = mlflow.MlflowClient(team_stack.tracking_uri)
+    from team.local_stack import logged_in
+
+    with logged_in(team_stack.admin):
+        assert admin.search_registered_models() == []
+
+
+def test_a_member_with_edit_promotes_on_the_server(alices_run, work, team_stack, team_users):
+    """After the read-only member's refusal above: the server accepts promote's empty-tags
+    permission probe from a member who may edit, and the champion is her run."""
+    result = cli(
+        work, team_stack.tracking_uri, team_users.alice, "promote", "--run", alices_run["run_id"]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    from team.local_stack import logged_in
+
+    with logged_in(team_users.alice):
+        client = mlflow.MlflowClient(team_stack.tracking_uri)
+        champion = client.get_model_version_by_alias(work["model_name"], "champion")
+    assert champion.run_id == alices_run["run_id"]
