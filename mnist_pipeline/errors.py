@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 
 class PipelineError(Exception):
@@ -59,4 +60,26 @@ def server_refusal(error: BaseException) -> PipelineError | None:
         f"{server} denied user {user or '(none)'!r} permission for this ({first_line(error)}): "
         "training and evaluating write runs, which needs EDIT permission on the experiment; "
         "ask the server's admin to grant it"
+    )
+
+
+def server_lost(error: BaseException) -> PipelineError | None:
+    """The one-line error for an MLflow server that stopped answering after the stage had
+    started (MLflow's client gave up retrying: its exception wraps requests' ConnectionError or
+    Timeout), or None for any other error."""
+    exceptions = sys.modules.get("requests.exceptions")
+    if exceptions is None:  # No HTTP request was ever made.
+        return None
+    cause = error
+    while cause is not None and not isinstance(
+        cause, (exceptions.ConnectionError, exceptions.Timeout)
+    ):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    server = redacted(os.environ.get("MLFLOW_TRACKING_URI", "the MLflow server"))
+    return PipelineError(
+        f"{server} stopped answering during the run ({type(cause).__name__}, after MLflow's "
+        "retries); outputs were removed and the run stays RUNNING there: once the server is "
+        "back, run `mnist-pipeline doctor` to mark it KILLED, then run the stage again"
     )

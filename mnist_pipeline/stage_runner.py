@@ -12,7 +12,7 @@ import threading
 import traceback
 from collections.abc import Callable
 
-from mnist_pipeline.errors import PipelineError, redacted, server_refusal
+from mnist_pipeline.errors import PipelineError, redacted, server_lost, server_refusal
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ def run_stage(
     *,
     skip_teardown: bool = False,
 ):
-    """Runs a stage's main; a PipelineError, or an MLflow server refusing the user, becomes
-    one `error:` line and exit status 2. Secrets never reach what it prints or logs: URL
+    """Runs a stage's main; a PipelineError, or an MLflow server refusing the user or gone,
+    becomes one `error:` line and exit status 2. Secrets never reach what it prints or logs: URL
     passwords and secret variables are replaced by *** in errors, log records and tracebacks.
 
     With skip_teardown (for a stage run as its own process) a stage that succeeded ends the
@@ -76,11 +76,11 @@ def run_stage(
         try:
             stage_main(argv)
         except Exception as error:
-            # An MLflow server refusing this user is a fix the user can make, not a crash.
-            refusal = server_refusal(error)
-            if refusal is None:
+            # An MLflow server refusing this user, or gone, is for the user to fix, not a crash.
+            explained = server_refusal(error) or server_lost(error)
+            if explained is None:
                 raise
-            raise refusal from None
+            raise explained from None
     except PipelineError as error:
         print(f"error: {redacted(str(error))}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

@@ -6,7 +6,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, RESOURCE_DOES_NOT_EXIST, UNAUTHENTICATED
 
-from mnist_pipeline.errors import PipelineError, redacted, server_refusal
+from mnist_pipeline.errors import PipelineError, redacted, server_lost, server_refusal
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,29 @@ def test_a_server_refusing_the_user_is_an_error_naming_the_fix(monkeypatch):
     assert "MLFLOW_TRACKING_PASSWORD" in str(wrong)
     assert server_refusal(MlflowException("no", error_code=RESOURCE_DOES_NOT_EXIST)) is None
     assert server_refusal(ValueError("x")) is None
+
+
+def _as_mlflow_raises(cause: Exception) -> MlflowException:
+    """The exception MLflow's http_request raises when requests gave up: raised while
+    handling requests' own, so that one is its __context__."""
+    try:
+        try:
+            raise cause
+        except Exception as error:
+            raise MlflowException(f"API request to http://x failed with exception {error}")  # noqa: B904 (as MLflow does)
+    except MlflowException as raised:
+        return raised
+
+
+def test_a_server_gone_mid_run_is_an_error_naming_doctor(monkeypatch):
+    import requests
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:hunter22@127.0.0.1:5000")
+    lost = server_lost(_as_mlflow_raises(requests.exceptions.ConnectionError("refused")))
+    assert isinstance(lost, PipelineError)
+    assert "http://alice:***@127.0.0.1:5000 stopped answering" in str(lost)
+    assert "mnist-pipeline doctor" in str(lost) and "hunter22" not in str(lost)
+    assert server_lost(_as_mlflow_raises(requests.exceptions.ReadTimeout("slow"))) is not None
+    # Any other failure, over HTTP or not, is not this one.
+    assert server_lost(_as_mlflow_raises(ValueError("bad JSON"))) is None
+    assert server_lost(MlflowException("no", error_code=RESOURCE_DOES_NOT_EXIST)) is None
