@@ -2,8 +2,8 @@
 server and shares the results through a DVC remote on S3; bob clones her repository, pulls,
 and finds nothing to run, her metrics and her run; and afterwards no password or secret key
 is anywhere it should not be (the clones, the commands' output, the server's log and state,
-the runs' params and tags). One training only, to stay quick: so `mnist-pipeline compare`,
-which needs two runs, is left to tests/test_compare.py."""
+the runs' params and tags). Then bob reproduces her run on
+his machine, compares the two, promotes hers and serves the champion through the server."""
 
 from __future__ import annotations
 
@@ -18,14 +18,19 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from local_server import free_port, post_json, serving
 
 from pipeline_repo import PipelineRepo, make_pipeline_repo, small_params
-from team.local_stack import Credentials, logged_in
+from team.local_stack import Credentials, grant_experiment, logged_in
 
 pytest_plugins = ["team_stack"]
 pytestmark = pytest.mark.slow
 
-EXPERIMENT = "team-tests"  # team_users' experiment: alice may edit it, bob may only read it
+# The flow's own experiment, on which the admin gives both members EDIT, as teammates who
+# train and promote need (team_users' experiment, where bob may only read, is for refusals),
+# and its own registered model, which bob registers and so owns.
+EXPERIMENT = "team-flow"
+MODEL_NAME = "team-flow-mlp"
 DVC_BUCKET = "team-dvc"
 CONFIG_LOCAL = Path(".dvc") / "config.local"
 
@@ -65,6 +70,11 @@ def flow(tmp_path_factory, default_params, team_stack, team_users, s3_server) ->
     params = small_params(default_params)
     params["fetch"]["source"] = "mirror"
     params["mlflow"]["experiment_name"] = EXPERIMENT
+    params["mlflow"]["registered_model_name"] = MODEL_NAME
+    experiment_id = [
+        grant_experiment(team_stack.tracking_uri, team_stack.admin, EXPERIMENT, user, "EDIT")
+        for user in (team_users.alice.username, team_users.bob.username)
+    ][0]
     alice_path = tmp_path_factory.mktemp("alice")
     alice = as_member(
         make_pipeline_repo(alice_path, params), team_stack.tracking_uri, team_users.alice
@@ -97,6 +107,7 @@ def flow(tmp_path_factory, default_params, team_stack, team_users, s3_server) ->
         "repro": repro,
         "pull": pull,
         "run_id": json.loads((alice_path / "models" / "mlflow_run.json").read_text())["run_id"],
+        "experiment_id": experiment_id,
     }
 
 
@@ -107,7 +118,7 @@ def test_alice_trains_on_the_server_and_pushes_to_the_remote(
         assert f"Running stage '{stage}'" in flow["repro"].stdout
     with logged_in(team_users.alice):
         run = mlflow.MlflowClient(team_stack.tracking_uri).get_run(flow["run_id"])
-    assert run.info.status == "FINISHED" and run.info.experiment_id == team_users.experiment_id
+    assert run.info.status == "FINISHED" and run.info.experiment_id == flow["experiment_id"]
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
     assert run.data.tags["git_dirty"] == "False", run.data.tags.get("git_dirty_files")
     assert "test_accuracy" in run.data.metrics
@@ -154,6 +165,47 @@ def test_bob_lists_alices_run_and_predicts_with_her_model(flow, tmp_path):
         bob.run(sys.executable, "-m", "mnist_pipeline.cli", "predict", "--model", model, str(png)),
     )
     assert re.search(rf"digit\.png: {label} \(probability", predicted.stdout), predicted.stdout
+
+
+def cli(repo: PipelineRepo, *arguments: str):
+    return repo.run(sys.executable, "-m", "mnist_pipeline.cli", *arguments)
+
+
+def test_bob_reproduces_compares_promotes_and_serves_alices_run(flow, tmp_path):
+    bob, run_id, outputs = flow["bob"], flow["run_id"], flow["outputs"]
+    # Here bob's machine is alice's: the reproduction must be identical.
+    reproduced = record(outputs, cli(bob, "reproduce", run_id))
+    assert "reproduced: same test accuracy, weights and data" in reproduced.stdout
+    reproduction = re.search(r"reproduction: run (\w+)", reproduced.stdout).group(1)
+
+    figure = tmp_path / "comparison.png"
+    compared = record(outputs, cli(bob, "compare", run_id, reproduction, "--out", str(figure)))
+    assert figure.stat().st_size > 0 and "curves and test accuracy" in compared.stdout
+
+    promoted = record(outputs, cli(bob, "promote", "--run", run_id))
+    assert run_id in promoted.stdout
+    port = free_port()
+    command = [
+        *(
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL_NAME}@champion",
+        ),
+        *("--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)),
+    ]
+    with np.load(bob.path / "data" / "raw" / "mnist.npz") as raw:
+        images, labels = raw["x_test"][:20], raw["y_test"][:20]
+    inputs = (images.reshape(len(images), -1) / 255.0).astype(np.float32)
+    url = f"http://127.0.0.1:{port}"
+    with serving(command, f"{url}/ping", tmp_path / "serve.log", bob.env, timeout=180):
+        answer = post_json(f"{url}/invocations", {"inputs": inputs.tolist()})
+    outputs.append((tmp_path / "serve.log").read_text())
+    predicted = np.asarray(answer["predictions"]).argmax(axis=1)
+    assert (predicted == labels).mean() >= 0.6  # A small model trained on a subset.
 
 
 def files_under(folder: Path, skip: set[Path] = frozenset()) -> list[Path]:
