@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 import urllib.parse
@@ -36,6 +37,10 @@ EVALUATION_ERROR_TAG = "evaluation_error"
 ARTIFACTS_DIR = "mlartifacts"
 # How much of a dataset's digest MLflow shows, as long as its own digests.
 DIGEST_CHARS = 8
+# Tries of logging a dataset input, and the store's words for the race _lost_dataset_race
+# retries: PostgreSQL names the key, SQLite its columns.
+DATASET_LOG_ATTEMPTS = 3
+_DATASET_KEY_CONFLICT = re.compile(r'"dataset_pk"|UNIQUE constraint failed: datasets\.')
 # Makes MLflow 3's UI open the experiment on its runs table rather than the GenAI traces view.
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 
@@ -242,9 +247,24 @@ def log_dataset(
         schema=fields.get("schema"),
         profile=fields.get("profile"),
     )
-    MlflowClient().log_inputs(
-        run_id, datasets=[DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])]
-    )
+    inputs = [DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])]
+    for attempt in range(1, DATASET_LOG_ATTEMPTS + 1):
+        try:
+            MlflowClient().log_inputs(run_id, datasets=inputs)
+            return
+        except mlflow.MlflowException as error:
+            if attempt == DATASET_LOG_ATTEMPTS or not _lost_dataset_race(error):
+                raise
+            time.sleep(0.2 * attempt)
+
+
+def _lost_dataset_race(error: Exception) -> bool:
+    """MLflow's SQL store looks a dataset up and inserts it when absent, in one transaction:
+    two runs of an experiment logging the same new dataset at once (parallel queue workers,
+    teammates on one server) can both find none, and the second insert breaks the (experiment,
+    name, digest) key. By then the winner's row is committed, so asking again links it.
+    Seen in tests/test_team_concurrency_e2e.py, on PostgreSQL."""
+    return bool(_DATASET_KEY_CONFLICT.search(str(error)))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mnist_pipeline import tracking
@@ -81,6 +83,61 @@ def test_dataset_digests_name_the_exact_features_and_labels(tmp_path, mlflow_sto
         digests.append(inputs[0].dataset.digest)
     assert digests[0] == digests[1] != digests[2]
     assert len(digests[0]) == tracking.DIGEST_CHARS
+
+
+# What the team server answered a queue worker that lost the race (PostgreSQL's wording).
+LOST_RACE = (
+    "BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates unique "
+    'constraint "dataset_pk" DETAIL:  Key (experiment_id, name, digest)=(2, mnist-train, 037b91d8)'
+)
+
+
+@pytest.mark.parametrize(
+    ("failures", "message", "logged"),
+    [
+        (1, LOST_RACE, True),  # the winner's row exists now: the second try links it
+        (1, "UNIQUE constraint failed: datasets.experiment_id, datasets.name", True),
+        (tracking.DATASET_LOG_ATTEMPTS, LOST_RACE, False),  # gives up, with the store's error
+        (1, "INVALID_PARAMETER_VALUE: dataset name too long", False),  # not a race: no retry
+    ],
+)
+def test_a_dataset_lost_to_a_concurrent_insert_is_logged_again(
+    tmp_path, mlflow_store, monkeypatch, failures, message, logged
+):
+    import mlflow
+    import numpy as np
+
+    real_log_inputs = mlflow.MlflowClient.log_inputs
+    calls = []
+
+    def racing(self, run_id, datasets=None, models=None):
+        calls.append(run_id)
+        if len(calls) <= failures:
+            raise mlflow.MlflowException(message)
+        return real_log_inputs(self, run_id, datasets=datasets, models=models)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "log_inputs", racing)
+    monkeypatch.setattr(tracking.time, "sleep", lambda seconds: None)
+    features = np.ones((2, 3), dtype=np.float32)
+    tracking.connect("race")
+    with tracking.tracked_run() as run:
+        log = lambda: tracking.log_dataset(  # noqa: E731
+            run.info.run_id,
+            features,
+            features,
+            tmp_path / "x.npz",
+            "tiny",
+            "training",
+            features_sha256="0" * 64,
+        )
+        if logged:
+            log()
+        else:
+            with pytest.raises(mlflow.MlflowException, match=re.escape(message[:20])):
+                log()
+    inputs = mlflow.MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+    assert len(inputs) == (1 if logged else 0)
+    assert len(calls) == (failures + 1 if logged else min(failures, tracking.DATASET_LOG_ATTEMPTS))
 
 
 def test_credentials_in_the_tracking_uri_move_to_mlflows_variables(monkeypatch):
