@@ -77,3 +77,30 @@ def test_the_diagnosis_is_kept_and_shown():
     assert "one authenticated request: 0.250 s" in text
     assert "every run fetched (5,000, as `runs` does): 8.00 s" in text
     assert "`mnist-pipeline --help`: 2.30 s" in text
+
+
+def handover_section(a_repro=30.0, clone=0.5, pull=3.0, repro=2.5):
+    return team.team_section(
+        1.2,
+        0.4,
+        {"promote": [2.0]},
+        5000,
+        MACHINE,
+        handover={"a_repro": a_repro, "clone": clone, "pull": pull, "repro": repro},
+    )
+
+
+def test_the_handover_is_judged_on_b_s_three_steps_together_against_a_s_repro():
+    result = handover_section()
+    assert result["handover_seconds"]["b_total"] == 6.0
+    assert result["handover_seconds"]["fraction_of_a"] == 0.2
+    assert result["checks"][team.HANDOVER_CHECK] is True
+    assert handover_section(pull=7.0)["checks"][team.HANDOVER_CHECK] is True  # exactly 1/3
+    assert handover_section(pull=7.1)["checks"][team.HANDOVER_CHECK] is False
+    assert "handover_seconds" not in section() and team.HANDOVER_CHECK not in section()["checks"]
+
+
+def test_the_table_shows_the_handover_steps():
+    text = team.team_table(handover_section(a_repro=25.04, clone=0.44, pull=3.1, repro=2.46))
+    assert "A's dvc repro 25.0 s; B's clone 0.4 + pull 3.1 + repro 2.5 = 6.0 s (24% of A's)" in text
+    assert f"PASS  {team.HANDOVER_CHECK}" in text
