@@ -138,6 +138,8 @@ def reproduce(args: argparse.Namespace) -> int:
         f"reproducing run {recipe.run_id} ({recipe.run_name}) at commit {recipe.commit[:12]}",
         flush=True,
     )
+    if (settings := reproduction.settings_line(recipe)) is not None:
+        print(settings, flush=True)
     new = reproduction.reproduce(recipe, tracking.repo_root(), uri, keep=args.keep)
     print(f"reproduction: run {new.info.run_id} ({new.info.run_name})")
     verdict = reproduction.judge(original, new)

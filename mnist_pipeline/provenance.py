@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -41,6 +42,9 @@ MACHINE_TAGS = {
     "reported)",
     "machine.cpus": "os.cpu_count(): the CPUs the machine has",
     "machine.usable_cpus": "the CPUs the training process could run on (Linux: its affinity)",
+    "machine.intra_op_threads": "the threads TensorFlow splits one operation over: "
+    "TF_NUM_INTRAOP_THREADS when set, else the usable CPUs (TensorFlow's default); the weights "
+    "depend on it (measured: 1 and 4 threads train other weights than 2)",
     "machine.arch": "platform.machine(): x86_64, aarch64, arm64, ...",
     "machine.xla_flags": "XLA_FLAGS, only when set (an --xla_cpu_max_isa there caps machine.isa)",
     "machine.tf_git_version": "tf.version.GIT_VERSION: exactly which TensorFlow build",
@@ -48,6 +52,7 @@ MACHINE_TAGS = {
     "present)",
 }
 MACHINE_CPU_TAG = "machine.cpu"
+INTRA_OP_THREADS_VARIABLE = "TF_NUM_INTRAOP_THREADS"
 # The library versions that decide the weights, beside TensorFlow's build (MLflow's does not).
 LIBRARY_TAGS = (
     "python_version",
@@ -133,9 +138,19 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
-def machine_tags() -> dict[str, str]:
-    """The machine.* tags (MACHINE_TAGS) of this machine, except TensorFlow's build. Reads a few
-    small files on Linux (no subprocess: it runs in every training); one sysctl on macOS."""
+def intra_op_threads(environ: Mapping[str, str], usable_cpus: int) -> int:
+    """The intra-op thread count TensorFlow will use: TF_NUM_INTRAOP_THREADS when it is a
+    positive integer (TensorFlow reads it at start-up; 0 or anything else means its default),
+    else its default, one thread per usable CPU."""
+    value = environ.get(INTRA_OP_THREADS_VARIABLE, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else usable_cpus
+
+
+def machine_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The machine.* tags (MACHINE_TAGS) of this machine, except TensorFlow's build, for a
+    process with `environ` (default: this one's). Reads a few small files on Linux (no
+    subprocess: it runs in every training); one sysctl on macOS."""
+    environ = os.environ if environ is None else environ
     arch = platform.machine()
     if sys.platform == "darwin":
         cpu, flags, caches = macos_cpu(sysctl(MACOS_SYSCTL_KEYS))
@@ -149,21 +164,21 @@ def machine_tags() -> dict[str, str]:
         caches = linux_caches()
     else:
         cpu, cpu_id, flags, caches = platform.processor() or "unknown", "", set(), ""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     tags = {
         "machine.cpu": cpu,
         "machine.isa": isa_level(arch, flags),
         "machine.cpus": str(os.cpu_count()),
-        "machine.usable_cpus": str(
-            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        ),
+        "machine.usable_cpus": str(usable),
+        "machine.intra_op_threads": str(intra_op_threads(environ, usable)),
         "machine.arch": arch,
     }
     if cpu_id:
         tags["machine.cpu_id"] = cpu_id
     if caches:
         tags["machine.caches"] = caches
-    if os.environ.get("XLA_FLAGS"):
-        tags["machine.xla_flags"] = os.environ["XLA_FLAGS"]
+    if environ.get("XLA_FLAGS"):
+        tags["machine.xla_flags"] = environ["XLA_FLAGS"]
     return tags
 
 

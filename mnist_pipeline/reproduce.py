@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -68,6 +69,9 @@ class Recipe:
     commit: str
     params_yaml: str
     warnings: tuple[str, ...] = ()
+    # The environment variables that decide the weights beside the code, params and CPU, as
+    # the original run had them (replayed_settings); None: unset.
+    settings: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,36 @@ def recipe_from_run(run: Run, params_yaml: str) -> Recipe:
             f"({tags.get('git_dirty_files', 'files not recorded')}); the reproduction runs "
             f"commit {commit[:12]} without them, so it may differ"
         )
-    return Recipe(run_id, run.info.run_name, commit, params_yaml, tuple(warnings))
+    return Recipe(
+        run_id, run.info.run_name, commit, params_yaml, tuple(warnings), replayed_settings(run)
+    )
+
+
+def replayed_settings(run: Run) -> tuple[tuple[str, str | None], ...]:
+    """The original's TensorFlow thread count and XLA_FLAGS, for the reproduction to train
+    with: the weights depend on how many threads split each operation (measured on 2 cores: 1
+    or 4 threads give other weights than 2), so a reproduction on a machine with more or fewer
+    cores is otherwise bound to differ. A run from before the thread-count tag used
+    TensorFlow's default, one thread per usable CPU. Nothing recorded: nothing replayed."""
+    tags = run.data.tags
+    settings: list[tuple[str, str | None]] = []
+    threads = tags.get("machine.intra_op_threads") or tags.get("machine.usable_cpus")
+    if threads and threads.isdigit():
+        settings.append((provenance.INTRA_OP_THREADS_VARIABLE, threads))
+    # A run with machine tags had no XLA_FLAGS when it has no machine.xla_flags.
+    if provenance.MACHINE_CPU_TAG in tags:
+        settings.append(("XLA_FLAGS", tags.get("machine.xla_flags")))
+    return tuple(settings)
+
+
+def settings_line(recipe: Recipe) -> str | None:
+    if not recipe.settings:
+        return None
+    shown = ", ".join(
+        f"{name}={value}" if value is not None else f"{name} unset"
+        for name, value in recipe.settings
+    )
+    return f"with the original run's settings: {shown}"
 
 
 def compare(original: Run, reproduced: Run) -> list[Check]:
@@ -251,12 +284,12 @@ def machine_summary(run: Run) -> str:
     return f"{cpu}; TensorFlow {tags.get('tensorflow_version', '?')}"
 
 
-def run_context(recipe: Recipe) -> dict[str, str]:
+def run_context(recipe: Recipe, environ: Mapping[str, str]) -> dict[str, str]:
     """The tags MLflow gives the reproduction's run when it creates it (MLFLOW_RUN_CONTEXT): what
-    it reproduces, its name, and this machine, which runs it - even a run of code from before
-    machine tags records where it ran (TensorFlow's build aside)."""
+    it reproduces, its name, and this machine, which runs it with `environ` - even a run of
+    code from before machine tags records where it ran (TensorFlow's build aside)."""
     return {
-        **provenance.machine_tags(),
+        **provenance.machine_tags(environ),
         REPRODUCTION_TAG: recipe.run_id,
         "mlflow.runName": f"{recipe.run_name}-repro",
     }
@@ -298,11 +331,16 @@ def run_pipeline(recipe: Recipe, repo: Path, store_uri: str, keep: bool = False)
         cache = dvc(repo, "cache", "dir", capture=True).strip()
         dvc(worktree, "cache", "dir", "--local", cache)
         env = {key: value for key, value in os.environ.items() if not key.startswith("DVC_")}
+        for name, value in recipe.settings:
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         env.update(
             # Stages run `python -m stages.<name>`: this environment's python, not another.
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
             MLFLOW_TRACKING_URI=store_uri,
-            MLFLOW_RUN_CONTEXT=json.dumps(run_context(recipe)),
+            MLFLOW_RUN_CONTEXT=json.dumps(run_context(recipe, env)),
         )
         dvc(worktree, "repro", DATA_STAGE, env=env)
         dvc(worktree, "repro", "--force", "--downstream", TRAIN_STAGE, env=env)

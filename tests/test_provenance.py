@@ -160,13 +160,39 @@ def test_every_training_records_its_machine_under_documented_tags(monkeypatch):
     tags = provenance.environment_tags()
     machine = {name for name in tags if name.startswith(provenance.MACHINE_PREFIX)}
     assert machine <= provenance.MACHINE_TAGS.keys()
-    always = {"machine.cpu", "machine.isa", "machine.cpus", "machine.usable_cpus", "machine.arch"}
+    always = {
+        "machine.cpu",
+        "machine.isa",
+        "machine.cpus",
+        "machine.usable_cpus",
+        "machine.intra_op_threads",
+        "machine.arch",
+    }
     assert always | {"machine.xla_flags", "machine.tf_git_version"} <= machine
     assert tags["machine.xla_flags"] == "--xla_cpu_max_isa=AVX2"
     assert tags["machine.cpus"] == str(os.cpu_count())
     assert set(provenance.LIBRARY_TAGS) <= tags.keys()
     monkeypatch.delenv("XLA_FLAGS")
     assert "machine.xla_flags" not in provenance.machine_tags()
+
+
+@pytest.mark.parametrize(
+    ("value", "threads"),
+    [(None, 6), ("3", 3), ("0", 6), ("-2", 6), ("two", 6), (" 4 ", 4)],
+)
+def test_the_thread_count_is_tensorflows_setting_or_its_default(value, threads):
+    """TensorFlow reads TF_NUM_INTRAOP_THREADS; 0 or anything not a positive count: its default."""
+    environ = {} if value is None else {"TF_NUM_INTRAOP_THREADS": value}
+    assert provenance.intra_op_threads(environ, usable_cpus=6) == threads
+
+
+def test_machine_tags_describe_the_given_environment_not_this_one(monkeypatch):
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "5")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX")
+    assert provenance.machine_tags()["machine.intra_op_threads"] == "5"
+    other = provenance.machine_tags({})
+    assert other["machine.intra_op_threads"] == other["machine.usable_cpus"]
+    assert "machine.xla_flags" not in other
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and /sys")

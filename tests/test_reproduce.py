@@ -3,6 +3,7 @@ The real reproduction (a worktree, `dvc repro`, a matching run) is in test_exper
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -322,14 +323,79 @@ def test_same_weights_with_another_accuracy_is_a_failure(verdict_store):
     assert verdict.case is reproduce.Case.EVALUATION and verdict.exit_status == 1
 
 
-def test_the_reproduction_is_tagged_with_this_machine_when_mlflow_creates_it(monkeypatch):
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
+def test_the_reproduction_is_tagged_with_this_machine_when_mlflow_creates_it():
+    environ = {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "TF_NUM_INTRAOP_THREADS": "3"}
     recipe = reproduce.Recipe("f" * 32, "pupal-gaze", "a" * 40, PARAMS_YAML)
-    context = reproduce.run_context(recipe)
+    context = reproduce.run_context(recipe, environ)
     assert context[reproduce.REPRODUCTION_TAG] == "f" * 32
     assert context["mlflow.runName"] == "pupal-gaze-repro"
+    # The settings the reproduction's stages get, not this process's.
     assert context["machine.xla_flags"] == "--xla_cpu_max_isa=AVX2"
+    assert context["machine.intra_op_threads"] == "3"
     assert provenance.MACHINE_CPU_TAG in context and "machine.isa" in context
+
+
+@pytest.mark.parametrize(
+    ("tags", "settings"),
+    [
+        # The thread count the original trained with, and its XLA_FLAGS, or none.
+        (
+            {**EPYC, "machine.intra_op_threads": "2", "machine.usable_cpus": "8"},
+            (("TF_NUM_INTRAOP_THREADS", "2"), ("XLA_FLAGS", None)),
+        ),
+        (
+            {**EPYC, "machine.intra_op_threads": "4", "machine.xla_flags": "--xla_cpu_max_isa=AVX"},
+            (("TF_NUM_INTRAOP_THREADS", "4"), ("XLA_FLAGS", "--xla_cpu_max_isa=AVX")),
+        ),
+        # Before the thread-count tag: TensorFlow's default, one per usable CPU.
+        (
+            {**EPYC, "machine.usable_cpus": "2"},
+            (("TF_NUM_INTRAOP_THREADS", "2"), ("XLA_FLAGS", None)),
+        ),
+        # Before machine tags: nothing known, nothing replayed.
+        ({}, ()),
+    ],
+)
+def test_the_reproduction_replays_the_original_thread_count_and_xla_flags(
+    verdict_store, tags, settings
+):
+    original = finished(verdict_store, {**tags, "git_commit": "a" * 40})
+    recipe = reproduce.recipe_from_run(original, PARAMS_YAML)
+    assert recipe.settings == settings
+    line = reproduce.settings_line(recipe)
+    assert (line is None) == (not settings)
+
+
+def test_the_reproduction_trains_with_the_replayed_settings(monkeypatch, tmp_path):
+    """What run_pipeline hands DVC: the original's settings over this process's."""
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=SSE4_2")
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "7")
+    seen = []
+
+    def git(cwd, *args):  # `git worktree add --detach <folder> <commit>` makes the folder
+        if args[:2] == ("worktree", "add"):
+            Path(args[-2]).mkdir(parents=True)
+
+    monkeypatch.setattr(reproduce, "git", git)
+    monkeypatch.setattr(
+        reproduce,
+        "dvc",
+        lambda cwd, *args, env=None, capture=False: seen.append(env) or str(tmp_path),
+    )
+    recipe = reproduce.Recipe(
+        "f" * 32,
+        "x",
+        "a" * 40,
+        PARAMS_YAML,
+        (),
+        (("TF_NUM_INTRAOP_THREADS", "2"), ("XLA_FLAGS", None)),
+    )
+    reproduce.run_pipeline(recipe, tmp_path, "sqlite:///x.db")
+    for env in filter(None, seen):
+        assert env["TF_NUM_INTRAOP_THREADS"] == "2" and "XLA_FLAGS" not in env
+        context = json.loads(env["MLFLOW_RUN_CONTEXT"])
+        assert context["machine.intra_op_threads"] == "2" and "machine.xla_flags" not in context
+    assert len([env for env in seen if env]) == 2  # the data stage, then train and evaluate
 
 
 @pytest.mark.parametrize(
@@ -347,5 +413,6 @@ def test_the_command_prints_the_verdict_and_exits_with_it(
     monkeypatch.setattr(reproduce, "reproduce", lambda *args, **kwargs: reproduction)
     assert run_cli("reproduce", original.info.run_id) == status
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1] == f"reproduction: run {reproduction.info.run_id} (original)"
+    assert lines[1] == "with the original run's settings: TF_NUM_INTRAOP_THREADS=2, XLA_FLAGS unset"
+    assert lines[2] == f"reproduction: run {reproduction.info.run_id} (original)"
     assert lines[-1].startswith(conclusion)
