@@ -1,5 +1,6 @@
-"""train: fit the chapter's network (Dense relu -> Dense softmax, RMSprop) on the prepared data,
-save it as a native `.keras` file and log the whole run to MLflow."""
+"""train: fit the chapter's network (Dense relu -> Dense softmax, RMSprop), or the deeper one or
+other optimizer params.yaml asks for, on the prepared data, save it as a native `.keras` file
+and log the whole run to MLflow."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import pandas as pd
 from mnist_pipeline import provenance, tracking
 from mnist_pipeline.atomic import atomic_outputs
 from mnist_pipeline.dataset import (
-    NUM_CLASSES,
     aligned_empty,
     array_sha256,
     load_split,
@@ -192,9 +192,7 @@ def train_from_scratch(model, features, targets, params: TrainParams, seed: int)
     """Trains with mnist_pipeline.numpy_mlp (same settings, same seed) into `model`."""
     from mnist_pipeline import numpy_mlp
 
-    weights = numpy_mlp.init_weights(
-        np.random.default_rng(seed), features.shape[1], params.hidden_units
-    )
+    weights = numpy_mlp.init_weights(np.random.default_rng(seed), features.shape[1], params.widths)
     optimizer = numpy_mlp.make_optimizer(
         params.optimizer.name, **params.optimizer.model_dump(exclude={"name"})
     )
@@ -207,7 +205,9 @@ def train_from_scratch(model, features, targets, params: TrainParams, seed: int)
         optimizer=optimizer,
         seed=seed,
         activation=params.activation,
+        dropout=params.dropout,
     )
+    # Dropout layers hold no weights: the Dense layers' arrays are the whole list.
     model.set_weights(weights.as_keras_list())
     return history
 
@@ -261,19 +261,19 @@ def log_training_data(
 
 
 def log_model(model) -> None:
-    """Logs the model with MLflow's Keras flavour, a float32 (-1, 784) -> (-1, 10) signature and
-    explicit requirements (inferring them costs seconds a run). No input_example: with
-    MLflow 3.17 and Keras 3 it fails with FileNotFoundError."""
+    """Logs the model with MLflow's Keras flavour, a float32 signature of the model's own input
+    and output shapes ((-1, 784) -> (-1, 10) for this pipeline's networks, whatever layers
+    model.py adds between) and explicit requirements (inferring them costs seconds a run). No
+    input_example: with MLflow 3.17 and Keras 3 it fails with FileNotFoundError."""
     import keras
     import mlflow
     import tensorflow as tf
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    input_dim = model.input_shape[-1]
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, input_dim))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, NUM_CLASSES))]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
     )
     with _requirements_taken_as_satisfied():
         mlflow.keras.log_model(
