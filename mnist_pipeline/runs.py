@@ -129,21 +129,22 @@ def runs_table(found: pd.DataFrame) -> pd.DataFrame:
 
 
 def optimizer_settings(found: pd.DataFrame) -> pd.Series:
-    """Each run's optimizer settings but its name and learning rate, as `key=value,...` in
-    params.yaml's order: those its optimizer has (a run logs no others)."""
-    sources = [
-        OPTIMIZER_PREFIX + name for name in OPTIMIZER_SETTINGS if OPTIMIZER_PREFIX + name in found
-    ]
+    """Each run's optimizer settings but its name and learning rate, as `key=value,...` in the
+    order params.yaml's comments list that optimizer's: those it has (a run logs no others)."""
+    name_column = OPTIMIZER_PREFIX + "name"
 
     def settings(row: pd.Series) -> str | None:
+        own = OPTIMIZER_PARAMS.get(row.get(name_column))
+        order = [key for key in own.model_fields if key in OPTIMIZER_SETTINGS] if own else []
+        order += [key for key in OPTIMIZER_SETTINGS if key not in order]
         pairs = [
-            f"{source.removeprefix(OPTIMIZER_PREFIX)}={row[source]}"
-            for source in sources
-            if isinstance(row[source], str)
+            f"{key}={row[OPTIMIZER_PREFIX + key]}"
+            for key in order
+            if isinstance(row.get(OPTIMIZER_PREFIX + key), str)
         ]
         return ",".join(pairs) or None
 
-    if not sources or found.empty:
+    if found.empty:
         return pd.Series(None, index=found.index, dtype=object)
     return found.apply(settings, axis=1)
 
