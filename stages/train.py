@@ -74,6 +74,7 @@ def train_model(features: np.ndarray, targets: np.ndarray, params: TrainParams, 
         epochs=params.epochs,
         batch_size=params.batch_size,
         orders=epoch_orders(len(features), seed),
+        jit_compile=params.dropout == 0,
     )
     return model, history
 
@@ -95,6 +96,7 @@ def fit_in_memory(
     batch_size: int,
     orders: Iterator[np.ndarray],
     verbose: int = 2,
+    jit_compile: bool = True,
 ) -> dict[str, list[float]]:
     """Fits like `model.fit(features, targets, epochs=..., batch_size=...)`, which shuffles, and
     computes the same thing - Keras' own `train_step` (forward pass, loss, gradients, optimizer
@@ -109,6 +111,11 @@ def fit_in_memory(
     for GPU kernels: XLA on a CPU gives bit-identical results run after run (and whatever the
     thread count), so determinism stays on. Keras' progress bar and History callback report as
     in `fit`; returns the per-epoch history.
+
+    jit_compile=False runs the same loop as a plain TensorFlow graph. train_model does so for a
+    network with dropout: XLA's CPU random-number generator, which every Dropout layer calls
+    each batch, is about ten times slower than TensorFlow's own (benchmarks/README.md,
+    Networks), so with XLA the masks cost more than the rest of the epoch.
     """
     import keras
     import tensorflow as tf
@@ -125,7 +132,7 @@ def fit_in_memory(
     def train_on(indices):
         model.train_step((tf.gather(inputs, indices), tf.gather(labels, indices)))
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=jit_compile)
     def train_epoch(order):
         if full_batches:
             batches = tf.reshape(order[: full_batches * batch_size], (full_batches, batch_size))
@@ -239,9 +246,7 @@ def log_optimizer_config(model) -> None:
     mlflow.log_params({f"keras.optimizer.{k}": v for k, v in configured.items()})
 
 
-def log_training_data(
-    run_id: str, features, targets, data_path: Path, attributes: dict
-) -> None:
+def log_training_data(run_id: str, features, targets, data_path: Path, attributes: dict) -> None:
     """The training set as an MLflow dataset input, the number and digest of its images, and
     its tensor attributes."""
     import mlflow

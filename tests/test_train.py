@@ -244,6 +244,26 @@ def test_two_hidden_layers_with_dropout_and_adam_train_in_either_framework(
     assert weights_sha256(again.get_weights()) == weights_sha256(model.get_weights())
 
 
+@pytest.mark.parametrize(("dropout", "compiled"), [(0.0, True), (0.3, False)])
+def test_only_networks_without_dropout_fit_in_one_xla_program(
+    prepared_tiny, tiny_params, monkeypatch, dropout, compiled
+):
+    """XLA's CPU random numbers make Dropout's masks slower than the rest of an epoch: a
+    network with dropout runs the same loop as a plain TensorFlow graph instead."""
+    from mnist_pipeline.params import parse_params
+
+    asked = []
+    fit = train.fit_in_memory
+    monkeypatch.setattr(
+        train, "fit_in_memory", lambda *a, **k: asked.append(k["jit_compile"]) or fit(*a, **k)
+    )
+    tree = load_params(tiny_params).model_dump()
+    tree["train"]["dropout"] = dropout
+    features, targets = load_split(prepared_tiny["train"])
+    train.train_model(features, targets, parse_params(tree).train, seed=3)
+    assert asked == [compiled]
+
+
 def test_a_server_that_never_answers_fails_the_stage_within_seconds(
     tmp_path, tiny_params, prepared_tiny
 ):
