@@ -1,4 +1,5 @@
-"""The chapter's network (or a deeper one), built from params, and the one safe way this project loads a model."""
+"""The chapter's network (or a deeper one) and its optimizer, built from params, and the one
+safe way this project loads a model."""
 
 from __future__ import annotations
 
@@ -58,8 +59,8 @@ def build_model(params: TrainParams, input_dim: int) -> keras.Sequential:
         layers.append(
             keras.layers.Dense(width, activation=params.activation, name=f"hidden{suffix}")
         )
-        # No Dropout layer at rate 0: it would change nothing but would draw a seed from
-        # Keras' global generator, and so change the initial weights of the layers after it.
+        # No Dropout layer at rate 0, where it would do nothing: the default params then
+        # build and save exactly the chapter's two layers.
         if params.dropout > 0:
             layers.append(keras.layers.Dropout(params.dropout, name=f"dropout{suffix}"))
     layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax", name="output"))
