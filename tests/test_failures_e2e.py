@@ -89,7 +89,7 @@ BAD_PARAMS = [
     ("train.hidden_units", 2.5, "train.hidden_units: input should be a valid integer"),
     ("train.activation", "relux", "train.activation: input should be 'relu', 'tanh' or"),
     ("train.optimizer.name", "adamw", "train.optimizer.name: input should be 'rmsprop', 'sgd' or"),
-    ("train.optimizer.name", "sgd", "train.optimizer.nesterov: missing; train.optimizer.rho: unk"),
+    ("train.optimizer.name", "sgd", "unknown key; optimizer 'sgd' takes exactly: learning_rat"),
     ("train.hidden_units", [64, 0], "train.hidden_units: input should be a valid integer from 1"),
     ("train.dropout", 1.0, "train.dropout: input should be less than 1, got 1.0"),
     ("train.optimizer.learning_rate", 0, "train.optimizer.learning_rate: input should be great"),
