@@ -194,9 +194,11 @@ def best_run_ids(experiment_id: str, count: int) -> list[str]:
 
 def shared_view_state() -> dict:
     """The runs table as a user compares runs: best test accuracy first, then the COLUMNS
-    params, every optimizer's settings (a run shows those of its own optimizer; all wide enough
-    to read their names) and the dataset each run used. Keys and column ids are those of MLflow's
-    UI, which also keeps its own Run Name, Created and Duration columns."""
+    params, the dataset each run used, and every optimizer's settings (a run shows those of its
+    own optimizer), the optimizer's columns wide enough to read their names. The settings come
+    last: the UI draws only the columns that fit the window, and they matter least. Keys and
+    column ids are those of MLflow's UI, which also keeps its own Run Name, Created and Duration
+    columns."""
 
     def ui_column(source: str) -> str:
         kind, name = source.split(".", 1)
@@ -204,11 +206,12 @@ def shared_view_state() -> dict:
 
     accuracy = ui_column(COLUMNS[DEFAULT_SORT])
     params = [ui_column(s) for s in COLUMNS.values() if s.startswith("params.")]
-    params += [ui_column(OPTIMIZER_PREFIX + name) for name in OPTIMIZER_SETTINGS]
+    settings = [ui_column(OPTIMIZER_PREFIX + name) for name in OPTIMIZER_SETTINGS]
+    columns = [accuracy, *params, DATASET_COLUMN, *settings]
     return {
-        "selectedColumns": [accuracy, *params, DATASET_COLUMN],
-        "columnOrder": [accuracy, *params, DATASET_COLUMN],
-        "columnWidths": {column: 200 for column in params if "optimizer" in column},
+        "selectedColumns": columns,
+        "columnOrder": columns,
+        "columnWidths": {column: 200 for column in columns if "optimizer" in column},
         "orderByKey": accuracy,
         "orderByAsc": False,
     }

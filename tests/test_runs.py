@@ -133,7 +133,7 @@ def test_shared_view_shows_the_same_columns_accuracy_first():
         f"params.`{s.removeprefix('params.')}`" for s in runs.COLUMNS.values() if "params." in s
     ]
     settings = [f"params.`train.optimizer.{name}`" for name in runs.OPTIMIZER_SETTINGS]
-    expected = ["metrics.`test_accuracy`", *params, *settings, "attributes.`Dataset`"]
+    expected = ["metrics.`test_accuracy`", *params, "attributes.`Dataset`", *settings]
     assert state["selectedColumns"] == state["columnOrder"] == expected
     assert params[:4] == [
         "params.`train.framework`",
