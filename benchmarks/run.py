@@ -7,7 +7,9 @@ no-op one in a temporary copy of the repository; measures what each start-up sho
 (benchmarks/shortcuts.py); and measures this machine's float32 matrix product rate. Prints a
 table and writes benchmarks/results.json. `--only shortcuts` measures the shortcuts alone (a
 couple of minutes) and replaces only that section of results.json; `--only team` measures team
-mode against a local team stack (benchmarks/team.py) and replaces only the `team` section.
+mode against a local team stack (benchmarks/team.py) and replaces only the `team` section;
+`--only networks` trains the network options on the full data (benchmarks/networks.py, a few
+minutes) and replaces only the `networks` section.
 
 Nothing touches the user's MLflow store or pipeline outputs: the train stage logs to a temporary
 SQLite store and writes into a temporary folder, and the repro timings run in a temporary git
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from benchmarks import shortcuts, team
+from benchmarks import networks, shortcuts, team
 from benchmarks.processes import PATHS, REPO_ROOT, processor_name, wait_for_quiet
 from benchmarks.repro import SKIPPED_REPRO, time_repro
 from benchmarks.summary import summarize, table
@@ -57,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-repro", action="store_true", help="skip the dvc repro timings")
     parser.add_argument(
         "--only",
-        choices=["shortcuts", "team"],
+        choices=["shortcuts", "team", "networks"],
         help="measure only this part (shortcuts: one train stage run first, for the evaluate "
-        "stage to score; team: benchmarks/team.py's stack); the rest of --output is kept as it is",
+        "stage to score; team: benchmarks/team.py's stack; networks: benchmarks/networks.py's "
+        "optimizers and depths); the rest of --output is kept as it is",
     )
     parser.add_argument(
         "--skip-shortcuts",
@@ -91,6 +94,18 @@ def main(argv: list[str] | None = None) -> int:
         print(team.team_table(section))
         results = {**previous, "team": section}
         args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.output}")
+        return 0
+
+    if args.only == "networks":
+        with tempfile.TemporaryDirectory(prefix="mnist-bench-") as folder:
+            store_uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
+            create_store(store_uri, params["mlflow"]["experiment_name"])
+            measured = networks.measure_networks(params, Path(folder), store_uri, args.max_wait)
+        section = networks.networks_section(measured, params, machine)
+        print()
+        print(networks.networks_table(section))
+        networks.write_section(args.output, previous, section)
         print(f"\nwrote {args.output}")
         return 0
 
@@ -140,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         results = summarize(runs, repro, machine)
         if section is not None:
             results["shortcuts"] = section
-        if "team" in previous:  # Measured only by --only team (a few minutes of its own).
-            results["team"] = previous["team"]
+        for kept in ("team", "networks"):  # Measured only by --only team / networks.
+            if kept in previous:
+                results[kept] = previous[kept]
         results["runs"] = [
             {**asdict(r), "seconds_per_epoch": round(r.seconds_per_epoch, 3)} for r in runs
         ]

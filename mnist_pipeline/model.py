@@ -1,4 +1,5 @@
-"""The chapter's network, built from params, and the one safe way this project loads a model."""
+"""The chapter's network (or a deeper one) and its optimizer, built from params, and the one
+safe way this project loads a model."""
 
 from __future__ import annotations
 
@@ -38,26 +39,32 @@ from mnist_pipeline.keras_file import native_keras_file  # noqa: E402
 from mnist_pipeline.params import OptimizerParams, TrainParams  # noqa: E402
 
 
-def make_optimizer(params: OptimizerParams) -> keras.optimizers.RMSprop:
-    return keras.optimizers.RMSprop(
-        learning_rate=params.learning_rate,
-        rho=params.rho,
-        momentum=params.momentum,
-        epsilon=params.epsilon,
-        centered=params.centered,
-    )
+def make_optimizer(params: OptimizerParams) -> keras.optimizers.Optimizer:
+    """The Keras optimizer params.yaml names, with exactly its settings."""
+    optimizers = {
+        "rmsprop": keras.optimizers.RMSprop,
+        "sgd": keras.optimizers.SGD,
+        "adam": keras.optimizers.Adam,
+    }
+    return optimizers[params.name](**params.model_dump(exclude={"name"}))
 
 
 def build_model(params: TrainParams, input_dim: int) -> keras.Sequential:
-    """Dense(hidden_units, activation) -> Dense(10, softmax), compiled as the chapter does."""
-    model = keras.Sequential(
-        [
-            keras.Input(shape=(input_dim,), dtype="float32"),
-            keras.layers.Dense(params.hidden_units, activation=params.activation, name="hidden"),
-            keras.layers.Dense(NUM_CLASSES, activation="softmax", name="output"),
-        ],
-        name="mnist_mlp",
-    )
+    """Dense(width, activation) for each hidden width, each followed by Dropout when
+    params.dropout > 0, then Dense(10, softmax), compiled as the chapter does. The default
+    params build exactly the chapter's network: Dense(512, relu) -> Dense(10, softmax)."""
+    layers = [keras.Input(shape=(input_dim,), dtype="float32")]
+    for index, width in enumerate(params.widths):
+        suffix = "" if index == 0 else f"_{index + 1}"
+        layers.append(
+            keras.layers.Dense(width, activation=params.activation, name=f"hidden{suffix}")
+        )
+        # No Dropout layer at rate 0, where it would do nothing: the default params then
+        # build and save exactly the chapter's two layers.
+        if params.dropout > 0:
+            layers.append(keras.layers.Dropout(params.dropout, name=f"dropout{suffix}"))
+    layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax", name="output"))
+    model = keras.Sequential(layers, name="mnist_mlp")
     model.compile(
         optimizer=make_optimizer(params.optimizer),
         loss="categorical_crossentropy",

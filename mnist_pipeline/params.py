@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
@@ -44,7 +51,9 @@ class PrepareParams(_Section):
     test_samples: int | None = Field(ge=1, le=MNIST_TEST_SIZE)
 
 
-class OptimizerParams(_Section):
+class RMSpropParams(_Section):
+    """keras.optimizers.RMSprop; params.yaml's default, the chapter's optimizer."""
+
     name: Literal["rmsprop"]
     learning_rate: float = Field(gt=0)
     rho: float = Field(ge=0, lt=1)
@@ -53,13 +62,69 @@ class OptimizerParams(_Section):
     centered: bool
 
 
+class SGDParams(_Section):
+    """keras.optimizers.SGD: the chapter's update, with momentum (and Nesterov's) optional."""
+
+    name: Literal["sgd"]
+    learning_rate: float = Field(gt=0)
+    momentum: float = Field(ge=0, lt=1)
+    nesterov: bool
+
+
+class AdamParams(_Section):
+    """keras.optimizers.Adam."""
+
+    name: Literal["adam"]
+    learning_rate: float = Field(gt=0)
+    beta_1: float = Field(ge=0, lt=1)
+    beta_2: float = Field(ge=0, lt=1)
+    epsilon: float = Field(gt=0)
+    amsgrad: bool
+
+
+# One class per optimizer, picked by `name`; each takes exactly its own settings.
+OptimizerParams = Annotated[RMSpropParams | SGDParams | AdamParams, Field(discriminator="name")]
+OPTIMIZER_PARAMS: dict[str, type[_Section]] = {
+    "rmsprop": RMSpropParams,
+    "sgd": SGDParams,
+    "adam": AdamParams,
+}
+MAX_WIDTH = 65536
+
+
 class TrainParams(_Section):
     framework: Literal["keras", "numpy"]
-    hidden_units: int = Field(ge=1, le=65536)
+    # One width (the chapter's one hidden layer) or a list, one hidden layer per width. Kept
+    # as written, so a run of the chapter's network logs `512` as it always has.
+    hidden_units: int | list[int]
     activation: Literal["relu", "tanh", "sigmoid"]
+    # The rate of the Dropout after each hidden layer; 0 adds no Dropout layer at all.
+    dropout: float = Field(default=0.0, ge=0, lt=1)
     epochs: int = Field(ge=1, le=10000)
     batch_size: int = Field(ge=1)
     optimizer: OptimizerParams
+
+    @field_validator("hidden_units", mode="plain")
+    @classmethod
+    def _widths(cls, value: object) -> int | list[int]:
+        widths = value if isinstance(value, list) else [value]
+        valid = bool(widths) and all(
+            isinstance(width, int) and not isinstance(width, bool) and 1 <= width <= MAX_WIDTH
+            for width in widths
+        )
+        if not valid:
+            raise ValueError(
+                "train.hidden_units: input should be a valid integer from 1 to "
+                f"{MAX_WIDTH} (one hidden layer) or a non-empty list of them (one hidden "
+                f"layer each, e.g. [512, 256]), got {value!r}"
+            )
+        return value
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The hidden layers' widths, first to last."""
+        units = self.hidden_units
+        return tuple(units) if isinstance(units, list) else (units,)
 
 
 class EvaluateParams(_Section):
@@ -102,7 +167,9 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        problems = [_describe(issue) for issue in error.errors()]
+        issues = error.errors()
+        problems = [_optimizer_mismatch(issues)] if _optimizer_mismatch(issues) else []
+        problems += [_describe(issue) for issue in issues if not _is_mismatch(issue)]
         raise PipelineError(f"{source}: " + "; ".join(problems)) from None
 
 
@@ -127,10 +194,17 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def _describe(issue: dict) -> str:
-    location = [str(part) for part in issue["loc"]]
+    location = _without_union_tags([str(part) for part in issue["loc"]])
     key = ".".join(location) or "(top level)"
+    if issue["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        # The optimizer's `name` picks its class; name the key and the choices.
+        *others, last = [repr(name) for name in OPTIMIZER_PARAMS]
+        names = f"{', '.join(others)} or {last}"
+        found = issue["input"].get("name") if isinstance(issue["input"], dict) else None
+        got = "missing" if found is None else f"got {found!r}"
+        return f"{key}.name: input should be {names}, {got}"
     if issue["type"] == "extra_forbidden":
-        return f"{key}: unknown key{_suggestion(location)}"
+        return f"{key}: unknown key{_suggestion(issue['loc'])}"
     if issue["type"] == "missing":
         return f"{key}: missing; add it (git show HEAD:params.yaml lists every key)"
     if issue["type"] == "value_error":
@@ -139,18 +213,65 @@ def _describe(issue: dict) -> str:
     return f"{key}: {_lower_first(issue['msg'])}, got {issue['input']!r}"
 
 
-def _suggestion(location: list[str]) -> str:
+def _is_mismatch(issue: dict) -> bool:
+    """A setting missing from, or foreign to, the optimizer `name` chose."""
+    location = issue["loc"]
+    return (
+        location[:2] == ("train", "optimizer")
+        and len(location) == 4
+        and issue["type"] in ("missing", "extra_forbidden")
+    )
+
+
+def _optimizer_mismatch(issues: list[dict]) -> str | None:
+    """One message for an optimizer's missing and foreign settings (as after changing `name`
+    alone), ending with the settings that optimizer takes."""
+    mismatched = [issue for issue in issues if _is_mismatch(issue)]
+    if not mismatched:
+        return None
+    name = str(mismatched[0]["loc"][2])
+    takes = [key for key in OPTIMIZER_PARAMS[name].model_fields if key != "name"]
+    parts = []
+    for issue in sorted(mismatched, key=lambda issue: issue["type"] != "missing"):
+        setting = str(issue["loc"][3])
+        if issue["type"] == "missing":
+            parts.append(f"train.optimizer.{setting}: missing")
+        else:
+            close = difflib.get_close_matches(setting, takes, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            parts.append(f"train.optimizer.{setting}: unknown key{hint}")
+    return f"{'; '.join(parts)}; optimizer '{name}' takes exactly: {', '.join(takes)}"
+
+
+def _without_union_tags(location: list[str]) -> list[str]:
+    """Pydantic puts the chosen optimizer's tag in the location (train.optimizer.adam.rho);
+    params.yaml has no such level."""
+    return [
+        part
+        for index, part in enumerate(location)
+        if not (index > 0 and location[index - 1] == "optimizer" and part in OPTIMIZER_PARAMS)
+    ]
+
+
+def _suggestion(location: tuple) -> str:
     """Names the allowed keys of the enclosing section, and the likely intended one."""
     model: type[BaseModel] = Params
-    for part in location[:-1]:
+    parts = [str(part) for part in location]
+    what = ""
+    for index, part in enumerate(parts[:-1]):
+        if model is TrainParams and part == "optimizer":
+            # The next part is the tag pydantic chose: that optimizer's own settings.
+            name = parts[index + 1]
+            model, what = OPTIMIZER_PARAMS[name], f" of optimizer '{name}'"
+            break
         annotation = model.model_fields[part].annotation
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         model = annotation
     allowed = list(model.model_fields)
-    close = difflib.get_close_matches(location[-1], allowed, n=1)
+    close = difflib.get_close_matches(parts[-1], allowed, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"{hint}; allowed: {', '.join(allowed)}"
+    return f"{what}{hint}; allowed: {', '.join(allowed)}"
 
 
 def _lower_first(text: str) -> str:

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline import tracking
 from mnist_pipeline.errors import PipelineError, first_line
+from mnist_pipeline.params import OPTIMIZER_PARAMS
 
 # Table column -> column of `mlflow.search_runs`. The one list of what a user compares: the
 # terminal table shows these, and the UI's shared view selects the same params and metrics.
@@ -20,16 +21,28 @@ COLUMNS = {
     "name": "tags.mlflow.runName",
     "status": "status",
     "framework": "params.train.framework",
+    "hidden_units": "params.train.hidden_units",
+    "dropout": "params.train.dropout",
+    "optimizer": "params.train.optimizer.name",
     "learning_rate": "params.train.optimizer.learning_rate",
-    "rho": "params.train.optimizer.rho",
-    "momentum": "params.train.optimizer.momentum",
-    "centered": "params.train.optimizer.centered",
     "epochs": "params.train.epochs",
     "batch_size": "params.train.batch_size",
     "train_samples": "params.data.train_samples",
     "test_accuracy": "metrics.test_accuracy",
 }
-TEXT_COLUMNS = ("framework", "centered")
+TEXT_COLUMNS = ("framework", "hidden_units", "optimizer")
+# The optimizer's other settings, whichever optimizer it is ("rho=0.9,momentum=0.0,..."), shown
+# after its learning rate; in the UI, one column per setting of any optimizer.
+SETTINGS = "settings"
+OPTIMIZER_PREFIX = "params.train.optimizer."
+OPTIMIZER_SETTINGS = list(
+    dict.fromkeys(
+        name
+        for optimizer in OPTIMIZER_PARAMS.values()
+        for name in optimizer.model_fields
+        if name not in ("name", "learning_rate")
+    )
+)
 DURATION = "duration_s"
 DEFAULT_SORT = "test_accuracy"
 
@@ -102,12 +115,38 @@ def runs_table(found: pd.DataFrame) -> pd.DataFrame:
         if source.startswith("params.") and name not in TEXT_COLUMNS:
             # Params are stored as strings; numbers must sort as numbers.
             table[name] = pd.to_numeric(table[name], errors="coerce")
+    # A list of widths is logged as "[512, 256]": one word, so the table stays readable.
+    table["hidden_units"] = table["hidden_units"].map(
+        lambda units: units.replace(" ", "") if isinstance(units, str) else units
+    )
+    table.insert(table.columns.get_loc("learning_rate") + 1, SETTINGS, optimizer_settings(found))
     if "end_time" in found and "start_time" in found:
         elapsed = pd.to_datetime(found["end_time"]) - pd.to_datetime(found["start_time"])
         table[DURATION] = elapsed.dt.total_seconds().round(1)
     else:
         table[DURATION] = pd.Series(dtype=float)
     return table.reset_index(drop=True)
+
+
+def optimizer_settings(found: pd.DataFrame) -> pd.Series:
+    """Each run's optimizer settings but its name and learning rate, as `key=value,...` in the
+    order params.yaml's comments list that optimizer's: those it has (a run logs no others)."""
+    name_column = OPTIMIZER_PREFIX + "name"
+
+    def settings(row: pd.Series) -> str | None:
+        own = OPTIMIZER_PARAMS.get(row.get(name_column))
+        order = [key for key in own.model_fields if key in OPTIMIZER_SETTINGS] if own else []
+        order += [key for key in OPTIMIZER_SETTINGS if key not in order]
+        pairs = [
+            f"{key}={row[OPTIMIZER_PREFIX + key]}"
+            for key in order
+            if isinstance(row.get(OPTIMIZER_PREFIX + key), str)
+        ]
+        return ",".join(pairs) or None
+
+    if found.empty:
+        return pd.Series(None, index=found.index, dtype=object)
+    return found.apply(settings, axis=1)
 
 
 def sort_table(
@@ -155,8 +194,11 @@ def best_run_ids(experiment_id: str, count: int) -> list[str]:
 
 def shared_view_state() -> dict:
     """The runs table as a user compares runs: best test accuracy first, then the COLUMNS
-    params (wide enough to read their names) and the dataset each run used. Keys and column ids
-    are those of MLflow's UI, which also keeps its own Run Name, Created and Duration columns."""
+    params, the dataset each run used, and every optimizer's settings (a run shows those of its
+    own optimizer), the optimizer's columns wide enough to read their names. The settings come
+    last: the UI draws only the columns that fit the window, and they matter least. Keys and
+    column ids are those of MLflow's UI, which also keeps its own Run Name, Created and Duration
+    columns."""
 
     def ui_column(source: str) -> str:
         kind, name = source.split(".", 1)
@@ -164,10 +206,12 @@ def shared_view_state() -> dict:
 
     accuracy = ui_column(COLUMNS[DEFAULT_SORT])
     params = [ui_column(s) for s in COLUMNS.values() if s.startswith("params.")]
+    settings = [ui_column(OPTIMIZER_PREFIX + name) for name in OPTIMIZER_SETTINGS]
+    columns = [accuracy, *params, DATASET_COLUMN, *settings]
     return {
-        "selectedColumns": [accuracy, *params, DATASET_COLUMN],
-        "columnOrder": [accuracy, *params, DATASET_COLUMN],
-        "columnWidths": {column: 200 for column in params if "optimizer" in column},
+        "selectedColumns": columns,
+        "columnOrder": columns,
+        "columnWidths": {column: 200 for column in columns if "optimizer" in column},
         "orderByKey": accuracy,
         "orderByAsc": False,
     }

@@ -1,8 +1,10 @@
 """evaluate: score the trained model on the test images; write metrics, the per-class report,
 the confusion matrix and figures, and log them into the training run in MLflow.
 
-The model is read from its .keras file and run with NumPy (mnist_pipeline.keras_file), not
-Keras: the same predictions without importing TensorFlow, which took most of this stage's time.
+A stack of Dense layers (the networks model.py builds) is read from its .keras file and run
+with NumPy (mnist_pipeline.keras_file), not Keras: the same predictions without importing
+TensorFlow, which took most of this stage's time. Any other model (a Conv2D or
+BatchNormalization layer added in model.py) is loaded and run by Keras instead.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from mnist_pipeline.atomic import atomic_outputs, write_json
 from mnist_pipeline.child_process import running_beside
 from mnist_pipeline.dataset import NUM_CLASSES, array_sha256, load_split, weights_sha256
 from mnist_pipeline.errors import PipelineError, first_line
-from mnist_pipeline.keras_file import read_mlp
+from mnist_pipeline.keras_file import NotADenseStack, read_dense_stack
 from mnist_pipeline.mlp import categorical_crossentropy, predict_proba
 from mnist_pipeline.params import load_params
 from mnist_pipeline.stage_runner import run_stage
@@ -125,6 +127,36 @@ def draw_figures(confusion: np.ndarray, history_csv: Path, files: dict[str, Path
         plots.save_figure(figure, files[name])
 
 
+def predict_saved_model(
+    model_path: Path, features: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The saved model's class probabilities for features, and its weights (as
+    `get_weights()` lists them, for require_logged_weights): computed with NumPy for a stack of
+    Dense layers, by Keras for anything else."""
+    try:
+        weights, activations = read_dense_stack(model_path)
+    except NotADenseStack as why:
+        log.info("%s: %s; predicting with Keras", model_path, why)
+        # Imported only here: TensorFlow takes seconds to load.
+        from mnist_pipeline.model import load_model_safely
+
+        model = load_model_safely(model_path)
+        _require_fitting_data(features, model.input_shape[1:], model_path)
+        probabilities = model.predict(features, batch_size=batch_size, verbose=0)
+        return np.asarray(probabilities, dtype=np.float32), model.get_weights()
+    _require_fitting_data(features, (weights.input_dim,), model_path)
+    probabilities = predict_proba(weights, features, activations, batch_size=batch_size)
+    return probabilities, weights.as_keras_list()
+
+
+def _require_fitting_data(features: np.ndarray, input_shape: tuple, model_path: Path) -> None:
+    if tuple(features.shape[1:]) != tuple(input_shape):
+        raise PipelineError(
+            f"{model_path}: the model takes inputs of shape {tuple(input_shape)}, the test "
+            f"features are {features.shape[1:]}; run `dvc repro` to rebuild both"
+        )
+
+
 def require_logged_weights(arrays: list[np.ndarray], run, model_path: Path) -> None:
     """Stops unless the arrays are the ones the training run logged (its `weights_sha256`):
     metrics must describe the run's own model, not a file replaced since."""
@@ -207,16 +239,15 @@ def main(argv: list[str] | None = None) -> None:
 
     outputs = (args.metrics, args.report, args.confusion, args.confusion_png, args.curves_png)
     with atomic_outputs(*outputs) as (metrics_file, report_file, confusion_file, *png_files):
-        weights, activation = read_mlp(args.model)
         features, targets = load_split(args.test)
-        if features.shape[1] != weights.input_dim or targets.shape[1] != NUM_CLASSES:
-            raise PipelineError(
-                f"{args.test}: features {features.shape} / targets {targets.shape} do not fit "
-                f"the model's {weights.input_dim} inputs; run `dvc repro` to rebuild both"
-            )
-        probabilities = predict_proba(
-            weights, features, activation, batch_size=params.evaluate.batch_size
+        probabilities, weights = predict_saved_model(
+            args.model, features, params.evaluate.batch_size
         )
+        if probabilities.shape != targets.shape or targets.shape[1] != NUM_CLASSES:
+            raise PipelineError(
+                f"{args.model}: outputs {probabilities.shape[1:]} for targets "
+                f"{targets.shape[1:]} of {args.test}; run `dvc repro` to rebuild both"
+            )
         evaluation = evaluate_predictions(targets, probabilities)
         figure_files = dict(zip(FIGURES, png_files, strict=True))
         # Importing matplotlib and drawing take as long as importing MLflow and opening its
@@ -237,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
                     "to train and log it again",
                 )
                 run_found.enter_context(failure_tagged(run))
-                require_logged_weights(weights.as_keras_list(), run, args.model)
+                require_logged_weights(weights, run, args.model)
             write_json(metrics_file, evaluation.metrics)
             write_json(report_file, evaluation.report)
             confusion_pairs(targets, probabilities).to_csv(confusion_file, index=False)

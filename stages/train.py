@@ -1,5 +1,6 @@
-"""train: fit the chapter's network (Dense relu -> Dense softmax, RMSprop) on the prepared data,
-save it as a native `.keras` file and log the whole run to MLflow."""
+"""train: fit the chapter's network (Dense relu -> Dense softmax, RMSprop), or the deeper one or
+other optimizer params.yaml asks for, on the prepared data, save it as a native `.keras` file
+and log the whole run to MLflow."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import pandas as pd
 from mnist_pipeline import provenance, tracking
 from mnist_pipeline.atomic import atomic_outputs
 from mnist_pipeline.dataset import (
-    NUM_CLASSES,
     aligned_empty,
     array_sha256,
     load_split,
@@ -74,6 +74,7 @@ def train_model(features: np.ndarray, targets: np.ndarray, params: TrainParams, 
         epochs=params.epochs,
         batch_size=params.batch_size,
         orders=epoch_orders(len(features), seed),
+        jit_compile=params.dropout == 0,
     )
     return model, history
 
@@ -95,6 +96,7 @@ def fit_in_memory(
     batch_size: int,
     orders: Iterator[np.ndarray],
     verbose: int = 2,
+    jit_compile: bool = True,
 ) -> dict[str, list[float]]:
     """Fits like `model.fit(features, targets, epochs=..., batch_size=...)`, which shuffles, and
     computes the same thing - Keras' own `train_step` (forward pass, loss, gradients, optimizer
@@ -109,6 +111,11 @@ def fit_in_memory(
     for GPU kernels: XLA on a CPU gives bit-identical results run after run (and whatever the
     thread count), so determinism stays on. Keras' progress bar and History callback report as
     in `fit`; returns the per-epoch history.
+
+    jit_compile=False runs the same loop as a plain TensorFlow graph. train_model does so for a
+    network with dropout: XLA's CPU random-number generator, which every Dropout layer calls
+    each batch, is about ten times slower than TensorFlow's own (benchmarks/README.md,
+    Networks), so with XLA the masks cost more than the rest of the epoch.
     """
     import keras
     import tensorflow as tf
@@ -125,7 +132,7 @@ def fit_in_memory(
     def train_on(indices):
         model.train_step((tf.gather(inputs, indices), tf.gather(labels, indices)))
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=jit_compile)
     def train_epoch(order):
         if full_batches:
             batches = tf.reshape(order[: full_batches * batch_size], (full_batches, batch_size))
@@ -192,9 +199,7 @@ def train_from_scratch(model, features, targets, params: TrainParams, seed: int)
     """Trains with mnist_pipeline.numpy_mlp (same settings, same seed) into `model`."""
     from mnist_pipeline import numpy_mlp
 
-    weights = numpy_mlp.init_weights(
-        np.random.default_rng(seed), features.shape[1], params.hidden_units
-    )
+    weights = numpy_mlp.init_weights(np.random.default_rng(seed), features.shape[1], params.widths)
     optimizer = numpy_mlp.make_optimizer(
         params.optimizer.name, **params.optimizer.model_dump(exclude={"name"})
     )
@@ -207,7 +212,9 @@ def train_from_scratch(model, features, targets, params: TrainParams, seed: int)
         optimizer=optimizer,
         seed=seed,
         activation=params.activation,
+        dropout=params.dropout,
     )
+    # Dropout layers hold no weights: the Dense layers' arrays are the whole list.
     model.set_weights(weights.as_keras_list())
     return history
 
@@ -239,9 +246,7 @@ def log_optimizer_config(model) -> None:
     mlflow.log_params({f"keras.optimizer.{k}": v for k, v in configured.items()})
 
 
-def log_training_data(
-    run_id: str, features, targets, data_path: Path, attributes: dict
-) -> None:
+def log_training_data(run_id: str, features, targets, data_path: Path, attributes: dict) -> None:
     """The training set as an MLflow dataset input, the number and digest of its images, and
     its tensor attributes."""
     import mlflow
@@ -261,19 +266,19 @@ def log_training_data(
 
 
 def log_model(model) -> None:
-    """Logs the model with MLflow's Keras flavour, a float32 (-1, 784) -> (-1, 10) signature and
-    explicit requirements (inferring them costs seconds a run). No input_example: with
-    MLflow 3.17 and Keras 3 it fails with FileNotFoundError."""
+    """Logs the model with MLflow's Keras flavour, a float32 signature of the model's own input
+    and output shapes ((-1, 784) -> (-1, 10) for this pipeline's networks, whatever layers
+    model.py adds between) and explicit requirements (inferring them costs seconds a run). No
+    input_example: with MLflow 3.17 and Keras 3 it fails with FileNotFoundError."""
     import keras
     import mlflow
     import tensorflow as tf
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    input_dim = model.input_shape[-1]
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, input_dim))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, NUM_CLASSES))]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
     )
     with _requirements_taken_as_satisfied():
         mlflow.keras.log_model(

@@ -33,6 +33,20 @@ def made_up_curves(learning_rate: float, epochs: int) -> dict[str, list[float]]:
     return {"loss": loss.tolist(), "accuracy": (1 - loss / 2.5).tolist()}
 
 
+def test_runs_with_other_optimizers_show_each_ones_settings():
+    """An RMSprop run beside an Adam run: the name differs, and each one's own settings show
+    against '-' for the other, as each run logs only its optimizer's settings."""
+    common = {"train.optimizer.learning_rate": "0.001", "train.optimizer.epsilon": "1e-07"}
+    rmsprop = {**common, "train.optimizer.name": "rmsprop", "train.optimizer.rho": "0.9"}
+    adam = {**common, "train.optimizer.name": "adam", "train.optimizer.beta_1": "0.9"}
+    diff = compare.param_diff({"rmsprop run": rmsprop, "adam run": adam})
+    assert diff.to_dict("index") == {
+        "train.optimizer.beta_1": {"rmsprop run": "-", "adam run": "0.9"},
+        "train.optimizer.name": {"rmsprop run": "rmsprop", "adam run": "adam"},
+        "train.optimizer.rho": {"rmsprop run": "0.9", "adam run": "-"},
+    }
+
+
 def test_figure_draws_every_runs_curves_and_accuracy(tmp_path):
     runs = [("slow", 0.0005, 2, 0.90), ("default", 0.001, 3, 0.95), ("fast", 0.002, 2, 0.93)]
     runs.append(("crashed", 0.001, 5, None))

@@ -176,3 +176,86 @@ def test_a_run_missing_from_the_store_is_a_clear_error(
     with pytest.raises(PipelineError, match="is not in the MLflow store .*dvc repro -f train"):
         evaluate.main(evaluate_argv(tmp_path, tiny_params, prepared_tiny))
     assert list((tmp_path / "reports").iterdir()) == []
+
+
+def conv_model(seed=0):
+    """A small Conv2D network on the pipeline's flat 784-pixel inputs: not a Dense stack."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Reshape((28, 28, 1)),
+            keras.layers.Conv2D(2, 3, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    return model
+
+
+def test_a_trained_two_layer_model_is_scored_with_numpy_as_keras_predicts(
+    tmp_path, tiny_params, prepared_tiny, caplog
+):
+    import keras
+
+    from mnist_pipeline.dataset import load_split
+    from mnist_pipeline.params import load_params, parse_params
+
+    tree = load_params(tiny_params).model_dump()
+    tree["train"].update(hidden_units=[16, 8], dropout=0.2)
+    features, targets = load_split(prepared_tiny["train"])
+    model, _ = train.train_model(features, targets, parse_params(tree).train, seed=0)
+    model.save(tmp_path / "model.keras")
+    test_features, _ = load_split(prepared_tiny["test"])
+    with caplog.at_level("INFO"):
+        probabilities, weights = evaluate.predict_saved_model(
+            tmp_path / "model.keras", test_features, batch_size=5
+        )
+    assert "predicting with Keras" not in caplog.text
+    expected = keras.saving.load_model(tmp_path / "model.keras").predict(test_features, verbose=0)
+    # float32 matrix products summed in another order: equal to float32 rounding.
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(probabilities.argmax(axis=1), expected.argmax(axis=1))
+    for ours, saved in zip(weights, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, saved)
+
+
+def test_a_model_numpy_cannot_run_is_scored_by_keras(tmp_path, prepared_tiny, caplog):
+    from mnist_pipeline.dataset import load_split
+
+    model = conv_model()
+    features, targets = load_split(prepared_tiny["train"])
+    model.fit(features, targets, epochs=1, verbose=0)  # moves BatchNormalization's statistics
+    model.save(tmp_path / "conv.keras")
+    test_features, _ = load_split(prepared_tiny["test"])
+    with caplog.at_level("INFO"):
+        probabilities, weights = evaluate.predict_saved_model(
+            tmp_path / "conv.keras", test_features, batch_size=5
+        )
+    assert "Conv2D" in caplog.text and "predicting with Keras" in caplog.text
+    np.testing.assert_allclose(probabilities, model.predict(test_features, verbose=0), rtol=1e-5)
+    assert len(weights) == len(model.get_weights())  # BatchNormalization's moving stats too
+
+
+def test_the_stage_scores_a_conv2d_model_instead_of_refusing_it(
+    tmp_path, tiny_params, prepared_tiny, mlflow_store
+):
+    """A user who adds a Conv2D layer in model.py gets metrics: here the trained model is
+    swapped for one, and the run's digest for its own, as training such a model would log."""
+    import mlflow
+
+    from mnist_pipeline.dataset import weights_sha256
+
+    train.main(train_argv(tmp_path, tiny_params, prepared_tiny))
+    model = conv_model()
+    model.save(tmp_path / "out" / "model.keras")
+    run_id = json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]
+    client = mlflow.MlflowClient(mlflow_store)
+    client.set_tag(run_id, "weights_sha256", weights_sha256(model.get_weights()))
+    evaluate.main(evaluate_argv(tmp_path, tiny_params, prepared_tiny))
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    assert client.get_run(run_id).data.metrics["test_accuracy"] == metrics["test_accuracy"]

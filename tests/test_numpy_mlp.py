@@ -20,11 +20,14 @@ from mnist_pipeline.mlp import (
     predict_proba,
 )
 from mnist_pipeline.numpy_mlp import (
+    SGD,
+    Adam,
     GradientDescent,
     MiniBatchSGD,
     RMSprop,
     chapter_naive_backpropagation,
     chapter_naive_gradient,
+    dropout_masks,
     init_weights,
     loss_and_gradients,
     make_optimizer,
@@ -80,7 +83,10 @@ def keras_twin(keras, weights: MLPWeights, activation: str):
     model = keras.Sequential(
         [
             keras.Input(shape=(weights.input_dim,), dtype=dtype),
-            keras.layers.Dense(weights.hidden_units, activation=activation, dtype=dtype),
+            *(
+                keras.layers.Dense(width, activation=activation, dtype=dtype)
+                for width in weights.widths
+            ),
             keras.layers.Dense(10, activation="softmax", dtype=dtype),
         ]
     )
@@ -112,7 +118,7 @@ def test_gradients_match_finite_differences(activation):
             loss_down, _ = loss_and_gradients(weights, x, y, activation)
             array[index] = original
             numeric[index] = (loss_up - loss_down) / (2 * step)
-        assert relative_error(getattr(gradients, name), numeric) < 1e-6, name
+        assert relative_error(gradients.named_arrays()[name], numeric) < 1e-6, name
 
 
 # (b) Forward pass, loss and gradients agree with Keras and tf.GradientTape.
@@ -175,11 +181,13 @@ def test_rmsprop_matches_keras_step_for_step(keras, momentum, centered):
     optimizer = RMSprop(**options)
     rng = np.random.default_rng(3)
     for _ in range(4):
-        gradients = MLPWeights(*(rng.normal(size=a.shape) for a in weights.as_keras_list()))
+        gradients = MLPWeights.from_keras_list(
+            [rng.normal(size=a.shape) for a in weights.as_keras_list()]
+        )
         keras_optimizer.apply_gradients(zip(gradients.as_keras_list(), variables, strict=True))
         optimizer.apply(weights, gradients)
         for ours, variable in zip(weights.as_keras_list(), variables, strict=True):
-            np.testing.assert_allclose(ours, variable.numpy(), rtol=1e-14, atol=1e-15)
+            np.testing.assert_array_equal(ours, variable.numpy())  # to the last bit
     assert optimizer.iterations == int(keras_optimizer.iterations.numpy()) == 4
 
 
@@ -197,6 +205,167 @@ def test_one_training_step_matches_keras_train_on_batch(keras):
         np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
 
 
+# (c2) Deeper networks and dropout: the chain rule through every layer, checked the same ways.
+
+WIDTHS = (6, 5)
+
+
+def deep_network(seed: int = 0, rate: float = 0.3):
+    """A float64 network of two hidden layers with non-zero biases, a batch, and dropout masks
+    for it."""
+    rng = np.random.default_rng(seed)
+    weights = init_weights(rng, INPUT_DIM, WIDTHS, dtype=np.float64)
+    for bias in weights.biases:
+        bias[:] = rng.normal(0, 0.3, bias.shape)
+    x = rng.normal(size=(BATCH + 2, INPUT_DIM))
+    y = one_hot(rng.integers(0, 10, BATCH + 2))
+    masks = dropout_masks(rng, len(x), WIDTHS, rate, np.float64)
+    return weights, x, y, masks
+
+
+def test_dropout_masks_drop_at_the_rate_and_scale_the_rest():
+    masks = dropout_masks(np.random.default_rng(0), 4000, (50,), 0.25, np.float32)
+    (mask,) = masks
+    assert mask.dtype == np.float32 and set(np.unique(mask)) == {0.0, np.float32(1 / 0.75)}
+    assert np.mean(mask == 0) == pytest.approx(0.25, abs=0.01)
+    assert mask.mean() == pytest.approx(1.0, abs=0.02)  # the expected output is unchanged
+    assert dropout_masks(np.random.default_rng(0), 3, (4, 2), 0.0, np.float32) == []
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_deep_gradients_with_dropout_match_finite_differences(activation):
+    weights, x, y, masks = deep_network()
+    _, gradients = loss_and_gradients(weights, x, y, activation, masks)
+    step = 1e-6
+    for name, array in weights.named_arrays().items():
+        numeric = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            original = array[index]
+            array[index] = original + step
+            loss_up, _ = loss_and_gradients(weights, x, y, activation, masks)
+            array[index] = original - step
+            loss_down, _ = loss_and_gradients(weights, x, y, activation, masks)
+            array[index] = original
+            numeric[index] = (loss_up - loss_down) / (2 * step)
+        assert relative_error(gradients.named_arrays()[name], numeric) < 1e-6, name
+
+
+def masked_twin(keras, weights: MLPWeights, activation: str):
+    """A Keras model of weights' shape whose hidden outputs are multiplied by masks given as
+    extra inputs: Keras' own Dropout with the masks NumPy drew, so both compute the same."""
+    dtype = weights.dtype.name
+    inputs = keras.Input(shape=(weights.input_dim,), dtype=dtype)
+    mask_inputs = [keras.Input(shape=(width,), dtype=dtype) for width in weights.widths]
+    hidden = inputs
+    for width, mask in zip(weights.widths, mask_inputs, strict=True):
+        hidden = keras.layers.Dense(width, activation=activation, dtype=dtype)(hidden)
+        hidden = keras.layers.Multiply(dtype=dtype)([hidden, mask])
+    outputs = keras.layers.Dense(10, activation="softmax", dtype=dtype)(hidden)
+    model = keras.Model([inputs, *mask_inputs], outputs)
+    model.set_weights(weights.as_keras_list())
+    return model
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_deep_gradients_with_dropout_match_gradient_tape(keras, activation):
+    import tensorflow as tf
+
+    weights, x, y, masks = deep_network(seed=1)
+    model = masked_twin(keras, weights, activation)
+    with tf.GradientTape() as tape:
+        keras_loss = float64_crossentropy(keras)(y, model([x, *masks]))
+    keras_gradients = tape.gradient(keras_loss, model.trainable_variables)
+    loss, gradients = loss_and_gradients(weights, x, y, activation, masks)
+    assert loss == pytest.approx(float(keras_loss), rel=1e-12)
+    for ours, theirs in zip(gradients.as_keras_list(), keras_gradients, strict=True):
+        # Float64 matrix products summed in another order (NumPy's BLAS, TensorFlow's Eigen):
+        # equal to ~1e-15, not to the bit.
+        assert relative_error(ours, theirs.numpy()) < 1e-12
+
+
+# (c3) SGD and Adam are Keras 3's, step for step.
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "options"),
+    [
+        (SGD, "SGD", dict(learning_rate=0.1, momentum=0.0, nesterov=False)),
+        (SGD, "SGD", dict(learning_rate=0.1, momentum=0.9, nesterov=False)),
+        (SGD, "SGD", dict(learning_rate=0.05, momentum=0.5, nesterov=True)),
+        (Adam, "Adam", dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7)),
+        (Adam, "Adam", dict(learning_rate=0.01, beta_1=0.8, beta_2=0.9, amsgrad=True)),
+    ],
+    ids=["sgd", "momentum", "nesterov", "adam", "amsgrad"],
+)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sgd_and_adam_match_keras_bit_for_bit(keras, ours, theirs, options, dtype):
+    """The same gradients give the same weights, to the last bit: the update is element-wise,
+    and both sides round the same operations in the same order."""
+    weights = init_weights(np.random.default_rng(0), INPUT_DIM, WIDTHS, dtype=dtype)
+    variables = [keras.Variable(array, dtype=dtype) for array in weights.as_keras_list()]
+    keras_optimizer = getattr(keras.optimizers, theirs)(**options)
+    optimizer = ours(**options)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        gradients = MLPWeights.from_keras_list(
+            [rng.normal(size=a.shape).astype(dtype) for a in weights.as_keras_list()]
+        )
+        keras_optimizer.apply_gradients(zip(gradients.as_keras_list(), variables, strict=True))
+        optimizer.apply(weights, gradients)
+        for mine, variable in zip(weights.as_keras_list(), variables, strict=True):
+            np.testing.assert_array_equal(mine, variable.numpy())
+    assert optimizer.iterations == int(keras_optimizer.iterations.numpy()) == 5
+
+
+KERAS_OPTIMIZERS = {
+    "sgd": dict(learning_rate=0.1, momentum=0.9, nesterov=True),
+    "rmsprop": dict(learning_rate=0.01, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False),
+    "adam": dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_OPTIMIZERS))
+def test_training_two_hidden_layers_with_dropout_matches_keras(keras, name):
+    """numpy_mlp.train against Keras' train_on_batch on the same batches, with the dropout
+    masks train draws given to Keras' twin: the same weights after every step, up to float64
+    rounding of matrix products summed in another order."""
+    from mnist_pipeline.numpy_mlp import DROPOUT_STREAM
+
+    x, y = separable_problem(rows=40)
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    weights = init_weights(np.random.default_rng(0), x.shape[1], WIDTHS, dtype=np.float64)
+    model = masked_twin(keras, weights, "relu")
+    model.compile(
+        optimizer=getattr(
+            keras.optimizers, {"sgd": "SGD", "rmsprop": "RMSprop", "adam": "Adam"}[name]
+        )(**KERAS_OPTIMIZERS[name]),
+        loss=float64_crossentropy(keras),
+        jit_compile=False,
+    )
+    seed, rate, batch_size, epochs = 5, 0.3, 16, 2
+    history = train(
+        weights,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=make_optimizer(name, **KERAS_OPTIMIZERS[name]),
+        seed=seed,
+        dropout=rate,
+    )
+    # The batches and masks train drew, drawn again from the same seed.
+    shuffles, masks_rng = np.random.default_rng(seed), np.random.default_rng([seed, DROPOUT_STREAM])
+    for _ in range(epochs):
+        order = shuffles.permutation(len(x))
+        for start in range(0, len(x), batch_size):
+            rows = order[start : start + batch_size]
+            masks = dropout_masks(masks_rng, len(rows), WIDTHS, rate, np.float64)
+            model.train_on_batch([x[rows], *masks], y[rows])
+    for ours, theirs in zip(weights.as_keras_list(), model.get_weights(), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+    assert history["loss"][-1] < history["loss"][0]
+
+
 # (d) Each update rule lowers the loss on an easy problem.
 
 
@@ -206,8 +375,10 @@ def test_one_training_step_matches_keras_train_on_batch(keras):
         (lambda: GradientDescent(learning_rate=0.5), 40),
         (lambda: MiniBatchSGD(learning_rate=0.1), 10),
         (RMSprop, 20),
+        (lambda: SGD(learning_rate=0.05, momentum=0.9), 10),
+        (Adam, 20),
     ],
-    ids=["gradient_descent", "mini_batch_sgd", "rmsprop"],
+    ids=["gradient_descent", "mini_batch_sgd", "rmsprop", "sgd_momentum", "adam"],
 )
 def test_every_update_rule_lowers_the_loss(make, epochs):
     x, y = separable_problem()
@@ -398,20 +569,39 @@ def _train(**overrides):
         (lambda: RMSprop(momentum=-0.1), "momentum"),
         (lambda: RMSprop(rho="0.9"), "rho must be a number"),
         (lambda: GradientDescent(learning_rate=float("nan")), "learning_rate"),
-        (lambda: make_optimizer("adam"), "gradient_descent, mini_batch_sgd, rmsprop"),
+        (lambda: make_optimizer("adagrad"), "gradient_descent, mini_batch_sgd, sgd, rmsprop, adam"),
+        (lambda: make_optimizer("sgd", rho=0.9), "rho"),
+        (lambda: SGD(momentum=1.0), "momentum"),
+        (lambda: SGD(learning_rate=-1), "learning_rate"),
+        (lambda: Adam(beta_1=1.0), "beta_1"),
+        (lambda: Adam(beta_2=-0.1), "beta_2"),
+        (lambda: Adam(epsilon=0), "epsilon"),
+        (lambda: _train(dropout=1.0), "dropout"),
+        (lambda: init_weights(np.random.default_rng(0), 5, [4, 0]), "hidden_units"),
+        (lambda: init_weights(np.random.default_rng(0), 5, []), "hidden_units"),
+        (lambda: loss_and_gradients(WEIGHTS, X, Y, masks=[np.ones((2, 4))]), r"\(3, 4\)"),
         (lambda: make_optimizer("rmsprop", beta=0.9), "beta"),
         (lambda: init_weights(np.random.default_rng(0), 0, 4), "input_dim"),
         (lambda: init_weights(42, 5, 4), "default_rng"),
         (lambda: init_weights(np.random.default_rng(0), 5, 4, dtype=np.int32), "floating"),
         (lambda: MLPWeights.from_keras_list(WEIGHTS.as_keras_list()[:3]), "got 3"),
         (
-            lambda: dataclasses.replace(WEIGHTS, hidden_bias=np.zeros(7)),
-            r"'hidden_bias': \(7,\)",
+            lambda: dataclasses.replace(WEIGHTS, biases=[np.zeros(7), WEIGHTS.output_bias]),
+            r"'dense/bias': \(7,\)",
         ),
         (
-            lambda: dataclasses.replace(WEIGHTS, output_bias=np.zeros(10, dtype=np.float32)),
+            lambda: dataclasses.replace(
+                WEIGHTS, biases=[WEIGHTS.hidden_bias, np.zeros(10, dtype=np.float32)]
+            ),
             "one dtype",
         ),
+        (
+            lambda: MLPWeights(
+                kernels=[np.zeros((5, 4)), np.zeros((3, 10))], biases=[np.zeros(4), np.zeros(10)]
+            ),
+            r"'dense_1/kernel': \(4, 10\)",
+        ),
+        (lambda: MLPWeights(kernels=[], biases=[]), "at least one layer"),
     ],
 )
 def test_bad_input_raises_value_error(call, message):
@@ -424,7 +614,7 @@ def test_rmsprop_refuses_weights_of_another_shape():
     weights = tiny_network()[0]
     optimizer.apply(weights, weights.copy())
     other = init_weights(np.random.default_rng(0), INPUT_DIM + 1, HIDDEN_UNITS, dtype=np.float64)
-    with pytest.raises(ValueError, match=r"hidden_kernel of shape \(5, 4\), got \(6, 4\)"):
+    with pytest.raises(ValueError, match=r"'dense/kernel': \(5, 4\).*'dense/kernel': \(6, 4\)"):
         optimizer.apply(other, other.copy())
 
 

@@ -19,6 +19,49 @@ def test_committed_params_are_valid_and_match_the_chapter():
     assert (optimizer.name, optimizer.learning_rate, optimizer.rho) == ("rmsprop", 0.001, 0.9)
     assert (optimizer.momentum, optimizer.epsilon, optimizer.centered) == (0.0, 1e-7, False)
     assert params.fetch.source == "auto" and params.prepare.train_samples is None
+    # The chapter's one hidden layer, without dropout.
+    assert params.train.widths == (512,) and params.train.dropout == 0.0
+
+
+SGD = {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True}
+ADAM = {
+    "name": "adam",
+    "learning_rate": 0.001,
+    "beta_1": 0.9,
+    "beta_2": 0.999,
+    "epsilon": 1e-7,
+    "amsgrad": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"hidden_units": [512, 256]}, lambda t: t.widths == (512, 256)),
+        ({"hidden_units": 64}, lambda t: t.widths == (64,) and t.hidden_units == 64),
+        ({"dropout": 0.2}, lambda t: t.dropout == 0.2),
+        ({"dropout": 0}, lambda t: t.dropout == 0.0),
+        ({"optimizer": SGD}, lambda t: (t.optimizer.name, t.optimizer.nesterov) == ("sgd", True)),
+        ({"optimizer": ADAM}, lambda t: (t.optimizer.name, t.optimizer.beta_2) == ("adam", 0.999)),
+    ],
+    ids=["two-layers", "one-width", "dropout", "dropout-int-0", "sgd", "adam"],
+)
+def test_network_options_parse(params_tree, changes, expected):
+    params_tree["train"].update(changes)
+    assert expected(parse_params(params_tree).train)
+
+
+def test_dropout_defaults_to_zero_and_lists_are_logged_as_written(params_tree):
+    del params_tree["train"]["dropout"]
+    params_tree["train"]["hidden_units"] = [32, 16]
+    params = parse_params(params_tree)
+    assert params.train.dropout == 0.0
+    assert params.flat()["train.hidden_units"] == [32, 16]
+    params_tree["train"]["optimizer"] = SGD
+    flat = parse_params(params_tree).flat()
+    assert {k for k in flat if k.startswith("train.optimizer.")} == {
+        f"train.optimizer.{key}" for key in SGD
+    }
 
 
 def test_flat_names_nested_keys_with_dots(params_tree):
@@ -51,7 +94,17 @@ BAD_VALUES = [
     ("train.hidden_units", -3, ["train.hidden_units"]),
     ("train.activation", "relux", ["train.activation", "'relu'", "'tanh'", "'sigmoid'"]),
     ("train.framework", "pytorch", ["train.framework", "'keras'", "'numpy'"]),
-    ("train.optimizer.name", "adam", ["train.optimizer.name", "'rmsprop'"]),
+    ("train.optimizer.name", "adamw", ["train.optimizer.name", "'rmsprop', 'sgd' or 'adam'"]),
+    ("train.optimizer.name", None, ["train.optimizer.name", "'rmsprop', 'sgd' or 'adam'"]),
+    ("train.hidden_units", [512, 0], ["train.hidden_units", "[512, 256]", "got [512, 0]"]),
+    ("train.hidden_units", [], ["train.hidden_units", "non-empty list"]),
+    ("train.hidden_units", [64, 2.5], ["train.hidden_units", "valid integer"]),
+    ("train.hidden_units", 70000, ["train.hidden_units", "65536"]),
+    ("train.hidden_units", "512", ["train.hidden_units", "valid integer"]),
+    ("train.dropout", 1.0, ["train.dropout", "less than 1"]),
+    ("train.dropout", -0.1, ["train.dropout", "greater than or equal to 0"]),
+    ("train.dropout", "0.2", ["train.dropout", "valid number"]),
+    ("train.optimizer", "adam", ["train.optimizer", "valid dictionary"]),
     ("train.optimizer.learning_rate", 0, ["train.optimizer.learning_rate", "greater than 0"]),
     ("train.optimizer.learning_rate", -0.1, ["train.optimizer.learning_rate"]),
     ("train.optimizer.learning_rate", "fast", ["train.optimizer.learning_rate", "valid number"]),
@@ -97,6 +150,34 @@ def test_unknown_keys_are_errors_with_a_suggestion(params_tree, key, value, word
         parse_params(params_tree)
     for word in words:
         assert word in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "key", "value", "words"),
+    [
+        (None, "name", "adam", ["train.optimizer.beta_1: missing", "train.optimizer.rho: unknown"]),
+        (SGD, "rho", 0.9, ["train.optimizer.rho: unknown key", "takes exactly: learning_rate, "]),
+        (SGD, "momentum", 1.0, ["train.optimizer.momentum", "less than 1"]),
+        (SGD, "nesterov", "yes", ["train.optimizer.nesterov", "valid boolean"]),
+        (ADAM, "centered", False, ["train.optimizer.centered: unknown key", "amsgrad"]),
+        (ADAM, "beta_1", 1.0, ["train.optimizer.beta_1", "less than 1"]),
+        (ADAM, "beta_2", -0.5, ["train.optimizer.beta_2", "greater than or equal to 0"]),
+        (ADAM, "epsilon", 0.0, ["train.optimizer.epsilon", "greater than 0"]),
+        (ADAM, "amsgrad", 1, ["train.optimizer.amsgrad", "valid boolean"]),
+        (ADAM, "learning_rate", 0, ["train.optimizer.learning_rate", "greater than 0"]),
+        (ADAM, "beta1", 0.9, ["train.optimizer.beta1: unknown key (did you mean 'beta_1'?)"]),
+    ],
+)
+def test_each_optimizer_takes_exactly_its_own_settings(params_tree, optimizer, key, value, words):
+    if optimizer is not None:
+        params_tree["train"]["optimizer"] = dict(optimizer)
+    params_tree["train"]["optimizer"][key] = value
+    with pytest.raises(PipelineError) as caught:
+        parse_params(params_tree)
+    message = str(caught.value)
+    assert "\n" not in message and ".adam." not in message and ".sgd." not in message
+    for word in words:
+        assert word in message
 
 
 @pytest.mark.parametrize("key", ["train", "mlflow", "train.optimizer.rho", "base.seed"])

@@ -91,13 +91,13 @@ def test_evaluate_scores_the_trained_model_as_keras_does(pipeline_repo):
     import keras
 
     repo, _env, _first, _ = pipeline_repo
-    from mnist_pipeline.keras_file import read_mlp
+    from mnist_pipeline.keras_file import read_dense_stack
     from mnist_pipeline.mlp import predict_proba
 
     with np.load(repo / "data" / "prepared" / "test.npz") as test:
         features, targets = test["x"], test["y"]
-    weights, activation = read_mlp(repo / "models" / "model.keras")
-    ours = predict_proba(weights, features, activation)
+    weights, activations = read_dense_stack(repo / "models" / "model.keras")
+    ours = predict_proba(weights, features, activations)
     model = keras.saving.load_model(repo / "models" / "model.keras")
     theirs = model.predict(features, verbose=0)
     np.testing.assert_array_equal(ours.argmax(axis=1), theirs.argmax(axis=1))

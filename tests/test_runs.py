@@ -19,10 +19,11 @@ HEADER = [
     "name",
     "status",
     "framework",
+    "hidden_units",
+    "dropout",
+    "optimizer",
     "learning_rate",
-    "rho",
-    "momentum",
-    "centered",
+    "settings",
     "epochs",
     "batch_size",
     "train_samples",
@@ -38,12 +39,14 @@ def test_table_shows_the_compared_columns_best_first(tiny_store, capsys):
     rows = [line.split() for line in lines[1:]]
     assert [row[1] for row in rows][:3] == ["default-lr", "fast-lr", "slow-lr"]
     assert rows[0][0] == tiny_store.run_ids["default-lr"]
-    assert rows[0][2:6] == ["FINISHED", "keras", "0.001", "0.9"] and rows[0][11] == "0.95"
+    assert rows[0][2:8] == ["FINISHED", "keras", "4", "0", "rmsprop", "0.001"]
+    assert rows[0][8] == "rho=0.9,momentum=0.0,epsilon=1e-07,centered=False"
+    assert rows[0][12] == "0.95"
     # Without an accuracy: last, shown as -; a crashed run still shows what it was training.
     unscored = {row[1]: row for row in rows[3:]}
     assert sorted(unscored) == ["crashed", "unevaluated"]
-    assert unscored["crashed"][2:5] == ["FAILED", "keras", "0.001"]
-    assert unscored["crashed"][8] == "5" and unscored["crashed"][11] == "-"
+    assert unscored["crashed"][2:4] == ["FAILED", "keras"] and unscored["crashed"][7] == "0.001"
+    assert unscored["crashed"][9] == "5" and unscored["crashed"][12] == "-"
 
 
 def test_csv_sort_ascending_and_limit(tiny_store, capsys):
@@ -99,15 +102,25 @@ def test_runs_table_from_mlflows_frame():
             "status": ["FINISHED", "RUNNING"],
             "start_time": [start, start],
             "end_time": [start + pd.Timedelta(seconds=61.25), pd.NaT],
+            "params.train.hidden_units": ["512", "[512, 256]"],
+            "params.train.dropout": ["0.0", "0.2"],
+            "params.train.optimizer.name": ["rmsprop", "adam"],
             "params.train.optimizer.learning_rate": ["0.001", "1e-4"],
-            "params.train.optimizer.centered": ["False", "True"],
+            # Each run logs its own optimizer's settings only.
+            "params.train.optimizer.rho": ["0.9", None],
+            "params.train.optimizer.centered": ["False", None],
+            "params.train.optimizer.beta_1": [None, "0.8"],
+            "params.train.optimizer.amsgrad": [None, "True"],
             "metrics.test_accuracy": [0.97, None],
         }
     )
     table = runs.runs_table(found)
     assert list(table.columns) == HEADER
     assert table["learning_rate"].tolist() == [0.001, 0.0001]  # numbers, from strings
-    assert table["centered"].tolist() == ["False", "True"]  # a flag stays as logged
+    assert table["optimizer"].tolist() == ["rmsprop", "adam"]
+    assert table["settings"].tolist() == ["rho=0.9,centered=False", "beta_1=0.8,amsgrad=True"]
+    assert table["hidden_units"].tolist() == ["512", "[512,256]"]  # one word each
+    assert table["dropout"].tolist() == [0.0, 0.2]
     assert table["duration_s"].iloc[0] == 61.2 and pd.isna(table["duration_s"].iloc[1])
     assert table["epochs"].isna().all()  # not logged: an empty column, not an error
     ordered = runs.sort_table(table)
@@ -119,9 +132,19 @@ def test_shared_view_shows_the_same_columns_accuracy_first():
     params = [
         f"params.`{s.removeprefix('params.')}`" for s in runs.COLUMNS.values() if "params." in s
     ]
-    expected = ["metrics.`test_accuracy`", *params, "attributes.`Dataset`"]
+    settings = [f"params.`train.optimizer.{name}`" for name in runs.OPTIMIZER_SETTINGS]
+    expected = ["metrics.`test_accuracy`", *params, "attributes.`Dataset`", *settings]
     assert state["selectedColumns"] == state["columnOrder"] == expected
-    assert params[:2] == ["params.`train.framework`", "params.`train.optimizer.learning_rate`"]
+    assert params[:4] == [
+        "params.`train.framework`",
+        "params.`train.hidden_units`",
+        "params.`train.dropout`",
+        "params.`train.optimizer.name`",
+    ]
+    # Every optimizer's settings, each once, whichever optimizer a run used.
+    assert runs.OPTIMIZER_SETTINGS == [
+        "rho", "momentum", "epsilon", "centered", "nesterov", "beta_1", "beta_2", "amsgrad"
+    ]  # fmt: skip
     assert state["orderByKey"] == "metrics.`test_accuracy`" and state["orderByAsc"] is False
 
 

@@ -207,6 +207,63 @@ def test_numpy_framework_trains_from_scratch_into_the_keras_model(prepared_tiny,
     assert weights_sha256(again.get_weights()) == weights_sha256(model.get_weights())
 
 
+@pytest.mark.parametrize("framework", ["keras", "numpy"])
+def test_two_hidden_layers_with_dropout_and_adam_train_in_either_framework(
+    prepared_tiny, tiny_params, framework
+):
+    """The network options reach both trainers: NumPy's weights land in the Keras model, whose
+    Dropout layers hold none, and the same seed gives the same weights."""
+    from mnist_pipeline import numpy_mlp
+    from mnist_pipeline.params import parse_params
+
+    tree = load_params(tiny_params).model_dump()
+    adam = dict(learning_rate=0.002, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False)
+    tree["train"].update(
+        framework=framework, hidden_units=[16, 8], dropout=0.2, optimizer={"name": "adam", **adam}
+    )
+    params = parse_params(tree)
+    features, targets = load_split(prepared_tiny["train"])
+    model, history = train.train_model(features, targets, params.train, seed=3)
+    assert [w.shape for w in model.get_weights()][::2] == [(784, 16), (16, 8), (8, 10)]
+    assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
+    if framework == "numpy":
+        expected = numpy_mlp.init_weights(np.random.default_rng(3), 784, [16, 8])
+        numpy_mlp.train(
+            expected,
+            features,
+            targets,
+            epochs=2,
+            batch_size=16,
+            seed=3,
+            dropout=0.2,
+            optimizer=numpy_mlp.Adam(**adam),
+        )
+        for got, want in zip(model.get_weights(), expected.as_keras_list(), strict=True):
+            np.testing.assert_array_equal(got, want)
+    again, _ = train.train_model(features, targets, params.train, seed=3)
+    assert weights_sha256(again.get_weights()) == weights_sha256(model.get_weights())
+
+
+@pytest.mark.parametrize(("dropout", "compiled"), [(0.0, True), (0.3, False)])
+def test_only_networks_without_dropout_fit_in_one_xla_program(
+    prepared_tiny, tiny_params, monkeypatch, dropout, compiled
+):
+    """XLA's CPU random numbers make Dropout's masks slower than the rest of an epoch: a
+    network with dropout runs the same loop as a plain TensorFlow graph instead."""
+    from mnist_pipeline.params import parse_params
+
+    asked = []
+    fit = train.fit_in_memory
+    monkeypatch.setattr(
+        train, "fit_in_memory", lambda *a, **k: asked.append(k["jit_compile"]) or fit(*a, **k)
+    )
+    tree = load_params(tiny_params).model_dump()
+    tree["train"]["dropout"] = dropout
+    features, targets = load_split(prepared_tiny["train"])
+    train.train_model(features, targets, parse_params(tree).train, seed=3)
+    assert asked == [compiled]
+
+
 def test_a_server_that_never_answers_fails_the_stage_within_seconds(
     tmp_path, tiny_params, prepared_tiny
 ):
