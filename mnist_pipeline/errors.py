@@ -70,11 +70,14 @@ def server_lost(error: BaseException) -> PipelineError | None:
     exceptions = sys.modules.get("requests.exceptions")
     if exceptions is None:  # No HTTP request was ever made.
         return None
+    if isinstance(error, PipelineError):
+        return None  # Already says what happened (connect's "is unusable", for one).
     cause = error
     while cause is not None and not isinstance(
         cause, (exceptions.ConnectionError, exceptions.Timeout)
     ):
-        cause = cause.__cause__ or cause.__context__
+        # The chain Python prints: `raise ... from None` ends it.
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
     if cause is None:
         return None
     server = redacted(os.environ.get("MLFLOW_TRACKING_URI", "the MLflow server"))

@@ -68,6 +68,21 @@ def test_a_server_gone_mid_run_is_an_error_naming_doctor(monkeypatch):
     assert "http://alice:***@127.0.0.1:5000 stopped answering" in str(lost)
     assert "mnist-pipeline doctor" in str(lost) and "hunter22" not in str(lost)
     assert server_lost(_as_mlflow_raises(requests.exceptions.ReadTimeout("slow"))) is not None
-    # Any other failure, over HTTP or not, is not this one.
+    # Any other failure, over HTTP or not, is not this one; nor is an error that explains
+    # itself, or one raised `from None` out of a lost connection.
+    try:
+        try:
+            raise requests.exceptions.ConnectionError("refused")
+        except requests.exceptions.ConnectionError:
+            raise PipelineError("MLflow tracking store ... is unusable") from None
+    except PipelineError as explained:
+        assert server_lost(explained) is None
+    try:
+        try:
+            raise requests.exceptions.ConnectionError("refused")
+        except requests.exceptions.ConnectionError:
+            raise RuntimeError("something else") from None
+    except RuntimeError as unrelated:
+        assert server_lost(unrelated) is None
     assert server_lost(_as_mlflow_raises(ValueError("bad JSON"))) is None
     assert server_lost(MlflowException("no", error_code=RESOURCE_DOES_NOT_EXIST)) is None

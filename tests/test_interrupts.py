@@ -73,8 +73,16 @@ def start_training(tmp_path, params, prepared, store):
 
 
 def finish(process, timeout: float) -> str:
-    """Waits for the process and returns everything it printed."""
-    process.wait(timeout=timeout)
+    """Waits for the process and returns everything it printed; a process still there after
+    `timeout` (a guard against a hang, generous for a machine others load) is killed and the
+    test fails with its output."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        process.output.seek(0)
+        pytest.fail(f"the stage was still running after {timeout} s:\n{process.output.read()}")
     process.output.seek(0)
     return process.output.read()
 
@@ -115,7 +123,7 @@ def test_interrupt_exits_non_zero_kills_the_run_and_leaves_nothing(
     process = start_training(tmp_path, endless_params, prepared_large, mlflow_store)
     run_id = wait_until_training(process)
     process.send_signal(signum)
-    output = finish(process, timeout=60)
+    output = finish(process, timeout=180)
     assert process.returncode == 130, output
     assert "interrupted" in output and "Traceback" not in output
     assert outputs(tmp_path) == []
@@ -128,7 +136,7 @@ def test_after_sigkill_the_next_training_marks_the_orphan_killed(
     process = start_training(tmp_path, endless_params, prepared_large, mlflow_store)
     orphan = wait_until_training(process)
     process.kill()
-    finish(process, timeout=60)
+    finish(process, timeout=180)
     assert process.returncode == -signal.SIGKILL
     client = mlflow.MlflowClient(mlflow_store)
     assert client.get_run(orphan).info.status == "RUNNING"  # Nobody could end it.
