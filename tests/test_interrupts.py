@@ -57,6 +57,14 @@ def endless_params(tmp_path, params_tree):
     return write_params(tmp_path / "params.yaml", params_tree)
 
 
+def _interruptible() -> None:
+    """Ctrl-C's default for the stage, whatever the suite inherited: a shell without job
+    control starts a background job (`make test &`) with SIGINT ignored, its children inherit
+    that, and Python then never raises KeyboardInterrupt, as a terminal's user would expect
+    of a background job. Seen when the suite ran in the background: the stage trained on."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_training(tmp_path, params, prepared, store):
     """The train stage as its own process; its output goes to a file (a pipe nobody reads
     would fill up and stall it), which `process.output` reads through a handle of its own: the
@@ -66,7 +74,13 @@ def start_training(tmp_path, params, prepared, store):
     log_path = tmp_path / f"train-{time.monotonic_ns()}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=_interruptible,
         )
     process.output = open(log_path)  # noqa: SIM115
     return process
