@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-EXIT_WITHOUT_TEARDOWN = "mnist_pipeline.stage_runner.exit_without_teardown"
-HIDDEN_MODULES = "mnist_pipeline.model._hidden_modules"
+EXIT_WITHOUT_TEARDOWN = "mnist_pipeline.runtime.stage_runner.exit_without_teardown"
+HIDDEN_MODULES = "mnist_pipeline.modelling.network._hidden_modules"
 REQUIREMENTS_SKIP = "stages.train._requirements_taken_as_satisfied"
 REQUIREMENTS_CHECK_NAME = "stages.train.MLFLOW_REQUIREMENTS_CHECK"
-RUNNING_BESIDE = "mnist_pipeline.child_process.running_beside"
+RUNNING_BESIDE = "mnist_pipeline.runtime.child_process.running_beside"
 DRAW_FIGURES = "stages.evaluate.draw_figures"
 REPORT_BY_HAND = ("stages.evaluate.confusion_matrix", "stages.evaluate.classification_report")
 # Samples of the made-up data: the teardown probe's tiny fit, the report probe's labels.
@@ -50,15 +50,15 @@ def write_result(path: str, result: dict) -> None:
 
 
 def teardown(variant: str, result_file: str) -> None:
-    """A process holding what the train stage holds at its end - Keras (through model.py),
+    """A process holding what the train stage holds at its end - Keras (through network.py),
     TensorFlow with a fitted model's state, MLflow with an open store - then exits with
     exit_without_teardown (as_is) or as any Python program does (public). The parent measures
     from the end of the work, stamped here, to the process's exit."""
     import numpy as np
 
-    import mnist_pipeline.model  # noqa: F401  (as the train stage imports Keras)
-    from mnist_pipeline import tracking
+    import mnist_pipeline.modelling.network  # noqa: F401  (as the train stage imports Keras)
     from mnist_pipeline.params import load_params
+    from mnist_pipeline.tracking import store as tracking
     from stages import train
 
     missing: list[str] = []
@@ -78,9 +78,9 @@ def teardown(variant: str, result_file: str) -> None:
 
 
 def hidden_modules(variant: str, result_file: str) -> None:
-    """Seconds to import mnist_pipeline.model after what the train stage imports before it, as
-    is (Keras imported with scikit-learn and matplotlib hidden) or public (Keras imported
-    plainly first, so model.py's `import keras` finds it loaded and hides nothing)."""
+    """Seconds to import mnist_pipeline.modelling.network after what the train stage imports
+    before it, as is (Keras imported with scikit-learn and matplotlib hidden) or public (Keras
+    imported plainly first, so network.py's `import keras` finds it loaded and hides nothing)."""
     import mlflow  # noqa: F401
 
     import stages.train  # noqa: F401
@@ -88,7 +88,7 @@ def hidden_modules(variant: str, result_file: str) -> None:
     started = time.perf_counter()
     if variant == "public":
         import keras  # noqa: F401
-    import mnist_pipeline.model  # noqa: F401
+    import mnist_pipeline.modelling.network  # noqa: F401
 
     seconds = time.perf_counter() - started
     missing: list[str] = []
@@ -103,9 +103,9 @@ def requirements(variant: str, result_file: str) -> None:
     check skipped) or public (the check runs). The check's own seconds are timed too."""
     from mlflow.utils import environment
 
-    from mnist_pipeline import tracking
-    from mnist_pipeline.model import build_model
+    from mnist_pipeline.modelling.network import build_model
     from mnist_pipeline.params import load_params
+    from mnist_pipeline.tracking import store as tracking
     from stages import train
 
     missing: list[str] = []
@@ -159,7 +159,7 @@ def evaluate(variant: str, result_file: str, *stage_args: str) -> None:
     the teardown figure; the parent times the whole process."""
     import inspect
 
-    from mnist_pipeline import stage_runner
+    from mnist_pipeline.runtime import stage_runner
     from stages import evaluate as stage
 
     missing: list[str] = []
@@ -179,7 +179,7 @@ def evaluate(variant: str, result_file: str, *stage_args: str) -> None:
     if "skip_teardown" in inspect.signature(stage_runner.run_stage).parameters:
         stage_runner.run_stage(timed_main, list(stage_args), skip_teardown=variant != "normal_exit")
     else:
-        missing.append("mnist_pipeline.stage_runner.run_stage(skip_teardown=...)")
+        missing.append("mnist_pipeline.runtime.stage_runner.run_stage(skip_teardown=...)")
         stage_runner.run_stage(timed_main, list(stage_args))
 
 

@@ -158,7 +158,7 @@ def create_store(store_uri: str, experiment_name: str) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from mnist_pipeline import tracking; tracking.connect(sys.argv[1])",
+            "import sys; from mnist_pipeline.tracking import store; store.connect(sys.argv[1])",
             experiment_name,
         ],
         cwd=REPO_ROOT,
@@ -172,7 +172,7 @@ def score(model_file: Path) -> float:
     """Test accuracy as the chapter measures it: `evaluate` on the prepared test set."""
     import numpy as np
 
-    from mnist_pipeline.model import load_model_safely
+    from mnist_pipeline.modelling.network import load_model_safely
 
     with np.load(REPO_ROOT / PATHS["test"]) as arrays:
         images, labels = arrays["x"], arrays["y"]

@@ -1,10 +1,10 @@
 """evaluate: score the trained model on the test images; write metrics, the per-class report,
 the confusion matrix and figures, and log them into the training run in MLflow.
 
-A stack of Dense layers (the networks model.py builds) is read from its .keras file and run
-with NumPy (mnist_pipeline.keras_file), not Keras: the same predictions without importing
+A stack of Dense layers (the networks network.py builds) is read from its .keras file and run
+with NumPy (mnist_pipeline.modelling.keras_file), not Keras: the same predictions without importing
 TensorFlow, which took most of this stage's time. Any other model (a Conv2D or
-BatchNormalization layer added in model.py) is loaded and run by Keras instead.
+BatchNormalization layer added in network.py) is loaded and run by Keras instead.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mnist_pipeline.atomic import atomic_outputs, write_json
-from mnist_pipeline.child_process import running_beside
-from mnist_pipeline.dataset import NUM_CLASSES, array_sha256, load_split, weights_sha256
+from mnist_pipeline.data.mnist import NUM_CLASSES, array_sha256, load_split, weights_sha256
 from mnist_pipeline.errors import PipelineError, first_line
-from mnist_pipeline.keras_file import NotADenseStack, read_dense_stack
-from mnist_pipeline.mlp import categorical_crossentropy, predict_proba
+from mnist_pipeline.modelling.keras_file import NotADenseStack, read_dense_stack
+from mnist_pipeline.modelling.mlp import categorical_crossentropy, predict_proba
 from mnist_pipeline.params import load_params
-from mnist_pipeline.stage_runner import run_stage
+from mnist_pipeline.runtime.atomic import atomic_outputs, write_json
+from mnist_pipeline.runtime.child_process import running_beside
+from mnist_pipeline.runtime.stage_runner import run_stage
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ FIGURES = ("confusion_matrix.png", "training_curves.png")
 
 def draw_figures(confusion: np.ndarray, history_csv: Path, files: dict[str, Path]) -> None:
     """Writes the confusion-matrix and training-curve PNGs (`files` maps FIGURES to paths)."""
-    from mnist_pipeline import plots
+    from mnist_pipeline.modelling import figures as plots
 
     figures = {
         "confusion_matrix.png": plots.confusion_matrix_figure(confusion),
@@ -138,7 +138,7 @@ def predict_saved_model(
     except NotADenseStack as why:
         log.info("%s: %s; predicting with Keras", model_path, why)
         # Imported only here: TensorFlow takes seconds to load.
-        from mnist_pipeline.model import load_model_safely
+        from mnist_pipeline.modelling.network import load_model_safely
 
         model = load_model_safely(model_path)
         _require_fitting_data(features, model.input_shape[1:], model_path)
@@ -177,7 +177,7 @@ def failure_tagged(run) -> Iterator[None]:
     either way."""
     from mlflow.tracking import MlflowClient
 
-    from mnist_pipeline.tracking import EVALUATION_ERROR_TAG
+    from mnist_pipeline.tracking.store import EVALUATION_ERROR_TAG
 
     client, run_id = MlflowClient(), run.info.run_id
     try:
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
                 lambda: draw_figures(evaluation.confusion, args.history, figure_files),
                 what="drawing the figures",
             ):
-                from mnist_pipeline import tracking
+                from mnist_pipeline.tracking import store as tracking
 
                 record = tracking.RunRecord.load(args.run_record)
                 tracking.connect(params.mlflow.experiment_name)

@@ -18,12 +18,12 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mnist_pipeline import dataset
-from mnist_pipeline.atomic import atomic_outputs
-from mnist_pipeline.dataset import MnistArrays, read_npz
+from mnist_pipeline.data import mnist as dataset
+from mnist_pipeline.data.mnist import MnistArrays, read_npz
 from mnist_pipeline.errors import PipelineError, last_line
 from mnist_pipeline.params import FetchParams, load_params
-from mnist_pipeline.stage_runner import run_stage
+from mnist_pipeline.runtime.atomic import atomic_outputs
+from mnist_pipeline.runtime.stage_runner import run_stage
 
 log = logging.getLogger(__name__)
 

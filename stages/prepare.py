@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline import dataset
-from mnist_pipeline.atomic import atomic_outputs, write_json
+from mnist_pipeline.data import mnist as dataset
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import load_params
-from mnist_pipeline.stage_runner import run_stage
+from mnist_pipeline.runtime.atomic import atomic_outputs, write_json
+from mnist_pipeline.runtime.stage_runner import run_stage
 
 log = logging.getLogger(__name__)
 

@@ -16,16 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mnist_pipeline import provenance, tracking
-from mnist_pipeline.atomic import atomic_outputs
-from mnist_pipeline.dataset import (
+from mnist_pipeline.data.mnist import (
     aligned_empty,
     array_sha256,
     load_split,
     weights_sha256,
 )
 from mnist_pipeline.params import Params, TrainParams, load_params
-from mnist_pipeline.stage_runner import run_stage
+from mnist_pipeline.runtime.atomic import atomic_outputs
+from mnist_pipeline.runtime.stage_runner import run_stage
+from mnist_pipeline.tracking import provenance
+from mnist_pipeline.tracking import store as tracking
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def train_model(features: np.ndarray, targets: np.ndarray, params: TrainParams, 
     seed_everything(seed)
     # Imported here, not at the top: TensorFlow takes seconds to load, and bad params should
     # fail before that, with nothing but their one-line error.
-    from mnist_pipeline.model import build_model
+    from mnist_pipeline.modelling.network import build_model
 
     model = build_model(params, input_dim=features.shape[1])
     if params.framework == "numpy":
@@ -196,8 +197,8 @@ def _shared_tensor(array: np.ndarray):
 
 
 def train_from_scratch(model, features, targets, params: TrainParams, seed: int):
-    """Trains with mnist_pipeline.numpy_mlp (same settings, same seed) into `model`."""
-    from mnist_pipeline import numpy_mlp
+    """Trains with mnist_pipeline.scratch.numpy_mlp (same settings, same seed) into `model`."""
+    from mnist_pipeline.scratch import numpy_mlp
 
     weights = numpy_mlp.init_weights(np.random.default_rng(seed), features.shape[1], params.widths)
     optimizer = numpy_mlp.make_optimizer(
@@ -268,7 +269,7 @@ def log_training_data(run_id: str, features, targets, data_path: Path, attribute
 def log_model(model) -> None:
     """Logs the model with MLflow's Keras flavour, a float32 signature of the model's own input
     and output shapes ((-1, 784) -> (-1, 10) for this pipeline's networks, whatever layers
-    model.py adds between) and explicit requirements (inferring them costs seconds a run). No
+    network.py adds between) and explicit requirements (inferring them costs seconds a run). No
     input_example: with MLflow 3.17 and Keras 3 it fails with FileNotFoundError."""
     import keras
     import mlflow
@@ -347,9 +348,9 @@ def main(argv: list[str] | None = None) -> None:
         with ThreadPoolExecutor(max_workers=1) as pool:
             # Reading 188 MB (into aligned memory, so TensorFlow can share it as it is) waits
             # on memory, not Python: it runs beside the import of Keras and TensorFlow (2 s),
-            # which goes through model.py to leave out parts of Keras this project never uses.
+            # which goes through network.py to leave out parts of Keras this project never uses.
             loading = pool.submit(load_split, args.train, alignment=TENSORFLOW_ALIGNMENT)
-            import mnist_pipeline.model  # noqa: F401
+            import mnist_pipeline.modelling.network  # noqa: F401
 
             features, targets = loading.result()
 

@@ -18,8 +18,8 @@ import pytest
 from ruamel.yaml import YAML
 from tiny_store import tiny_store, tiny_store_built, tiny_store_copy  # noqa: F401  (fixtures)
 
-from mnist_pipeline import dataset
-from mnist_pipeline.dataset import MnistArrays
+from mnist_pipeline.data import mnist as dataset
+from mnist_pipeline.data.mnist import MnistArrays
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

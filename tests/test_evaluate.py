@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from conftest import evaluate_argv, train_argv
-from mnist_pipeline import tracking
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.tracking import store as tracking
 from stages import evaluate, train
 
 
@@ -202,7 +202,7 @@ def test_a_trained_two_layer_model_is_scored_with_numpy_as_keras_predicts(
 ):
     import keras
 
-    from mnist_pipeline.dataset import load_split
+    from mnist_pipeline.data.mnist import load_split
     from mnist_pipeline.params import load_params, parse_params
 
     tree = load_params(tiny_params).model_dump()
@@ -225,7 +225,7 @@ def test_a_trained_two_layer_model_is_scored_with_numpy_as_keras_predicts(
 
 
 def test_a_model_numpy_cannot_run_is_scored_by_keras(tmp_path, prepared_tiny, caplog):
-    from mnist_pipeline.dataset import load_split
+    from mnist_pipeline.data.mnist import load_split
 
     model = conv_model()
     features, targets = load_split(prepared_tiny["train"])
@@ -244,11 +244,11 @@ def test_a_model_numpy_cannot_run_is_scored_by_keras(tmp_path, prepared_tiny, ca
 def test_the_stage_scores_a_conv2d_model_instead_of_refusing_it(
     tmp_path, tiny_params, prepared_tiny, mlflow_store
 ):
-    """A user who adds a Conv2D layer in model.py gets metrics: here the trained model is
+    """A user who adds a Conv2D layer in network.py gets metrics: here the trained model is
     swapped for one, and the run's digest for its own, as training such a model would log."""
     import mlflow
 
-    from mnist_pipeline.dataset import weights_sha256
+    from mnist_pipeline.data.mnist import weights_sha256
 
     train.main(train_argv(tmp_path, tiny_params, prepared_tiny))
     model = conv_model()

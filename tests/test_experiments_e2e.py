@@ -77,7 +77,7 @@ def runs_by_experiment(repo: PipelineRepo) -> dict:
 
 
 def cli(repo: PipelineRepo, *args: str, check: bool = True):
-    return repo.run(sys.executable, "-m", "mnist_pipeline.cli", *args, check=check)
+    return repo.run(sys.executable, "-m", "mnist_pipeline", *args, check=check)
 
 
 def test_each_experiment_is_its_own_finished_run_named_after_it(swept):

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from mnist_pipeline.dataset import MnistArrays
+from mnist_pipeline.data.mnist import MnistArrays
 from pipeline_repo import PipelineRepo, make_pipeline_repo, small_params
 from stages import fetch
 

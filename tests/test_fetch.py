@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import save_npz, write_params
-from mnist_pipeline import dataset
+from mnist_pipeline.data import mnist as dataset
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import FetchParams
 from stages import fetch

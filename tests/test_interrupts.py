@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, train_argv, write_params
-from mnist_pipeline import dataset
+from mnist_pipeline.data import mnist as dataset
 from stages.prepare import prepare_split
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from conftest import train_argv
-from mnist_pipeline.dataset import load_split, weights_sha256
+from mnist_pipeline.data.mnist import load_split, weights_sha256
 from mnist_pipeline.params import load_params, parse_params
 from stages import train
 
@@ -21,7 +21,7 @@ def tiny_train_params(tiny_params):
 
 
 def test_network_matches_params(tiny_train_params):
-    from mnist_pipeline.model import build_model
+    from mnist_pipeline.modelling.network import build_model
 
     model = build_model(tiny_train_params.train, input_dim=784)
     hidden, output = model.layers
@@ -122,7 +122,7 @@ def test_log_model_skips_mlflows_requirements_check_which_mlflow_otherwise_calls
     import mlflow
     from mlflow.utils import environment
 
-    from mnist_pipeline.model import build_model
+    from mnist_pipeline.modelling.network import build_model
 
     monkeypatch.chdir(tmp_path)  # The default experiment keeps its artifacts in ./mlruns.
     calls = []
@@ -182,8 +182,8 @@ def test_unusable_store_fails_before_training(
 def test_numpy_framework_trains_from_scratch_into_the_keras_model(prepared_tiny, tiny_params):
     """`framework: numpy` fits with the project's own NumPy code; the Keras model it returns
     carries those weights, so it is saved, logged and evaluated like any other run."""
-    from mnist_pipeline import numpy_mlp
     from mnist_pipeline.params import parse_params
+    from mnist_pipeline.scratch import numpy_mlp
 
     tree = load_params(tiny_params).model_dump()
     tree["train"]["framework"] = "numpy"
@@ -213,8 +213,8 @@ def test_two_hidden_layers_with_dropout_and_adam_train_in_either_framework(
 ):
     """The network options reach both trainers: NumPy's weights land in the Keras model, whose
     Dropout layers hold none, and the same seed gives the same weights."""
-    from mnist_pipeline import numpy_mlp
     from mnist_pipeline.params import parse_params
+    from mnist_pipeline.scratch import numpy_mlp
 
     tree = load_params(tiny_params).model_dump()
     adam = dict(learning_rate=0.002, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False)

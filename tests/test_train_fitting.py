@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_pipeline.dataset import load_split
-from mnist_pipeline.model import build_model
+from mnist_pipeline.data.mnist import load_split
+from mnist_pipeline.modelling.network import build_model
 from mnist_pipeline.params import load_params
 from stages import train
 

@@ -56,7 +56,7 @@ def train_tiny_run(tiny: TinyRun, folder: Path, default_params: dict, prepared: 
     """Runs the train stage's main for one run, named as `dvc exp run` names it; returns the
     run's id."""
     from conftest import train_argv, write_params
-    from mnist_pipeline import tracking
+    from mnist_pipeline.tracking import store as tracking
     from stages import train
 
     tree = {**default_params, "train": {**default_params["train"]}}
@@ -152,7 +152,7 @@ def tiny_store_copy(tiny_store_built, tmp_path, monkeypatch) -> TinyStore:
 def run_cli(*args: str, params: Path | None = None) -> int:
     """`mnist-pipeline --params <committed params.yaml> ARGS...` in-process; its exit status."""
     from conftest import REPO_ROOT
-    from mnist_pipeline import cli
+    from mnist_pipeline.commands import cli
 
     try:
         cli.main(["--params", str(params or REPO_ROOT / "params.yaml"), *args])
