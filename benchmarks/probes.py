@@ -23,11 +23,14 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXIT_WITHOUT_TEARDOWN = "mnist_pipeline.runtime.stage_runner.exit_without_teardown"
 HIDDEN_MODULES = "mnist_pipeline.modelling.network._hidden_modules"
-REQUIREMENTS_SKIP = "stages.train._requirements_taken_as_satisfied"
-REQUIREMENTS_CHECK_NAME = "stages.train.MLFLOW_REQUIREMENTS_CHECK"
+REQUIREMENTS_SKIP = "mnist_pipeline.tracking.train_logging._requirements_taken_as_satisfied"
+REQUIREMENTS_CHECK_NAME = "mnist_pipeline.tracking.train_logging.MLFLOW_REQUIREMENTS_CHECK"
 RUNNING_BESIDE = "mnist_pipeline.runtime.child_process.running_beside"
 DRAW_FIGURES = "stages.evaluate.draw_figures"
-REPORT_BY_HAND = ("stages.evaluate.confusion_matrix", "stages.evaluate.classification_report")
+REPORT_BY_HAND = (
+    "mnist_pipeline.modelling.metrics.confusion_matrix",
+    "mnist_pipeline.modelling.metrics.classification_report",
+)
 # Samples of the made-up data: the teardown probe's tiny fit, the report probe's labels.
 TINY_FIT_SAMPLES = 1024
 TEST_SAMPLES = 10_000
@@ -57,9 +60,9 @@ def teardown(variant: str, result_file: str) -> None:
     import numpy as np
 
     import mnist_pipeline.modelling.network  # noqa: F401  (as the train stage imports Keras)
+    from mnist_pipeline.modelling import fitting
     from mnist_pipeline.params import load_params
     from mnist_pipeline.tracking import store as tracking
-    from stages import train
 
     missing: list[str] = []
     exit_fast = find(EXIT_WITHOUT_TEARDOWN, missing)
@@ -69,7 +72,7 @@ def teardown(variant: str, result_file: str) -> None:
     features = rng.random((TINY_FIT_SAMPLES, 784), dtype=np.float32)
     targets = np.eye(10, dtype=np.float32)[rng.integers(0, 10, TINY_FIT_SAMPLES)]
     with tracking.tracked_run(experiment_id=experiment_id, run_name="teardown probe"):
-        model, _ = train.train_model(features, targets, params.train, seed=0)
+        model, _ = fitting.train_model(features, targets, params.train, seed=0)
         tracking.log_history({"loss": [1.0]}, prefix="probe_")
     end_of_work = time.monotonic()
     write_result(result_file, {"end_of_work": end_of_work, "missing": missing})
@@ -106,7 +109,7 @@ def requirements(variant: str, result_file: str) -> None:
     from mnist_pipeline.modelling.network import build_model
     from mnist_pipeline.params import load_params
     from mnist_pipeline.tracking import store as tracking
-    from stages import train
+    from mnist_pipeline.tracking import train_logging
 
     missing: list[str] = []
     skip = find(REQUIREMENTS_SKIP, missing)
@@ -126,13 +129,13 @@ def requirements(variant: str, result_file: str) -> None:
 
         setattr(environment, check_name, timed_check)
     if variant == "public" and skip is not None:
-        train._requirements_taken_as_satisfied = contextlib.nullcontext
+        train_logging._requirements_taken_as_satisfied = contextlib.nullcontext
     params = load_params(REPO_ROOT / "params.yaml")
     model = build_model(params.train, input_dim=784)
     experiment_id = tracking.connect(params.mlflow.experiment_name)
     with tracking.tracked_run(experiment_id=experiment_id, run_name="requirements probe"):
         started = time.perf_counter()
-        train.log_model(model)
+        train_logging.log_model(model)
         seconds = time.perf_counter() - started
     write_result(
         result_file,

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from benchmarks.processes import PATHS, REPO_ROOT, child_env, run_process, write_yaml
 
-# What the train stage logs (stages/train.py's EPOCH_TIMES_MESSAGE and LOGGING_TIME_MESSAGE).
+# What the train stage logs (EPOCH_TIMES_MESSAGE in mnist_pipeline/modelling/fitting.py,
+# LOGGING_TIME_MESSAGE in mnist_pipeline/tracking/train_logging.py).
 EPOCH_TIMES = re.compile(r"fit seconds per epoch: ([0-9. ]+)$", re.MULTILINE)
 LOGGING_TIME = re.compile(r"to MLflow in ([0-9.]+) s$", re.MULTILINE)
 

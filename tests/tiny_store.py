@@ -98,12 +98,13 @@ def _latest_run_id(name: str) -> str:
 
 def log_known_metrics(run_id: str, test_accuracy: float) -> None:
     """Test metrics with known answers, logged by the evaluate stage's own logging."""
-    from stages import evaluate
+    from mnist_pipeline.modelling.metrics import Evaluation
+    from mnist_pipeline.tracking import evaluate_logging
 
     metrics = {"test_loss": 1 - test_accuracy, "test_accuracy": test_accuracy}
     metrics["test_macro_f1"] = test_accuracy
-    known = evaluate.Evaluation(metrics, report={}, confusion=np.zeros((10, 10), dtype=int))
-    evaluate.log_evaluation(run_id, known, figure_files={}, tags={}, test_attributes={})
+    known = Evaluation(metrics, report={}, confusion=np.zeros((10, 10), dtype=int))
+    evaluate_logging.log_evaluation(run_id, known, figure_files={}, tags={}, test_attributes={})
 
 
 def build_tiny_store(folder: Path, default_params: dict) -> TinyStore:

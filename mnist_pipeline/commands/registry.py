@@ -16,8 +16,8 @@ from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.tracking import store as tracking
 
 CHAMPION_ALIAS = "champion"
-# The name train logs the model under (stages/train.py's MODEL_ARTIFACT); imported from there
-# it would pull TensorFlow into every command.
+# The name train logs the model under (mnist_pipeline/tracking/train_logging.py's MODEL_ARTIFACT);
+# imported from there it would pull the stage's logging into every command.
 MODEL_ARTIFACT = "model"
 
 
