@@ -21,13 +21,16 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-EXIT_WITHOUT_TEARDOWN = "mnist_pipeline.stage_runner.exit_without_teardown"
-HIDDEN_MODULES = "mnist_pipeline.model._hidden_modules"
-REQUIREMENTS_SKIP = "stages.train._requirements_taken_as_satisfied"
-REQUIREMENTS_CHECK_NAME = "stages.train.MLFLOW_REQUIREMENTS_CHECK"
-RUNNING_BESIDE = "mnist_pipeline.child_process.running_beside"
+EXIT_WITHOUT_TEARDOWN = "mnist_pipeline.runtime.stage_runner.exit_without_teardown"
+HIDDEN_MODULES = "mnist_pipeline.modelling.network._hidden_modules"
+REQUIREMENTS_SKIP = "mnist_pipeline.tracking.train_logging._requirements_taken_as_satisfied"
+REQUIREMENTS_CHECK_NAME = "mnist_pipeline.tracking.train_logging.MLFLOW_REQUIREMENTS_CHECK"
+RUNNING_BESIDE = "mnist_pipeline.runtime.child_process.running_beside"
 DRAW_FIGURES = "stages.evaluate.draw_figures"
-REPORT_BY_HAND = ("stages.evaluate.confusion_matrix", "stages.evaluate.classification_report")
+REPORT_BY_HAND = (
+    "mnist_pipeline.modelling.metrics.confusion_matrix",
+    "mnist_pipeline.modelling.metrics.classification_report",
+)
 # Samples of the made-up data: the teardown probe's tiny fit, the report probe's labels.
 TINY_FIT_SAMPLES = 1024
 TEST_SAMPLES = 10_000
@@ -50,16 +53,16 @@ def write_result(path: str, result: dict) -> None:
 
 
 def teardown(variant: str, result_file: str) -> None:
-    """A process holding what the train stage holds at its end - Keras (through model.py),
+    """A process holding what the train stage holds at its end - Keras (through network.py),
     TensorFlow with a fitted model's state, MLflow with an open store - then exits with
     exit_without_teardown (as_is) or as any Python program does (public). The parent measures
     from the end of the work, stamped here, to the process's exit."""
     import numpy as np
 
-    import mnist_pipeline.model  # noqa: F401  (as the train stage imports Keras)
-    from mnist_pipeline import tracking
+    import mnist_pipeline.modelling.network  # noqa: F401  (as the train stage imports Keras)
+    from mnist_pipeline.modelling import fitting
     from mnist_pipeline.params import load_params
-    from stages import train
+    from mnist_pipeline.tracking import store as tracking
 
     missing: list[str] = []
     exit_fast = find(EXIT_WITHOUT_TEARDOWN, missing)
@@ -69,7 +72,7 @@ def teardown(variant: str, result_file: str) -> None:
     features = rng.random((TINY_FIT_SAMPLES, 784), dtype=np.float32)
     targets = np.eye(10, dtype=np.float32)[rng.integers(0, 10, TINY_FIT_SAMPLES)]
     with tracking.tracked_run(experiment_id=experiment_id, run_name="teardown probe"):
-        model, _ = train.train_model(features, targets, params.train, seed=0)
+        model, _ = fitting.train_model(features, targets, params.train, seed=0)
         tracking.log_history({"loss": [1.0]}, prefix="probe_")
     end_of_work = time.monotonic()
     write_result(result_file, {"end_of_work": end_of_work, "missing": missing})
@@ -78,9 +81,9 @@ def teardown(variant: str, result_file: str) -> None:
 
 
 def hidden_modules(variant: str, result_file: str) -> None:
-    """Seconds to import mnist_pipeline.model after what the train stage imports before it, as
-    is (Keras imported with scikit-learn and matplotlib hidden) or public (Keras imported
-    plainly first, so model.py's `import keras` finds it loaded and hides nothing)."""
+    """Seconds to import mnist_pipeline.modelling.network after what the train stage imports
+    before it, as is (Keras imported with scikit-learn and matplotlib hidden) or public (Keras
+    imported plainly first, so network.py's `import keras` finds it loaded and hides nothing)."""
     import mlflow  # noqa: F401
 
     import stages.train  # noqa: F401
@@ -88,7 +91,7 @@ def hidden_modules(variant: str, result_file: str) -> None:
     started = time.perf_counter()
     if variant == "public":
         import keras  # noqa: F401
-    import mnist_pipeline.model  # noqa: F401
+    import mnist_pipeline.modelling.network  # noqa: F401
 
     seconds = time.perf_counter() - started
     missing: list[str] = []
@@ -103,10 +106,10 @@ def requirements(variant: str, result_file: str) -> None:
     check skipped) or public (the check runs). The check's own seconds are timed too."""
     from mlflow.utils import environment
 
-    from mnist_pipeline import tracking
-    from mnist_pipeline.model import build_model
+    from mnist_pipeline.modelling.network import build_model
     from mnist_pipeline.params import load_params
-    from stages import train
+    from mnist_pipeline.tracking import store as tracking
+    from mnist_pipeline.tracking import train_logging
 
     missing: list[str] = []
     skip = find(REQUIREMENTS_SKIP, missing)
@@ -126,13 +129,13 @@ def requirements(variant: str, result_file: str) -> None:
 
         setattr(environment, check_name, timed_check)
     if variant == "public" and skip is not None:
-        train._requirements_taken_as_satisfied = contextlib.nullcontext
+        train_logging._requirements_taken_as_satisfied = contextlib.nullcontext
     params = load_params(REPO_ROOT / "params.yaml")
     model = build_model(params.train, input_dim=784)
     experiment_id = tracking.connect(params.mlflow.experiment_name)
     with tracking.tracked_run(experiment_id=experiment_id, run_name="requirements probe"):
         started = time.perf_counter()
-        train.log_model(model)
+        train_logging.log_model(model)
         seconds = time.perf_counter() - started
     write_result(
         result_file,
@@ -159,7 +162,7 @@ def evaluate(variant: str, result_file: str, *stage_args: str) -> None:
     the teardown figure; the parent times the whole process."""
     import inspect
 
-    from mnist_pipeline import stage_runner
+    from mnist_pipeline.runtime import stage_runner
     from stages import evaluate as stage
 
     missing: list[str] = []
@@ -179,7 +182,7 @@ def evaluate(variant: str, result_file: str, *stage_args: str) -> None:
     if "skip_teardown" in inspect.signature(stage_runner.run_stage).parameters:
         stage_runner.run_stage(timed_main, list(stage_args), skip_teardown=variant != "normal_exit")
     else:
-        missing.append("mnist_pipeline.stage_runner.run_stage(skip_teardown=...)")
+        missing.append("mnist_pipeline.runtime.stage_runner.run_stage(skip_teardown=...)")
         stage_runner.run_stage(timed_main, list(stage_args))
 
 

@@ -63,7 +63,8 @@ SHORTCUTS = {
             "hidden_modules",
             (probes.HIDDEN_MODULES,),
             "train",
-            "seconds to import mnist_pipeline.model after what the train stage imports first",
+            "seconds to import mnist_pipeline.modelling.network after what the train stage"
+            " imports first",
             "a plain `import keras` (which imports scikit-learn and matplotlib)",
         ),
         Shortcut(

@@ -281,7 +281,7 @@ def _time_cli(arguments: list[str], env: dict[str, str], work: Path, name: str) 
     times = []
     for repeat in range(CLI_REPEATS):
         process = run_process(
-            [sys.executable, "-m", "mnist_pipeline.cli", *arguments],
+            [sys.executable, "-m", "mnist_pipeline", *arguments],
             REPO_ROOT,
             env,
             work / f"{name}-{repeat}.log",

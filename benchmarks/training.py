@@ -16,7 +16,8 @@ from pathlib import Path
 
 from benchmarks.processes import PATHS, REPO_ROOT, child_env, run_process, write_yaml
 
-# What the train stage logs (stages/train.py's EPOCH_TIMES_MESSAGE and LOGGING_TIME_MESSAGE).
+# What the train stage logs (EPOCH_TIMES_MESSAGE in mnist_pipeline/modelling/fitting.py,
+# LOGGING_TIME_MESSAGE in mnist_pipeline/tracking/train_logging.py).
 EPOCH_TIMES = re.compile(r"fit seconds per epoch: ([0-9. ]+)$", re.MULTILINE)
 LOGGING_TIME = re.compile(r"to MLflow in ([0-9.]+) s$", re.MULTILINE)
 
@@ -158,7 +159,7 @@ def create_store(store_uri: str, experiment_name: str) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; from mnist_pipeline import tracking; tracking.connect(sys.argv[1])",
+            "import sys; from mnist_pipeline.tracking import store; store.connect(sys.argv[1])",
             experiment_name,
         ],
         cwd=REPO_ROOT,
@@ -172,7 +173,7 @@ def score(model_file: Path) -> float:
     """Test accuracy as the chapter measures it: `evaluate` on the prepared test set."""
     import numpy as np
 
-    from mnist_pipeline.model import load_model_safely
+    from mnist_pipeline.modelling.network import load_model_safely
 
     with np.load(REPO_ROOT / PATHS["test"]) as arrays:
         images, labels = arrays["x"], arrays["y"]

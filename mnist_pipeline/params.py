@@ -21,7 +21,7 @@ from pydantic import (
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from mnist_pipeline.dataset import MNIST_TEST_SIZE, MNIST_TRAIN_SIZE
+from mnist_pipeline.data.mnist import MNIST_TEST_SIZE, MNIST_TRAIN_SIZE
 from mnist_pipeline.errors import PipelineError
 
 

@@ -18,8 +18,9 @@ import pytest
 from ruamel.yaml import YAML
 from tiny_store import tiny_store, tiny_store_built, tiny_store_copy  # noqa: F401  (fixtures)
 
-from mnist_pipeline import dataset
-from mnist_pipeline.dataset import MnistArrays
+from mnist_pipeline.data import mnist as dataset
+from mnist_pipeline.data import splits
+from mnist_pipeline.data.mnist import MnistArrays
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -142,7 +143,7 @@ def tiny_params(tmp_path, params_tree) -> Path:
 def write_prepared_tiny(folder: Path) -> dict[str, Path]:
     """Writes the prepare stage's outputs for the tiny data set, as the train and evaluate
     stages read them; returns their paths by name."""
-    from stages.prepare import prepare_split
+    from mnist_pipeline.data.transforms import prepare_split
 
     arrays = make_tiny_mnist()
     folder.mkdir(parents=True)
@@ -153,7 +154,7 @@ def write_prepared_tiny(folder: Path) -> dict[str, Path]:
     ):
         features, targets, attributes = prepare_split(images, labels)
         paths[split] = folder / f"{split}.npz"
-        dataset.save_split(paths[split], features, targets)
+        splits.save_split(paths[split], features, targets)
         paths[f"{split}_attributes"] = folder / f"{split}_attributes.json"
         paths[f"{split}_attributes"].write_text(json.dumps(attributes))
     return paths

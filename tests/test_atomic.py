@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT
-from mnist_pipeline.atomic import atomic_outputs, write_json
+from mnist_pipeline.runtime.atomic import atomic_outputs, write_json
 
 
 def test_outputs_appear_only_when_the_block_succeeds(tmp_path):

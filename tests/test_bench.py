@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from benchmarks import processes, repro, summary, training
-from stages import train
+from mnist_pipeline.modelling import fitting
+from mnist_pipeline.tracking import train_logging
 
 
 def stage_log(message: str, *args) -> str:
@@ -25,8 +26,8 @@ def test_reads_the_timings_the_train_stage_logs():
     output = "\n".join(
         [
             "Epoch 1/2",
-            stage_log(train.EPOCH_TIMES_MESSAGE, "1.612 0.671"),
-            stage_log(train.LOGGING_TIME_MESSAGE, 0.8456),
+            stage_log(fitting.EPOCH_TIMES_MESSAGE, "1.612 0.671"),
+            stage_log(train_logging.LOGGING_TIME_MESSAGE, 0.8456),
             stage_log("trained and logged run abc"),
         ]
     )

@@ -42,7 +42,7 @@ def test_summary_takes_the_difference_of_medians_against_the_stage_wall():
     assert teardown["as_is_seconds"] == 0.05 and teardown["public_seconds"] == 1.7
     assert teardown["saving_seconds"] == 1.65 and teardown["saving_share_of_stage"] == 0.165
     assert teardown["verdict"] == KEEP and teardown["repeats"] == 3
-    assert teardown["names"] == ["mnist_pipeline.stage_runner.exit_without_teardown"]
+    assert teardown["names"] == ["mnist_pipeline.runtime.stage_runner.exit_without_teardown"]
     # 0.14 s of a 10 s stage: under both thresholds, whatever the one slow public run says.
     check = summary["requirements_check_skipped"]
     assert check["saving_seconds"] == 0.14 and check["verdict"] == REPLACE
@@ -56,13 +56,15 @@ def test_summary_takes_the_difference_of_medians_against_the_stage_wall():
 def test_a_shortcut_that_is_gone_or_failed_says_so():
     measurements = {
         "hidden_modules": Measurement(
-            [2.4], [2.5], missing=["mnist_pipeline.model._hidden_modules"]
+            [2.4], [2.5], missing=["mnist_pipeline.modelling.network._hidden_modules"]
         ),
         "figures_beside": Measurement([], [], error="RuntimeError: exited 1"),
     }
     summary = shortcuts.summarize_shortcuts(measurements, {"train": 10.0, "evaluate": None})
     hidden = summary["hidden_modules"]
-    assert hidden["verdict"] == "gone: mnist_pipeline.model._hidden_modules no longer exists"
+    assert hidden["verdict"] == (
+        "gone: mnist_pipeline.modelling.network._hidden_modules no longer exists"
+    )
     assert "saving_seconds" not in hidden
     assert summary["figures_beside"]["verdict"] == "not measured: RuntimeError: exited 1"
     printed = shortcuts.shortcuts_table(
@@ -72,7 +74,7 @@ def test_a_shortcut_that_is_gone_or_failed_says_so():
             "figures": summary,
         }
     )
-    assert "gone: mnist_pipeline.model._hidden_modules no longer exists" in printed
+    assert "gone: mnist_pipeline.modelling.network._hidden_modules no longer exists" in printed
     assert "(train 10.00 s)" in printed  # The unknown evaluate time is left out.
 
 
@@ -157,11 +159,11 @@ def test_a_failing_probe_is_reported_and_the_others_still_run(tmp_path, monkeypa
 
 def test_find_names_what_is_missing_instead_of_failing():
     missing: list[str] = []
-    assert probes.find("mnist_pipeline.stage_runner.no_such_function", missing) is None
+    assert probes.find("mnist_pipeline.runtime.stage_runner.no_such_function", missing) is None
     assert probes.find("mnist_pipeline.no_such_module.thing", missing) is None
-    assert probes.find("mnist_pipeline.child_process.running_beside", missing) is not None
+    assert probes.find("mnist_pipeline.runtime.child_process.running_beside", missing) is not None
     assert missing == [
-        "mnist_pipeline.stage_runner.no_such_function",
+        "mnist_pipeline.runtime.stage_runner.no_such_function",
         "mnist_pipeline.no_such_module.thing",
     ]
 

@@ -18,8 +18,8 @@ import textwrap
 import pytest
 
 from conftest import REPO_ROOT
-from mnist_pipeline.child_process import FORK_IS_SAFE, running_beside
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.runtime.child_process import FORK_IS_SAFE, running_beside
 
 HANDSHAKE_LIMIT_SECONDS = 60
 # Starting Python and NumPy, two 1024 x 1024 products and a fork: seconds, even on a busy
@@ -146,7 +146,7 @@ FORK_AFTER_BLAS = textwrap.dedent(
     import numpy as np
     from threadpoolctl import threadpool_info
 
-    from mnist_pipeline.child_process import FORK_IS_SAFE, running_beside
+    from mnist_pipeline.runtime.child_process import FORK_IS_SAFE, running_beside
 
     # NumPy is the only library loaded, so these are its BLAS's thread pools.
     blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
@@ -176,8 +176,8 @@ FORK_AFTER_BLAS = textwrap.dedent(
 
 @forking
 def test_forking_after_blas_has_run_leaves_the_child_a_working_blas(tmp_path):
-    """Guards a shortcut in mnist_pipeline/child_process.py: the evaluate stage forks its child
-    after NumPy has run BLAS matrix products, so BLAS worker threads exist at the fork, and a
+    """Guards a shortcut in mnist_pipeline/runtime/child_process.py: the evaluate stage forks its
+    child after NumPy has run BLAS matrix products, so BLAS worker threads exist at the fork, and a
     forked child gets only the thread that forked. Had another thread held a lock of BLAS's
     thread pool at that moment, the child's first product would wait on it forever.
 
@@ -223,7 +223,7 @@ def test_forking_after_blas_has_run_leaves_the_child_a_working_blas(tmp_path):
 def test_where_forking_is_not_known_to_be_safe_the_task_runs_after_the_block(
     tmp_path, monkeypatch, capfd
 ):
-    from mnist_pipeline import child_process
+    from mnist_pipeline.runtime import child_process
 
     monkeypatch.setattr(child_process, "FORK_IS_SAFE", False)
     order = []

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 from tiny_store import run_cli
 
-from mnist_pipeline import compare, plots
+from mnist_pipeline.commands import compare
+from mnist_pipeline.modelling import figures as plots
 
 
 def test_param_diff_keeps_only_what_differs():

@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from mnist_pipeline.dataset import aligned_empty, load_split, save_split
+from mnist_pipeline.data.splits import aligned_empty, load_split, save_split
 from mnist_pipeline.errors import PipelineError
 
 
@@ -32,7 +32,7 @@ def test_a_split_reads_back_exactly_into_aligned_writable_memory(tmp_path, align
 
 
 def test_arrays_larger_than_one_read_chunk_and_fortran_order_survive(tmp_path, monkeypatch):
-    monkeypatch.setattr("mnist_pipeline.dataset.READ_CHUNK_BYTES", 1000)
+    monkeypatch.setattr("mnist_pipeline.data.splits.READ_CHUNK_BYTES", 1000)
     features = np.asfortranarray(np.arange(12_000, dtype=np.float32).reshape(100, 120))
     targets = np.arange(30, dtype=np.float64).reshape(3, 10)
     loaded_features, loaded_targets = load_split(saved_split(tmp_path, features, targets), 64)

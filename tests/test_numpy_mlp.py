@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_pipeline.mlp import (
+from mnist_pipeline.modelling.mlp import (
     ACTIVATIONS,
     MLPWeights,
     categorical_crossentropy,
@@ -19,7 +19,7 @@ from mnist_pipeline.mlp import (
     forward_with_cache,
     predict_proba,
 )
-from mnist_pipeline.numpy_mlp import (
+from mnist_pipeline.scratch.numpy_mlp import (
     SGD,
     Adam,
     GradientDescent,
@@ -329,7 +329,7 @@ def test_training_two_hidden_layers_with_dropout_matches_keras(keras, name):
     """numpy_mlp.train against Keras' train_on_batch on the same batches, with the dropout
     masks train draws given to Keras' twin: the same weights after every step, up to float64
     rounding of matrix products summed in another order."""
-    from mnist_pipeline.numpy_mlp import DROPOUT_STREAM
+    from mnist_pipeline.scratch.numpy_mlp import DROPOUT_STREAM
 
     x, y = separable_problem(rows=40)
     x, y = x.astype(np.float64), y.astype(np.float64)

@@ -216,7 +216,7 @@ def test_missing_or_empty_file(tmp_path):
 
 def test_dvc_yaml_declares_what_train_logs():
     """train logs the params sections it depends on; dvc.yaml must declare the same ones."""
-    from stages.train import LOGGED_SECTIONS
+    from mnist_pipeline.tracking.train_logging import LOGGED_SECTIONS
 
     stages = YAML(typ="safe", pure=True).load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
     declared = set(stages["train"]["params"])

@@ -91,8 +91,8 @@ def test_evaluate_scores_the_trained_model_as_keras_does(pipeline_repo):
     import keras
 
     repo, _env, _first, _ = pipeline_repo
-    from mnist_pipeline.keras_file import read_dense_stack
-    from mnist_pipeline.mlp import predict_proba
+    from mnist_pipeline.modelling.keras_file import read_dense_stack
+    from mnist_pipeline.modelling.mlp import predict_proba
 
     with np.load(repo / "data" / "prepared" / "test.npz") as test:
         features, targets = test["x"], test["y"]
@@ -134,5 +134,5 @@ def test_dvc_sees_the_metrics_and_plots(pipeline_repo):
 
 def test_cli_checks_params_in_the_repo(pipeline_repo):
     repo, env, _first, _ = pipeline_repo
-    checked = run([sys.executable, "-m", "mnist_pipeline.cli", "check-params"], repo, env)
+    checked = run([sys.executable, "-m", "mnist_pipeline", "check-params"], repo, env)
     assert "train.epochs = 2" in checked.stdout and "params.yaml: OK" in checked.stdout

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 from tiny_store import run_cli
 
-from mnist_pipeline import predict
+from mnist_pipeline.commands import predict
 
 
 def drawn_seven(size: int = 200) -> Image.Image:
@@ -122,7 +122,7 @@ def test_cli_predicts_with_a_logged_model_and_reports_bad_files(tiny_store, tmp_
 
 
 def test_cli_loads_keras_files_safely_and_only_keras_files(tmp_path, params_tree, capsys):
-    from mnist_pipeline.model import build_model
+    from mnist_pipeline.modelling.network import build_model
     from mnist_pipeline.params import parse_params
 
     params_tree["train"]["hidden_units"] = 4

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import as_argv, save_npz, write_params
+from mnist_pipeline.data import transforms
 from mnist_pipeline.errors import PipelineError
 from stages import prepare
 
@@ -15,7 +16,7 @@ from stages import prepare
 def test_flatten_and_scale_known_values():
     images = np.zeros((2, 28, 28), dtype=np.uint8)
     images[0, 0, 0], images[1, 27, 27], images[1, 0, 1] = 255, 51, 1
-    features = prepare.flatten_and_scale(images)
+    features = transforms.flatten_and_scale(images)
     assert features.shape == (2, 784) and features.dtype == np.float32
     assert features[0, 0] == 1.0 and features[1, 783] == pytest.approx(0.2)
     assert features[1, 1] == pytest.approx(1 / 255)
@@ -24,36 +25,36 @@ def test_flatten_and_scale_known_values():
 
 def test_flatten_keeps_row_major_pixel_order():
     images = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 28, 28) % 256
-    features = prepare.flatten_and_scale(images.astype(np.uint8))
+    features = transforms.flatten_and_scale(images.astype(np.uint8))
     np.testing.assert_allclose(features[1, 28 * 3 + 5], images[1, 3, 5] / 255)
 
 
 def test_flatten_rejects_wrong_input():
     with pytest.raises(ValueError, match=r"\(2, 784\) float32"):
-        prepare.flatten_and_scale(np.zeros((2, 784), dtype=np.float32))
+        transforms.flatten_and_scale(np.zeros((2, 784), dtype=np.float32))
 
 
 def test_one_hot():
-    encoded = prepare.one_hot(np.array([3, 0, 9], dtype=np.uint8))
+    encoded = transforms.one_hot(np.array([3, 0, 9], dtype=np.uint8))
     assert encoded.shape == (3, 10) and encoded.dtype == np.float32
     assert encoded.sum(axis=1).tolist() == [1, 1, 1]
     assert encoded.argmax(axis=1).tolist() == [3, 0, 9]
     with pytest.raises(ValueError, match="labels must lie in"):
-        prepare.one_hot(np.array([10]))
+        transforms.one_hot(np.array([10]))
     with pytest.raises(ValueError, match="1-D"):
-        prepare.one_hot(np.zeros((2, 2), dtype=np.int64))
+        transforms.one_hot(np.zeros((2, 2), dtype=np.int64))
 
 
 def test_first_keeps_a_fixed_prefix():
     rows = np.arange(10)
-    assert prepare.first(rows, None, "k") is rows
-    assert prepare.first(rows, 3, "k").tolist() == [0, 1, 2]
+    assert transforms.first(rows, None, "k") is rows
+    assert transforms.first(rows, 3, "k").tolist() == [0, 1, 2]
     with pytest.raises(PipelineError, match="k=11 exceeds the 10 images"):
-        prepare.first(rows, 11, "k")
+        transforms.first(rows, 11, "k")
 
 
 def test_tensor_attributes_before_and_after(tiny_mnist):
-    features, targets, attributes = prepare.prepare_split(tiny_mnist.x_train, tiny_mnist.y_train)
+    features, targets, attributes = transforms.prepare_split(tiny_mnist.x_train, tiny_mnist.y_train)
     assert attributes["before"]["images"] == {
         "ndim": 3,
         "shape": [48, 28, 28],

@@ -11,7 +11,8 @@ import pytest
 from local_server import free_port, post_json, serving
 from tiny_store import run_cli
 
-from mnist_pipeline import registry, tracking
+from mnist_pipeline.commands import registry
+from mnist_pipeline.tracking import store as tracking
 
 MODEL = "mnist-mlp"  # params.yaml's mlflow.registered_model_name
 CHAMPION = f"models:/{MODEL}@champion"

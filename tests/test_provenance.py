@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import git
-from mnist_pipeline import provenance
+from mnist_pipeline.tracking import provenance
 
 
 def test_git_tags_ignore_params_and_dvc_files_but_not_code(tmp_path):

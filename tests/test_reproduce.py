@@ -12,8 +12,9 @@ import pytest
 from tiny_store import run_cli
 
 from conftest import git
-from mnist_pipeline import provenance, reproduce
+from mnist_pipeline.commands import reproduce
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.tracking import provenance
 
 PARAMS_YAML = "train:\n  epochs: 1\n"
 

@@ -44,7 +44,7 @@ def test_a_one_thread_run_is_reproduced_exactly_where_two_would_be_used(tmp_path
     )
 
     assert "TF_NUM_INTRAOP_THREADS" not in repo.env  # this process would use both cores
-    done = repo.run(sys.executable, "-m", "mnist_pipeline.cli", "reproduce", one.info.run_id)
+    done = repo.run(sys.executable, "-m", "mnist_pipeline", "reproduce", one.info.run_id)
     assert "with the original run's settings: TF_NUM_INTRAOP_THREADS=1" in done.stdout
     assert "reproduced: same test accuracy, weights and data" in done.stdout, done.stdout
     reproduction = re.search(r"reproduction: run (\w+)", done.stdout).group(1)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from tiny_store import run_cli
 
-from mnist_pipeline import cli, runs
+from mnist_pipeline.commands import cli, runs
 from mnist_pipeline.errors import PipelineError
 
 HEADER = [

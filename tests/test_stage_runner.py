@@ -9,14 +9,14 @@ import textwrap
 import pytest
 
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.stage_runner import EXIT_USER_ERROR, run_stage
+from mnist_pipeline.runtime.stage_runner import EXIT_USER_ERROR, run_stage
 
 STAGE = textwrap.dedent(
     """
     import atexit, logging, sys
     from pathlib import Path
     from mnist_pipeline.errors import PipelineError
-    from mnist_pipeline.stage_runner import run_stage
+    from mnist_pipeline.runtime.stage_runner import run_stage
 
     def main(argv):
         marker = Path(argv[1])
@@ -80,7 +80,7 @@ WORK_AT_EXIT = textwrap.dedent(
 
     import mlflow
 
-    from mnist_pipeline.stage_runner import run_stage
+    from mnist_pipeline.runtime.stage_runner import run_stage
 
     main_returned = threading.Event()
 
@@ -144,7 +144,7 @@ LEAKY_STAGE = textwrap.dedent(
     import logging, sys
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
-    from mnist_pipeline.stage_runner import run_stage
+    from mnist_pipeline.runtime.stage_runner import run_stage
 
     def main(argv):
         logging.getLogger("stage").info("store http://alice:s3cret-pw@host:5000")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import git, write_params
-from mnist_pipeline import provenance
+from mnist_pipeline.tracking import provenance
 
 
 @pytest.fixture

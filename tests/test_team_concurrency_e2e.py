@@ -5,14 +5,16 @@ run must land complete and FINISHED, and no log may show an error."""
 from __future__ import annotations
 
 import re
+import tempfile
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 
+from mnist_pipeline.data import sources
 from pipeline_repo import PipelineRepo, make_pipeline_repo, small_params
-from stages import fetch
 from team.local_stack import grant_experiment, logged_in
 
 pytest_plugins = ["team_stack"]
@@ -33,8 +35,8 @@ def as_member(repo: PipelineRepo, tracking_uri: str, user) -> PipelineRepo:
 @pytest.fixture(scope="module")
 def crowd(tmp_path_factory, default_params, team_stack, team_users) -> dict:
     folder = tmp_path_factory.mktemp("concurrency")
-    with fetch.tempfile.TemporaryDirectory() as workdir:
-        arrays = fetch.fetch_mirror(fetch.Path(workdir))
+    with tempfile.TemporaryDirectory() as workdir:
+        arrays = sources.fetch_mirror(Path(workdir))
     np.savez(folder / "mnist.npz", **arrays._asdict())
     params = small_params(default_params)
     params["fetch"] = {"source": "file", "path": str(folder / "mnist.npz")}

@@ -147,7 +147,7 @@ def test_bob_pulls_and_repro_runs_nothing_with_alices_metrics(flow):
 def test_bob_lists_alices_run_and_predicts_with_her_model(flow, tmp_path):
     bob = flow["bob"]
     listed = record(
-        flow["outputs"], bob.run(sys.executable, "-m", "mnist_pipeline.cli", "runs", "--csv")
+        flow["outputs"], bob.run(sys.executable, "-m", "mnist_pipeline", "runs", "--csv")
     )
     rows = {row["run_id"]: row for row in csv.DictReader(io.StringIO(listed.stdout))}
     metrics = json.loads((bob.path / "reports" / "metrics.json").read_text())
@@ -162,13 +162,13 @@ def test_bob_lists_alices_run_and_predicts_with_her_model(flow, tmp_path):
     model = f"runs:/{flow['run_id']}/model"
     predicted = record(
         flow["outputs"],
-        bob.run(sys.executable, "-m", "mnist_pipeline.cli", "predict", "--model", model, str(png)),
+        bob.run(sys.executable, "-m", "mnist_pipeline", "predict", "--model", model, str(png)),
     )
     assert re.search(rf"digit\.png: {label} \(probability", predicted.stdout), predicted.stdout
 
 
 def cli(repo: PipelineRepo, *arguments: str):
-    return repo.run(sys.executable, "-m", "mnist_pipeline.cli", *arguments)
+    return repo.run(sys.executable, "-m", "mnist_pipeline", *arguments)
 
 
 def test_bob_reproduces_compares_promotes_and_serves_alices_run(flow, tmp_path):

@@ -152,7 +152,7 @@ def test_a_longer_outage_fails_cleanly_and_doctor_ends_the_orphan(work, stack):
         (orphan,) = client.search_runs([experiment.experiment_id])
     assert orphan.info.status == "RUNNING"  # Nobody could tell the server otherwise.
     doctor = subprocess.run(
-        [sys.executable, "-m", "mnist_pipeline.cli", "--params", str(work["params"]), "doctor"],
+        [sys.executable, "-m", "mnist_pipeline", "--params", str(work["params"]), "doctor"],
         env=environment(stack),
         capture_output=True,
         text=True,

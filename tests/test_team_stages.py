@@ -151,7 +151,7 @@ def test_the_ui_command_points_at_the_servers_own_ui(work, team_stack, team_user
     env["MLFLOW_TRACKING_URI"] = team_stack.tracking_uri
     env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = team_users.alice
     shown = subprocess.run(
-        [sys.executable, "-m", "mnist_pipeline.cli", "--params", str(work["params"]), "ui"],
+        [sys.executable, "-m", "mnist_pipeline", "--params", str(work["params"]), "ui"],
         env=env,
         capture_output=True,
         text=True,
@@ -208,7 +208,7 @@ def test_a_limited_runs_table_on_postgresql_is_the_head_of_the_full_one(
     env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = team_users.bob
 
     def table(*options: str) -> pd.DataFrame:
-        command = [sys.executable, "-m", "mnist_pipeline.cli", "--params", str(work["params"])]
+        command = [sys.executable, "-m", "mnist_pipeline", "--params", str(work["params"])]
         shown = subprocess.run(
             [*command, "runs", "--csv", *options], env=env, capture_output=True, text=True
         )
@@ -230,7 +230,7 @@ def cli(work, uri: str, user: Credentials, *arguments: str) -> subprocess.Comple
     env = {name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")}
     env["MLFLOW_TRACKING_URI"] = uri
     env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = user
-    command = [sys.executable, "-m", "mnist_pipeline.cli", "--params", str(work["params"])]
+    command = [sys.executable, "-m", "mnist_pipeline", "--params", str(work["params"])]
     return subprocess.run(
         [*command, *arguments], env=env, capture_output=True, text=True, timeout=300
     )

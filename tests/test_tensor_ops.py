@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mnist_pipeline.tensor_ops import (
+from mnist_pipeline.scratch.tensor_ops import (
     naive_add,
     naive_add_matrix_and_vector,
     naive_matrix_dot,

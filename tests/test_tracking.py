@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from mnist_pipeline import tracking
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.tracking import store as tracking
 
 
 def test_default_store_is_sqlite_at_the_repo_root(tmp_path, monkeypatch):
@@ -59,7 +59,7 @@ def test_dataset_digests_name_the_exact_features_and_labels(tmp_path, mlflow_sto
     import mlflow
     import numpy as np
 
-    from mnist_pipeline.dataset import array_sha256
+    from mnist_pipeline.data.mnist import array_sha256
 
     features = np.arange(40, dtype=np.float32).reshape(4, 10)
     labels = np.eye(10, dtype=np.float32)[[0, 1, 2, 3]]

@@ -10,8 +10,11 @@ import pytest
 from ruamel.yaml import YAML
 
 from conftest import train_argv
-from mnist_pipeline.dataset import load_split, weights_sha256
+from mnist_pipeline.data.mnist import weights_sha256
+from mnist_pipeline.data.splits import load_split
+from mnist_pipeline.modelling import fitting
 from mnist_pipeline.params import load_params, parse_params
+from mnist_pipeline.tracking import train_logging
 from stages import train
 
 
@@ -21,7 +24,7 @@ def tiny_train_params(tiny_params):
 
 
 def test_network_matches_params(tiny_train_params):
-    from mnist_pipeline.model import build_model
+    from mnist_pipeline.modelling.network import build_model
 
     model = build_model(tiny_train_params.train, input_dim=784)
     hidden, output = model.layers
@@ -37,10 +40,10 @@ def test_network_matches_params(tiny_train_params):
 
 def test_one_short_training_learns_and_reports_history(prepared_tiny, tiny_train_params):
     features, targets = load_split(prepared_tiny["train"])
-    model, history = train.train_model(features, targets, tiny_train_params.train, seed=1)
+    model, history = fitting.train_model(features, targets, tiny_train_params.train, seed=1)
     assert set(history) == {"loss", "accuracy"}
     assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
-    table = train.history_table(history)
+    table = fitting.history_table(history)
     assert table.columns[0] == "epoch" and set(table.columns) == {"epoch", "loss", "accuracy"}
     assert table["epoch"].tolist() == [1, 2]
 
@@ -48,7 +51,8 @@ def test_one_short_training_learns_and_reports_history(prepared_tiny, tiny_train
 def test_same_seed_same_weights_other_seed_other_weights(prepared_tiny, tiny_train_params):
     features, targets = load_split(prepared_tiny["train"])
     models = [
-        train.train_model(features, targets, tiny_train_params.train, seed)[0] for seed in (7, 7, 8)
+        fitting.train_model(features, targets, tiny_train_params.train, seed)[0]
+        for seed in (7, 7, 8)
     ]
     digests = [weights_sha256(model.get_weights()) for model in models]
     assert digests[0] == digests[1] != digests[2]
@@ -116,27 +120,29 @@ def test_log_model_skips_mlflows_requirements_check_which_mlflow_otherwise_calls
 ):
     """The shortcut's two assumptions, each of which fails this test when it breaks: MLflow's
     log_model calls the check under that name in that module (else the skip saves nothing,
-    silently), and while train.log_model runs the check is not called."""
+    silently), and while train_logging.log_model runs the check is not called."""
     import contextlib
 
     import mlflow
     from mlflow.utils import environment
 
-    from mnist_pipeline.model import build_model
+    from mnist_pipeline.modelling.network import build_model
 
     monkeypatch.chdir(tmp_path)  # The default experiment keeps its artifacts in ./mlruns.
     calls = []
-    monkeypatch.setattr(environment, train.MLFLOW_REQUIREMENTS_CHECK, calls.append)
+    monkeypatch.setattr(environment, train_logging.MLFLOW_REQUIREMENTS_CHECK, calls.append)
     model = build_model(tiny_train_params.train, input_dim=784)
     with mlflow.start_run():
         with monkeypatch.context() as no_skip:
-            no_skip.setattr(train, "_requirements_taken_as_satisfied", contextlib.nullcontext)
-            train.log_model(model)
+            no_skip.setattr(
+                train_logging, "_requirements_taken_as_satisfied", contextlib.nullcontext
+            )
+            train_logging.log_model(model)
         called = len(calls)
         assert called >= 1, "MLflow no longer calls the check the train stage skips"
-        train.log_model(model)
-        assert len(calls) == called, "train.log_model let MLflow's requirements check run"
-    assert getattr(environment, train.MLFLOW_REQUIREMENTS_CHECK) == calls.append
+        train_logging.log_model(model)
+        assert len(calls) == called, "train_logging.log_model let MLflow's requirements check run"
+    assert getattr(environment, train_logging.MLFLOW_REQUIREMENTS_CHECK) == calls.append
 
 
 def test_failure_mid_training_marks_run_failed_and_leaves_nothing(
@@ -182,14 +188,14 @@ def test_unusable_store_fails_before_training(
 def test_numpy_framework_trains_from_scratch_into_the_keras_model(prepared_tiny, tiny_params):
     """`framework: numpy` fits with the project's own NumPy code; the Keras model it returns
     carries those weights, so it is saved, logged and evaluated like any other run."""
-    from mnist_pipeline import numpy_mlp
     from mnist_pipeline.params import parse_params
+    from mnist_pipeline.scratch import numpy_mlp
 
     tree = load_params(tiny_params).model_dump()
     tree["train"]["framework"] = "numpy"
     params = parse_params(tree)
     features, targets = load_split(prepared_tiny["train"])
-    model, history = train.train_model(features, targets, params.train, seed=3)
+    model, history = fitting.train_model(features, targets, params.train, seed=3)
     assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
     expected = numpy_mlp.init_weights(np.random.default_rng(3), 784, 16)
     numpy_mlp.train(
@@ -203,7 +209,7 @@ def test_numpy_framework_trains_from_scratch_into_the_keras_model(prepared_tiny,
     )
     for got, want in zip(model.get_weights(), expected.as_keras_list(), strict=True):
         np.testing.assert_array_equal(got, want)
-    again, _ = train.train_model(features, targets, params.train, seed=3)
+    again, _ = fitting.train_model(features, targets, params.train, seed=3)
     assert weights_sha256(again.get_weights()) == weights_sha256(model.get_weights())
 
 
@@ -213,8 +219,8 @@ def test_two_hidden_layers_with_dropout_and_adam_train_in_either_framework(
 ):
     """The network options reach both trainers: NumPy's weights land in the Keras model, whose
     Dropout layers hold none, and the same seed gives the same weights."""
-    from mnist_pipeline import numpy_mlp
     from mnist_pipeline.params import parse_params
+    from mnist_pipeline.scratch import numpy_mlp
 
     tree = load_params(tiny_params).model_dump()
     adam = dict(learning_rate=0.002, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False)
@@ -223,7 +229,7 @@ def test_two_hidden_layers_with_dropout_and_adam_train_in_either_framework(
     )
     params = parse_params(tree)
     features, targets = load_split(prepared_tiny["train"])
-    model, history = train.train_model(features, targets, params.train, seed=3)
+    model, history = fitting.train_model(features, targets, params.train, seed=3)
     assert [w.shape for w in model.get_weights()][::2] == [(784, 16), (16, 8), (8, 10)]
     assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
     if framework == "numpy":
@@ -240,7 +246,7 @@ def test_two_hidden_layers_with_dropout_and_adam_train_in_either_framework(
         )
         for got, want in zip(model.get_weights(), expected.as_keras_list(), strict=True):
             np.testing.assert_array_equal(got, want)
-    again, _ = train.train_model(features, targets, params.train, seed=3)
+    again, _ = fitting.train_model(features, targets, params.train, seed=3)
     assert weights_sha256(again.get_weights()) == weights_sha256(model.get_weights())
 
 
@@ -253,14 +259,14 @@ def test_only_networks_without_dropout_fit_in_one_xla_program(
     from mnist_pipeline.params import parse_params
 
     asked = []
-    fit = train.fit_in_memory
+    fit = fitting.fit_in_memory
     monkeypatch.setattr(
-        train, "fit_in_memory", lambda *a, **k: asked.append(k["jit_compile"]) or fit(*a, **k)
+        fitting, "fit_in_memory", lambda *a, **k: asked.append(k["jit_compile"]) or fit(*a, **k)
     )
     tree = load_params(tiny_params).model_dump()
     tree["train"]["dropout"] = dropout
     features, targets = load_split(prepared_tiny["train"])
-    train.train_model(features, targets, parse_params(tree).train, seed=3)
+    fitting.train_model(features, targets, parse_params(tree).train, seed=3)
     assert asked == [compiled]
 
 

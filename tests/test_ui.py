@@ -15,7 +15,7 @@ import pytest
 from local_server import free_port, serving
 
 from conftest import REPO_ROOT
-from mnist_pipeline import runs
+from mnist_pipeline.commands import runs
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +83,7 @@ def ui(tiny_store_copy, tmp_path):
     printed."""
     port = free_port()
     command = [
-        *(sys.executable, "-m", "mnist_pipeline.cli", "--params", str(REPO_ROOT / "params.yaml")),
+        *(sys.executable, "-m", "mnist_pipeline", "--params", str(REPO_ROOT / "params.yaml")),
         *("ui", "--port", str(port)),
     ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tiny_store_copy.uri}

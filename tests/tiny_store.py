@@ -56,7 +56,7 @@ def train_tiny_run(tiny: TinyRun, folder: Path, default_params: dict, prepared: 
     """Runs the train stage's main for one run, named as `dvc exp run` names it; returns the
     run's id."""
     from conftest import train_argv, write_params
-    from mnist_pipeline import tracking
+    from mnist_pipeline.tracking import store as tracking
     from stages import train
 
     tree = {**default_params, "train": {**default_params["train"]}}
@@ -98,12 +98,13 @@ def _latest_run_id(name: str) -> str:
 
 def log_known_metrics(run_id: str, test_accuracy: float) -> None:
     """Test metrics with known answers, logged by the evaluate stage's own logging."""
-    from stages import evaluate
+    from mnist_pipeline.modelling.metrics import Evaluation
+    from mnist_pipeline.tracking import evaluate_logging
 
     metrics = {"test_loss": 1 - test_accuracy, "test_accuracy": test_accuracy}
     metrics["test_macro_f1"] = test_accuracy
-    known = evaluate.Evaluation(metrics, report={}, confusion=np.zeros((10, 10), dtype=int))
-    evaluate.log_evaluation(run_id, known, figure_files={}, tags={}, test_attributes={})
+    known = Evaluation(metrics, report={}, confusion=np.zeros((10, 10), dtype=int))
+    evaluate_logging.log_evaluation(run_id, known, figure_files={}, tags={}, test_attributes={})
 
 
 def build_tiny_store(folder: Path, default_params: dict) -> TinyStore:
@@ -152,7 +153,7 @@ def tiny_store_copy(tiny_store_built, tmp_path, monkeypatch) -> TinyStore:
 def run_cli(*args: str, params: Path | None = None) -> int:
     """`mnist-pipeline --params <committed params.yaml> ARGS...` in-process; its exit status."""
     from conftest import REPO_ROOT
-    from mnist_pipeline import cli
+    from mnist_pipeline.commands import cli
 
     try:
         cli.main(["--params", str(params or REPO_ROOT / "params.yaml"), *args])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.model import load_model_safely
+from mnist_pipeline.modelling.network import load_model_safely
 
 
 def test_a_saved_model_round_trips(tmp_path):
@@ -49,20 +49,21 @@ def modules_after(code: str) -> dict[str, bool]:
 
 
 def test_keras_is_imported_without_the_extras_it_would_pull_in():
-    """model.py hides scikit-learn and matplotlib while Keras imports. The shortcut's two
+    """network.py hides scikit-learn and matplotlib while Keras imports. The shortcut's two
     assumptions, each failing this test when it breaks: Keras on its own does import them
-    (else hiding them saves nothing: remove the shortcut), and through model.py it does not,
+    (else hiding them saves nothing: remove the shortcut), and through network.py it does not,
     while both stay importable afterwards."""
+    network = "mnist_pipeline.modelling.network"
     assert modules_after("import keras") == {"sklearn": True, "matplotlib": True}
-    assert modules_after("import mnist_pipeline.model") == {"sklearn": False, "matplotlib": False}
-    assert modules_after("import mnist_pipeline.model, sklearn.metrics, matplotlib.pyplot") == {
+    assert modules_after(f"import {network}") == {"sklearn": False, "matplotlib": False}
+    assert modules_after(f"import {network}, sklearn.metrics, matplotlib.pyplot") == {
         "sklearn": True,
         "matplotlib": True,
     }
 
 
 def built(params_tree, **train):
-    from mnist_pipeline.model import build_model
+    from mnist_pipeline.modelling.network import build_model
     from mnist_pipeline.params import parse_params
 
     params_tree["train"].update(train)

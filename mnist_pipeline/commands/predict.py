@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_pipeline.dataset import IMAGE_SIDE
+from mnist_pipeline.data.mnist import IMAGE_SIDE
 from mnist_pipeline.errors import PipelineError, first_line
 
 FORMATS = ("PNG", "JPEG")
@@ -110,7 +110,7 @@ def load_classifier(model: str) -> Classifier:
     """A `.keras` file, loaded in Keras' safe mode, or any MLflow model URI (`models:/...`,
     `runs:/...`), loaded by MLflow's pyfunc loader."""
     if Path(model).suffix == ".keras" or Path(model).is_file():
-        from mnist_pipeline.model import load_model_safely
+        from mnist_pipeline.modelling.network import load_model_safely
 
         keras_model = load_model_safely(Path(model))
         return lambda features: keras_model.predict(features, verbose=0)

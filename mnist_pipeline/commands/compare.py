@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline import (
-    plots,  # noqa: F401  (selects the headless Agg backend first)
-    tracking,
-)
 from mnist_pipeline.errors import PipelineError
+
+# Selects the headless Agg backend first.
+from mnist_pipeline.modelling import figures as plots  # noqa: F401
+from mnist_pipeline.tracking import store as tracking
 
 CURVES = {"train_loss": "train loss", "train_accuracy": "train accuracy"}
 MISSING = "-"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mnist_pipeline import plots
+from mnist_pipeline.modelling import figures as plots
 
 
 def test_training_curves_show_loss_and_accuracy_on_whole_epochs(tmp_path):

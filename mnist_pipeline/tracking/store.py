@@ -25,7 +25,7 @@ import mlflow
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.dataset import array_sha256
+from mnist_pipeline.data.mnist import array_sha256
 from mnist_pipeline.errors import PipelineError, first_line, server_refusal
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Dense(10, softmax); the chapter's own has one hidden layer of 512 relu units.
 Its weights (in the layout of `keras.Model.get_weights()`), activations, forward pass,
 predictions and loss, in NumPy only: what evaluating and serving a trained model need. Training
 it from scratch (backpropagation, dropout, optimizers) builds on this in
-mnist_pipeline.numpy_mlp, so editing the teaching code does not re-run the evaluate stage.
+mnist_pipeline.scratch.numpy_mlp, so editing the teaching code does not re-run the evaluate stage.
 """
 
 from __future__ import annotations

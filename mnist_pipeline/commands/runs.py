@@ -10,9 +10,9 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline import tracking
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import OPTIMIZER_PARAMS
+from mnist_pipeline.tracking import store as tracking
 
 # Table column -> column of `mlflow.search_runs`. The one list of what a user compares: the
 # terminal table shows these, and the UI's shared view selects the same params and metrics.

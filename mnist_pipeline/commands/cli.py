@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mnist_pipeline import tracking
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import load_params
-from mnist_pipeline.stage_runner import run_stage
+from mnist_pipeline.runtime.stage_runner import run_stage
+from mnist_pipeline.tracking import store as tracking
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def experiment_link(base_url: str, experiment_name: str) -> str:
     as a shared view), or the home page when the experiment does not exist yet."""
     import mlflow
 
-    from mnist_pipeline import runs
+    from mnist_pipeline.commands import runs
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
     experiment = mlflow.get_experiment_by_name(experiment_name)
@@ -87,7 +87,7 @@ def ui(args: argparse.Namespace) -> None:
 
 def list_runs(args: argparse.Namespace) -> None:
     """Prints the experiment's runs as a table, best test accuracy first."""
-    from mnist_pipeline import runs
+    from mnist_pipeline.commands import runs
 
     experiment_id = runs.open_experiment(load_params(args.params).mlflow.experiment_name)
     # With a limit the store sends only the runs shown, where it can order them itself: a
@@ -105,8 +105,9 @@ def list_runs(args: argparse.Namespace) -> None:
 
 def compare(args: argparse.Namespace) -> None:
     """Plots runs' training curves and test accuracy side by side; prints the params that differ."""
-    from mnist_pipeline import compare as comparison
-    from mnist_pipeline import plots, runs
+    from mnist_pipeline.commands import compare as comparison
+    from mnist_pipeline.commands import runs
+    from mnist_pipeline.modelling import figures as plots
 
     experiment_id = runs.open_experiment(load_params(args.params).mlflow.experiment_name)
     if bool(args.run_ids) == (args.best is not None):
@@ -127,7 +128,7 @@ def reproduce(args: argparse.Namespace) -> int:
     identical, or differ on another machine with test accuracy within tolerance."""
     import mlflow
 
-    from mnist_pipeline import reproduce as reproduction
+    from mnist_pipeline.commands import reproduce as reproduction
 
     uri = tracking.tracking_uri()
     mlflow.set_tracking_uri(uri)
@@ -149,7 +150,7 @@ def reproduce(args: argparse.Namespace) -> int:
 
 def promote(args: argparse.Namespace) -> None:
     """Registers the best finished run's model (or --run's) and makes it the champion."""
-    from mnist_pipeline import registry, runs
+    from mnist_pipeline.commands import registry, runs
 
     params = load_params(args.params)
     experiment_id = runs.open_experiment(params.mlflow.experiment_name)
@@ -168,8 +169,8 @@ def predict(args: argparse.Namespace) -> int:
     """Predicts the digit in each PNG/JPEG image; exit status 1 if any file could not be read."""
     import mlflow
 
-    from mnist_pipeline import predict as prediction
-    from mnist_pipeline import registry
+    from mnist_pipeline.commands import predict as prediction
+    from mnist_pipeline.commands import registry
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
     model = args.model or registry.champion_uri(

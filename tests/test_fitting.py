@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_pipeline.dataset import load_split
-from mnist_pipeline.model import build_model
+from mnist_pipeline.data.splits import load_split
+from mnist_pipeline.modelling import fitting
+from mnist_pipeline.modelling.network import build_model
 from mnist_pipeline.params import load_params
-from stages import train
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def tiny_train(prepared_tiny, tiny_params):
 
 
 def fresh_model(params, seed: int):
-    train.seed_everything(seed)
+    fitting.seed_everything(seed)
     return build_model(params, input_dim=784)
 
 
@@ -28,14 +28,14 @@ def batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def test_epoch_orders_are_fresh_permutations_from_the_seed():
-    orders = train.epoch_orders(10, seed=3)
+    orders = fitting.epoch_orders(10, seed=3)
     first, second = next(orders), next(orders)
     assert sorted(first) == sorted(second) == list(range(10))
     assert first.dtype == np.int32 and not np.array_equal(first, second)
-    again = train.epoch_orders(10, seed=3)
+    again = fitting.epoch_orders(10, seed=3)
     np.testing.assert_array_equal(next(again), first)
     np.testing.assert_array_equal(next(again), second)
-    assert not np.array_equal(next(train.epoch_orders(10, seed=4)), first)
+    assert not np.array_equal(next(fitting.epoch_orders(10, seed=4)), first)
 
 
 @pytest.mark.parametrize("samples", [48, 42], ids=["whole-batches", "last-batch-smaller"])
@@ -47,19 +47,19 @@ def test_fit_in_memory_matches_keras_train_on_batch(tiny_train, samples):
     batch_size, epochs = params.batch_size, params.epochs
 
     fast = fresh_model(params, seed=5)
-    history = train.fit_in_memory(
+    history = fitting.fit_in_memory(
         fast,
         features,
         targets,
         epochs=epochs,
         batch_size=batch_size,
-        orders=train.epoch_orders(samples, seed=9),
+        orders=fitting.epoch_orders(samples, seed=9),
         verbose=0,
     )
 
     reference = fresh_model(params, seed=5)
     expected: dict[str, list[float]] = {"loss": [], "accuracy": []}
-    orders = train.epoch_orders(samples, seed=9)
+    orders = fitting.epoch_orders(samples, seed=9)
     for _ in range(epochs):
         chunks = batches(next(orders), batch_size)
         logs = [
@@ -83,13 +83,13 @@ def test_fit_in_memory_matches_keras_train_on_batch(tiny_train, samples):
 def test_fit_in_memory_with_a_batch_larger_than_the_data(tiny_train):
     features, targets, params = tiny_train
     model = fresh_model(params, seed=1)
-    history = train.fit_in_memory(
+    history = fitting.fit_in_memory(
         model,
         features,
         targets,
         epochs=2,
         batch_size=len(features) + 10,
-        orders=train.epoch_orders(len(features), seed=1),
+        orders=fitting.epoch_orders(len(features), seed=1),
         verbose=0,
     )
     assert int(model.optimizer.iterations.numpy()) == 2
@@ -99,13 +99,13 @@ def test_fit_in_memory_with_a_batch_larger_than_the_data(tiny_train):
 def test_fit_in_memory_rejects_mismatched_arrays(tiny_train):
     features, targets, params = tiny_train
     with pytest.raises(ValueError, match="same, non-zero number of samples"):
-        train.fit_in_memory(
+        fitting.fit_in_memory(
             fresh_model(params, seed=1),
             features,
             targets[:-1],
             epochs=1,
             batch_size=16,
-            orders=train.epoch_orders(len(features), seed=1),
+            orders=fitting.epoch_orders(len(features), seed=1),
         )
 
 
@@ -119,16 +119,16 @@ def misaligned(array: np.ndarray) -> np.ndarray:
 
 
 def test_tensorflow_ready_keeps_usable_arrays_and_aligns_the_rest():
-    array = train.tensorflow_ready(np.arange(12, dtype=np.float32).reshape(3, 4))
-    assert array.ctypes.data % train.TENSORFLOW_ALIGNMENT == 0
-    assert train.tensorflow_ready(array) is array  # Nothing to do: no copy.
+    array = fitting.tensorflow_ready(np.arange(12, dtype=np.float32).reshape(3, 4))
+    assert array.ctypes.data % fitting.TENSORFLOW_ALIGNMENT == 0
+    assert fitting.tensorflow_ready(array) is array  # Nothing to do: no copy.
     read_only = array.copy()
     read_only.flags.writeable = False
     empty = np.zeros((0, 784), np.float32)
-    assert train.tensorflow_ready(empty) is empty  # TensorFlow does not check empty tensors.
+    assert fitting.tensorflow_ready(empty) is empty  # TensorFlow does not check empty tensors.
     for awkward in (misaligned(array), array.T, read_only):
-        ready = train.tensorflow_ready(awkward)
-        assert ready.ctypes.data % train.TENSORFLOW_ALIGNMENT == 0
+        ready = fitting.tensorflow_ready(awkward)
+        assert ready.ctypes.data % fitting.TENSORFLOW_ALIGNMENT == 0
         assert ready.flags.c_contiguous and ready.flags.writeable
         np.testing.assert_array_equal(ready, awkward)
 
@@ -139,5 +139,5 @@ def test_shared_tensor_works_with_plain_tensorflow_ops():
     import tensorflow as tf
 
     array = misaligned(np.random.default_rng(0).random((50, 784), dtype=np.float32))
-    tensor = train._shared_tensor(array)
+    tensor = fitting._shared_tensor(array)
     np.testing.assert_allclose(tf.reduce_sum(tf.gather(tensor, [3, 7])), array[[3, 7]].sum(), 1e-5)

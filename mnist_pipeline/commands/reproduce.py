@@ -24,8 +24,9 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline import provenance, tracking
 from mnist_pipeline.errors import PipelineError, last_line
+from mnist_pipeline.tracking import provenance
+from mnist_pipeline.tracking import store as tracking
 
 REPRODUCTION_TAG = "reproduction_of"
 PARAMS_ARTIFACT = "params.yaml"

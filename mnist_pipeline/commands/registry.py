@@ -11,13 +11,13 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline import tracking
+from mnist_pipeline.commands.runs import best_run_ids
 from mnist_pipeline.errors import PipelineError, first_line
-from mnist_pipeline.runs import best_run_ids
+from mnist_pipeline.tracking import store as tracking
 
 CHAMPION_ALIAS = "champion"
-# The name train logs the model under (stages/train.py's MODEL_ARTIFACT); imported from there
-# it would pull TensorFlow into every command.
+# The name train logs the model under (mnist_pipeline/tracking/train_logging.py's MODEL_ARTIFACT);
+# imported from there it would pull the stage's logging into every command.
 MODEL_ARTIFACT = "model"
 
 

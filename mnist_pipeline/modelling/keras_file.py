@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from mnist_pipeline.errors import PipelineError, first_line
-from mnist_pipeline.mlp import LAYER_FUNCTIONS, MLPWeights, layer_name
+from mnist_pipeline.modelling.mlp import LAYER_FUNCTIONS, MLPWeights, layer_name
 
 CONFIG_MEMBER = "config.json"
 WEIGHTS_MEMBER = "model.weights.h5"

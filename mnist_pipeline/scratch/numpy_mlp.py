@@ -2,8 +2,8 @@
 the chain rule through any number of Dense layers, inverted dropout, the update rules
 (full-batch gradient descent, and Keras 3's SGD with momentum and Nesterov, RMSprop and Adam,
 each written out as formulas) and a training loop, on the weights, activations and forward
-pass of mnist_pipeline.mlp. A Keras model of the same shape (Dropout layers have no weights)
-takes the weights with `model.set_weights(weights.as_keras_list())`.
+pass of mnist_pipeline.modelling.mlp. A Keras model of the same shape (Dropout layers have no
+weights) takes the weights with `model.set_weights(weights.as_keras_list())`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from mnist_pipeline.dataset import NUM_CLASSES
-from mnist_pipeline.mlp import (
+from mnist_pipeline.data.mnist import NUM_CLASSES
+from mnist_pipeline.modelling.mlp import (
     Activation,
     MLPWeights,
     forward_pass,

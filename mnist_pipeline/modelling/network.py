@@ -33,9 +33,9 @@ def _hidden_modules(*names: str) -> Iterator[None]:
 with _hidden_modules("sklearn", "matplotlib"):
     import keras  # noqa: E402
 
-from mnist_pipeline.dataset import NUM_CLASSES  # noqa: E402
+from mnist_pipeline.data.mnist import NUM_CLASSES  # noqa: E402
 from mnist_pipeline.errors import PipelineError, first_line  # noqa: E402
-from mnist_pipeline.keras_file import native_keras_file  # noqa: E402
+from mnist_pipeline.modelling.keras_file import native_keras_file  # noqa: E402
 from mnist_pipeline.params import OptimizerParams, TrainParams  # noqa: E402
 
 

@@ -1,0 +1,1 @@
+"""The `mnist-pipeline` command and its subcommands; none is imported by a stage."""

@@ -1,0 +1,64 @@
+"""MNIST's images and labels into the network's inputs: flattened 784-vectors scaled to [0, 1]
+as float32, one-hot labels, a fixed first-N subset, and the tensor attributes (ndim, shape,
+dtype, min, max) the chapter teaches, before and after."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_pipeline.data import mnist as dataset
+from mnist_pipeline.errors import PipelineError
+
+
+def flatten_and_scale(images: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) uint8 -> (N, 784) float32 in [0, 1]."""
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected (N, H, W) uint8 images, got {images.shape} {images.dtype}")
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    flat /= 255.0
+    return flat
+
+
+def one_hot(labels: np.ndarray, num_classes: int = dataset.NUM_CLASSES) -> np.ndarray:
+    """(N,) integer labels -> (N, num_classes) float32 rows with a single 1."""
+    if labels.ndim != 1:
+        raise ValueError(f"expected a 1-D array of labels, got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), got {labels.min()}..{labels.max()}"
+        )
+    encoded = np.zeros((len(labels), num_classes), dtype=np.float32)
+    encoded[np.arange(len(labels)), labels] = 1.0
+    return encoded
+
+
+def first(array: np.ndarray, count: int | None, name: str) -> np.ndarray:
+    """The first `count` rows (all when None): a fixed subset, so quick runs stay comparable."""
+    if count is None:
+        return array
+    if count > len(array):
+        raise PipelineError(f"{name}={count} exceeds the {len(array)} images available")
+    return array[:count]
+
+
+def tensor_attributes(array: np.ndarray) -> dict[str, object]:
+    """The attributes the chapter teaches: number of axes, shape, data type, value range."""
+    return {
+        "ndim": array.ndim,
+        "shape": list(array.shape),
+        "dtype": str(array.dtype),
+        "min": array.min().item() if array.size else None,
+        "max": array.max().item() if array.size else None,
+    }
+
+
+def prepare_split(
+    images: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, dict]]:
+    """Prepares one split; returns features, one-hot targets and their attributes both ways."""
+    features, targets = flatten_and_scale(images), one_hot(labels)
+    attributes = {
+        "before": {"images": tensor_attributes(images), "labels": tensor_attributes(labels)},
+        "after": {"features": tensor_attributes(features), "targets": tensor_attributes(targets)},
+    }
+    return features, targets, attributes

@@ -1,0 +1,85 @@
+"""What the evaluate stage logs into the training run in MLflow, without reopening it: metrics,
+figures, the report and tags; a failure as an `evaluation_error` tag; and the check that the
+model evaluated is the one the run logged."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from mnist_pipeline.data.mnist import weights_sha256
+from mnist_pipeline.errors import PipelineError, first_line
+from mnist_pipeline.modelling.metrics import Evaluation
+
+log = logging.getLogger(__name__)
+
+
+def require_logged_weights(arrays: list[np.ndarray], run, model_path: Path) -> None:
+    """Stops unless the arrays are the ones the training run logged (its `weights_sha256`):
+    metrics must describe the run's own model, not a file replaced since."""
+    logged = run.data.tags.get("weights_sha256")
+    found = weights_sha256(arrays)
+    if found != logged:
+        raise PipelineError(
+            f"{model_path}: its weights (digest {found[:12]}) are not those run "
+            f"{run.info.run_id} logged ({(logged or 'none')[:12]}); run `dvc repro -f train`"
+        )
+
+
+@contextlib.contextmanager
+def failure_tagged(run) -> Iterator[None]:
+    """Records a failure inside the block on the training run as an `evaluation_error` tag
+    holding its one-line error, and re-raises it; success removes an earlier failure's tag (as
+    the run showed it when looked up). The run's status and times stay those of its training
+    either way."""
+    from mlflow.tracking import MlflowClient
+
+    from mnist_pipeline.tracking.store import EVALUATION_ERROR_TAG
+
+    client, run_id = MlflowClient(), run.info.run_id
+    try:
+        yield
+    except BaseException as error:
+        message = "interrupted" if isinstance(error, KeyboardInterrupt) else first_line(error)
+        try:
+            client.set_tag(run_id, EVALUATION_ERROR_TAG, message)
+        except Exception as tag_error:  # The store may be what failed; the error still shows.
+            log.warning("could not tag run %s: %s", run_id, first_line(tag_error))
+        raise
+    if EVALUATION_ERROR_TAG in run.data.tags:
+        client.delete_tag(run_id, EVALUATION_ERROR_TAG)
+
+
+def log_evaluation(
+    run_id: str,
+    evaluation: Evaluation,
+    figure_files: dict[str, Path],
+    tags: dict[str, object],
+    test_attributes: dict,
+) -> None:
+    """Logs the metrics, figures, report and tags into the training run by its id, without
+    reopening it (which would stretch its end time and put its status at stake)."""
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(name, value, now, 0) for name, value in evaluation.metrics.items()],
+        tags=[RunTag(name, str(value)) for name, value in tags.items()],
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        # The files may carry temporary names until the stage succeeds: log them as FIGURES.
+        for name, path in figure_files.items():
+            shutil.copyfile(path, Path(folder) / name)
+        client.log_artifacts(run_id, folder, "evaluation")
+    client.log_dict(run_id, evaluation.report, "evaluation/classification_report.json")
+    client.log_dict(run_id, test_attributes, "data/test_attributes.json")
