@@ -182,6 +182,20 @@ def _train_outputs(tmp_path: Path) -> dict[str, Path]:
     }
 
 
+def tiny_stage_work(folder: Path, default_params: dict, experiment: str) -> dict:
+    """What the stage-level team tests run on: params for a 16-unit network trained for two
+    epochs and logged to `experiment`, and the tiny data set, prepared."""
+    tree = {**default_params, "train": {**default_params["train"]}}
+    tree["train"].update({"hidden_units": 16, "epochs": 2, "batch_size": 16})
+    tree["mlflow"] = {**default_params["mlflow"], "experiment_name": experiment}
+    return {
+        "folder": folder,
+        "params": write_params(folder / "params.yaml", tree),
+        "prepared": write_prepared_tiny(folder / "prepared"),
+        "model_name": tree["mlflow"]["registered_model_name"],
+    }
+
+
 def train_argv(tmp_path: Path, params: Path, prepared: dict[str, Path]) -> list[str]:
     return as_argv(
         params=params,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -90,3 +92,19 @@ def small_params(default_params: dict, **prepare) -> dict:
     params["prepare"] = {"train_samples": 2000, "test_samples": 500, **prepare}
     params["train"]["epochs"] = 1
     return params
+
+
+def queued_names(output: str) -> list[str]:
+    """The experiments `dvc exp run ... --queue` queued, from what it printed."""
+    return re.findall(r"Queued experiment '([^']+)' for future execution", output)
+
+
+def wait_for_queue(repo: PipelineRepo, limit_seconds: float) -> str:
+    """Polls `dvc queue status` until nothing is queued or running; returns the last status."""
+    deadline = time.monotonic() + limit_seconds
+    while time.monotonic() < deadline:
+        status = repo.run("dvc", "queue", "status").stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(3)
+    raise AssertionError(f"queue not done after {limit_seconds} s:\n{status}")

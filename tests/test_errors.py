@@ -59,6 +59,17 @@ def _as_mlflow_raises(cause: Exception) -> MlflowException:
         return raised
 
 
+def _raised_from_none(cause: Exception, replacement: Exception) -> Exception:
+    """`replacement`, raised `from None` while handling `cause`."""
+    try:
+        try:
+            raise cause
+        except Exception:
+            raise replacement from None
+    except Exception as raised:
+        return raised
+
+
 def test_a_server_gone_mid_run_is_an_error_naming_doctor(monkeypatch):
     import requests
 
@@ -70,19 +81,10 @@ def test_a_server_gone_mid_run_is_an_error_naming_doctor(monkeypatch):
     assert server_lost(_as_mlflow_raises(requests.exceptions.ReadTimeout("slow"))) is not None
     # Any other failure, over HTTP or not, is not this one; nor is an error that explains
     # itself, or one raised `from None` out of a lost connection.
-    try:
-        try:
-            raise requests.exceptions.ConnectionError("refused")
-        except requests.exceptions.ConnectionError:
-            raise PipelineError("MLflow tracking store ... is unusable") from None
-    except PipelineError as explained:
-        assert server_lost(explained) is None
-    try:
-        try:
-            raise requests.exceptions.ConnectionError("refused")
-        except requests.exceptions.ConnectionError:
-            raise RuntimeError("something else") from None
-    except RuntimeError as unrelated:
-        assert server_lost(unrelated) is None
+    for replacement in (PipelineError("MLflow tracking store ... is unusable"), RuntimeError("x")):
+        assert (
+            server_lost(_raised_from_none(requests.exceptions.ConnectionError(), replacement))
+            is None
+        )
     assert server_lost(_as_mlflow_raises(ValueError("bad JSON"))) is None
     assert server_lost(MlflowException("no", error_code=RESOURCE_DOES_NOT_EXIST)) is None

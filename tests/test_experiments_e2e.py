@@ -19,7 +19,13 @@ import pytest
 from PIL import Image, ImageOps
 
 from mnist_pipeline.data import sources
-from pipeline_repo import PipelineRepo, make_pipeline_repo, small_params
+from pipeline_repo import (
+    PipelineRepo,
+    make_pipeline_repo,
+    queued_names,
+    small_params,
+    wait_for_queue,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +44,6 @@ def real_mnist(tmp_path_factory):
     return folder / "mnist.npz"
 
 
-def queued_names(output: str) -> list[str]:
-    return re.findall(r"Queued experiment '([^']+)' for future execution", output)
-
-
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, default_params, real_mnist):
     """A new pipeline repository (no store yet) after `dvc queue start -j 3` ran a two-setting
@@ -57,21 +59,11 @@ def swept(tmp_path_factory, default_params, real_mnist):
     started = time.monotonic()
     repo.run("dvc", "queue", "start", "-j", "3")
     try:
-        status = wait_for_queue(repo)
+        status = wait_for_queue(repo, QUEUE_LIMIT_SECONDS)
     finally:
         repo.run("dvc", "queue", "stop", check=False)
     print(f"\nqueue of 3 experiments, 3 workers: {time.monotonic() - started:.0f} s\n{status}")
     return repo, names, status
-
-
-def wait_for_queue(repo: PipelineRepo) -> str:
-    deadline = time.monotonic() + QUEUE_LIMIT_SECONDS
-    while time.monotonic() < deadline:
-        status = repo.run("dvc", "queue", "status").stdout
-        if not re.search(r"\b(Queued|Running)\b", status):
-            return status
-        time.sleep(3)
-    raise AssertionError(f"queue not done after {QUEUE_LIMIT_SECONDS} s:\n{status}")
 
 
 def runs_by_experiment(repo: PipelineRepo) -> dict:

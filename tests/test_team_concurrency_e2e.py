@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import tempfile
-import time
 from pathlib import Path
 
 import mlflow
@@ -14,7 +13,13 @@ import numpy as np
 import pytest
 
 from mnist_pipeline.data import sources
-from pipeline_repo import PipelineRepo, make_pipeline_repo, small_params
+from pipeline_repo import (
+    PipelineRepo,
+    make_pipeline_repo,
+    queued_names,
+    small_params,
+    wait_for_queue,
+)
 from team.local_stack import grant_experiment, logged_in
 
 pytest_plugins = ["team_stack"]
@@ -55,12 +60,12 @@ def crowd(tmp_path_factory, default_params, team_stack, team_users) -> dict:
     queued = alice.run(
         "dvc", "exp", "run", "-S", f"train.optimizer.learning_rate={rates}", "--queue"
     )
-    names = re.findall(r"Queued experiment '([^']+)' for future execution", queued.stdout)
+    names = queued_names(queued.stdout)
     assert len(names) == len(LEARNING_RATES), queued.stdout
     alice.run("dvc", "queue", "start", "-j", "3")
     try:
         bobs_repro = bob.run("dvc", "repro", check=False)  # while alice's workers train
-        status = wait_for_queue(alice)
+        status = wait_for_queue(alice, QUEUE_LIMIT_SECONDS)
     finally:
         alice.run("dvc", "queue", "stop", check=False)
     logs = {name: alice.run("dvc", "queue", "logs", name).stdout for name in names}
@@ -73,16 +78,6 @@ def crowd(tmp_path_factory, default_params, team_stack, team_users) -> dict:
         "bobs_repro": bobs_repro,
         "experiment_id": experiment_id,
     }
-
-
-def wait_for_queue(repo: PipelineRepo) -> str:
-    deadline = time.monotonic() + QUEUE_LIMIT_SECONDS
-    while time.monotonic() < deadline:
-        status = repo.run("dvc", "queue", "status").stdout
-        if not re.search(r"\b(Queued|Running)\b", status):
-            return status
-        time.sleep(3)
-    raise AssertionError(f"queue not done after {QUEUE_LIMIT_SECONDS} s:\n{status}")
 
 
 def test_every_writer_succeeded_without_an_error(crowd):

@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import train_argv, write_params, write_prepared_tiny
+from conftest import tiny_stage_work, train_argv
 from team import local_stack
 from team.local_stack import TeamStack
 
@@ -28,15 +28,7 @@ RUN_STARTED = "MLflow run "  # train's log line once its run exists on the serve
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, default_params) -> dict:
-    folder = tmp_path_factory.mktemp("team-outage")
-    tree = {**default_params, "train": {**default_params["train"]}}
-    tree["train"].update({"hidden_units": 16, "epochs": 2, "batch_size": 16})
-    tree["mlflow"] = {**default_params["mlflow"], "experiment_name": EXPERIMENT}
-    return {
-        "folder": folder,
-        "params": write_params(folder / "params.yaml", tree),
-        "prepared": write_prepared_tiny(folder / "prepared"),
-    }
+    return tiny_stage_work(tmp_path_factory.mktemp("team-outage"), default_params, EXPERIMENT)
 
 
 @pytest.fixture

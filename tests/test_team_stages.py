@@ -15,7 +15,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from conftest import evaluate_argv, train_argv, write_params, write_prepared_tiny
+from conftest import evaluate_argv, tiny_stage_work, train_argv
 from team.local_stack import Credentials
 
 pytest_plugins = ["team_stack"]
@@ -27,16 +27,7 @@ EXPERIMENT = "team-tests"  # team_users' experiment: alice may edit it, bob may 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, default_params) -> dict:
     """Tiny prepared data and params logging to the team experiment."""
-    folder = tmp_path_factory.mktemp("team-stages")
-    tree = {**default_params, "train": {**default_params["train"]}}
-    tree["train"].update({"hidden_units": 16, "epochs": 2, "batch_size": 16})
-    tree["mlflow"] = {**default_params["mlflow"], "experiment_name": EXPERIMENT}
-    return {
-        "folder": folder,
-        "params": write_params(folder / "params.yaml", tree),
-        "prepared": write_prepared_tiny(folder / "prepared"),
-        "model_name": tree["mlflow"]["registered_model_name"],
-    }
+    return tiny_stage_work(tmp_path_factory.mktemp("team-stages"), default_params, EXPERIMENT)
 
 
 def run_stage(stage: str, argv: list[str], uri: str, user: Credentials | None, cwd: Path):
