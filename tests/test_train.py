@@ -185,6 +185,19 @@ def test_unusable_store_fails_before_training(
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
+def assert_holds_numpy_training(model, features, targets, hidden_units, optimizer, **options):
+    """The model's weights are exactly those of numpy_mlp trained directly with the tiny
+    params' schedule (2 epochs, batch 16, seed 3)."""
+    from mnist_pipeline.scratch import numpy_mlp
+
+    expected = numpy_mlp.init_weights(np.random.default_rng(3), 784, hidden_units)
+    numpy_mlp.train(
+        expected, features, targets, epochs=2, batch_size=16, seed=3, optimizer=optimizer, **options
+    )
+    for got, want in zip(model.get_weights(), expected.as_keras_list(), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_numpy_framework_trains_from_scratch_into_the_keras_model(prepared_tiny, tiny_params):
     """`framework: numpy` fits with the project's own NumPy code; the Keras model it returns
     carries those weights, so it is saved, logged and evaluated like any other run."""
@@ -197,18 +210,9 @@ def test_numpy_framework_trains_from_scratch_into_the_keras_model(prepared_tiny,
     features, targets = load_split(prepared_tiny["train"])
     model, history = fitting.train_model(features, targets, params.train, seed=3)
     assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
-    expected = numpy_mlp.init_weights(np.random.default_rng(3), 784, 16)
-    numpy_mlp.train(
-        expected,
-        features,
-        targets,
-        epochs=2,
-        batch_size=16,
-        seed=3,
-        optimizer=numpy_mlp.RMSprop(learning_rate=0.001, rho=0.9, epsilon=1e-7),
+    assert_holds_numpy_training(
+        model, features, targets, 16, numpy_mlp.RMSprop(learning_rate=0.001, rho=0.9, epsilon=1e-7)
     )
-    for got, want in zip(model.get_weights(), expected.as_keras_list(), strict=True):
-        np.testing.assert_array_equal(got, want)
     again, _ = fitting.train_model(features, targets, params.train, seed=3)
     assert weights_sha256(again.get_weights()) == weights_sha256(model.get_weights())
 
@@ -233,19 +237,9 @@ def test_two_hidden_layers_with_dropout_and_adam_train_in_either_framework(
     assert [w.shape for w in model.get_weights()][::2] == [(784, 16), (16, 8), (8, 10)]
     assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
     if framework == "numpy":
-        expected = numpy_mlp.init_weights(np.random.default_rng(3), 784, [16, 8])
-        numpy_mlp.train(
-            expected,
-            features,
-            targets,
-            epochs=2,
-            batch_size=16,
-            seed=3,
-            dropout=0.2,
-            optimizer=numpy_mlp.Adam(**adam),
+        assert_holds_numpy_training(
+            model, features, targets, [16, 8], numpy_mlp.Adam(**adam), dropout=0.2
         )
-        for got, want in zip(model.get_weights(), expected.as_keras_list(), strict=True):
-            np.testing.assert_array_equal(got, want)
     again, _ = fitting.train_model(features, targets, params.train, seed=3)
     assert weights_sha256(again.get_weights()) == weights_sha256(model.get_weights())
 
