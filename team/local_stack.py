@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from mnist_pipeline.runtime.environment import environment_set
+
 # Debian's PostgreSQL 15; elsewhere set TEAM_POSTGRES_BIN to the folder holding its initdb and
 # pg_ctl (Homebrew: /opt/homebrew/opt/postgresql@15/bin).
 POSTGRES_BIN = Path(os.environ.get("TEAM_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
@@ -558,16 +560,8 @@ def logged_in(credentials: Credentials) -> Iterator[None]:
     they read MLFLOW_TRACKING_USERNAME/PASSWORD from the environment, so this sets and restores
     them (for the whole process: not for use from several threads)."""
     names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(zip(names, credentials, strict=True))
-    try:
+    with environment_set(dict(zip(names, credentials, strict=True))):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def create_user(tracking_uri: str, admin: Credentials, user: Credentials) -> None:

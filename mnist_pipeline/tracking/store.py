@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.data.mnist import array_sha256
 from mnist_pipeline.errors import PipelineError, first_line, server_refusal
+from mnist_pipeline.runtime.environment import environment_set
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +131,9 @@ def _fail_fast_http() -> Iterator[None]:
     stops the stage in seconds rather than after MLflow's minutes of retries; later requests
     keep MLflow's retries for transient errors."""
     settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update({name: saved[name] or value for name, value in settings.items()})
-    try:
+    # A value the user set wins.
+    with environment_set({name: os.environ.get(name) or value for name, value in settings.items()}):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _artifact_location(uri: str, experiment_name: str) -> str | None:
