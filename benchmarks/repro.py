@@ -13,6 +13,13 @@ from pathlib import Path
 from benchmarks.processes import PATHS, REPO_ROOT, child_env
 
 RUNNING_STAGE = re.compile(r"^Running stage '([\w-]+)'", re.MULTILINE)
+# Who commits in the benchmark's temporary repositories.
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@localhost",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@localhost",
+}
 SKIPPED_REPRO = {
     "full_repro_seconds": None,
     "full_repro_stage_seconds": {},
@@ -77,12 +84,7 @@ def time_repro(work: Path, full_repeats: int = 3, noop_repeats: int = 3) -> dict
     repo = work / "repo"
     repo.mkdir()
     copy_working_tree(repo)
-    env = child_env(
-        GIT_AUTHOR_NAME="bench",
-        GIT_AUTHOR_EMAIL="bench@localhost",
-        GIT_COMMITTER_NAME="bench",
-        GIT_COMMITTER_EMAIL="bench@localhost",
-    )
+    env = child_env(**GIT_IDENTITY)
     for command in (
         ["git", "init", "-q", "-b", "main"],
         ["git", "add", "-A"],

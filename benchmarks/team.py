@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 
 from benchmarks.processes import REPO_ROOT, child_env, run_process, write_yaml
-from benchmarks.repro import RUNNING_STAGE, copy_working_tree
+from benchmarks.repro import GIT_IDENTITY, RUNNING_STAGE, copy_working_tree
 from benchmarks.training import create_store, parse_logging_seconds, train_stage_command
 
 TARGETS = {"server_logging_seconds": 1.5, "cli_seconds": 3.0, "handover_fraction": 1 / 3}
@@ -290,31 +290,18 @@ def _time_cli(arguments: list[str], env: dict[str, str], work: Path, name: str) 
     return times
 
 
-def _git_env() -> dict[str, str]:
-    return dict(
-        GIT_AUTHOR_NAME="bench",
-        GIT_AUTHOR_EMAIL="bench@localhost",
-        GIT_COMMITTER_NAME="bench",
-        GIT_COMMITTER_EMAIL="bench@localhost",
-    )
-
-
-def _timed(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr[-3000:]}")
-    return seconds, done.stdout + done.stderr
-
-
 def measure_handover(work: Path, server_env: dict[str, str]) -> dict:
     """The README's team flow on the full data, against the team server, with a folder as the
     DVC remote (a shared disk; S3 adds its transfer time to both sides). A: a git repository of
     the working tree with the data fetched, `dvc repro` (prepare, train, evaluate), `dvc push
     --run-cache`, commit. B: `git clone`, `dvc pull`, `dvc repro`, each timed; B's repro must run
     nothing. B's `make setup` is left out: it is the same for any clone, team or not."""
-    env = {**server_env, **_git_env()}
+    env = {**server_env, **GIT_IDENTITY}
+
+    def timed(name: str, command: list[str], cwd: Path) -> tuple[float, str]:
+        process = run_process(command, cwd, env, work / f"{name}.log")
+        return process.wall_seconds, process.output
+
     alice, bob, remote = work / "alice", work / "bob", work / "remote"
     alice.mkdir(parents=True)
     copy_working_tree(alice)
@@ -327,15 +314,15 @@ def measure_handover(work: Path, server_env: dict[str, str]) -> dict:
         ["dvc", "commit", "--force", "--quiet", "fetch"],
     ):
         subprocess.run(command, cwd=alice, env=env, check=True, capture_output=True)
-    a_repro, output = _timed(["dvc", "repro"], alice, env)
+    a_repro, output = timed("a-repro", ["dvc", "repro"], alice)
     if RUNNING_STAGE.findall(output) != ["prepare", "train", "evaluate"]:
         raise RuntimeError(f"A's dvc repro ran {RUNNING_STAGE.findall(output)}:\n{output}")
-    _timed(["dvc", "push", "--run-cache"], alice, env)
+    timed("a-push", ["dvc", "push", "--run-cache"], alice)
     subprocess.run(["git", "add", "-A"], cwd=alice, env=env, check=True)
     subprocess.run(["git", "commit", "-q", "-m", "A's run"], cwd=alice, env=env, check=True)
-    clone, _ = _timed(["git", "clone", "-q", str(alice), str(bob)], work, env)
-    pull, _ = _timed(["dvc", "pull"], bob, env)
-    repro, output = _timed(["dvc", "repro"], bob, env)
+    clone, _ = timed("b-clone", ["git", "clone", "-q", str(alice), str(bob)], work)
+    pull, _ = timed("b-pull", ["dvc", "pull"], bob)
+    repro, output = timed("b-repro", ["dvc", "repro"], bob)
     if RUNNING_STAGE.search(output):
         raise RuntimeError(f"B's dvc repro ran a stage:\n{output}")
     return {"a_repro": a_repro, "clone": clone, "pull": pull, "repro": repro}
