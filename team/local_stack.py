@@ -98,6 +98,19 @@ class TeamStack:
         """An SQLAlchemy URI for one of the stack's databases; the password stays in pgpass."""
         return database_uri(self.state_dir, self.postgres_port, database)
 
+    def create_database(self, database: str) -> str:
+        """Creates an empty database owned by the `mlflow` role (for a store of its own, such
+        as an Optuna study's) and returns its URI."""
+        from psycopg import sql
+
+        with _superuser_connection(self.state_dir, self.postgres_port) as connection:
+            connection.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(database), sql.Identifier(DATABASE_ROLE)
+                )
+            )
+        return self.database_uri(database)
+
 
 # -- paths -------------------------------------------------------------------------------------
 
@@ -274,14 +287,10 @@ def _start_postgres(state_dir: Path, port: int, postgres_bin: Path) -> None:
 def _create_databases(state_dir: Path, port: int) -> bool:
     """Creates (or updates) the `mlflow` role and its two databases; returns whether the auth
     database is new, that is whether the MLflow admin user is still to be made."""
-    import psycopg
     from psycopg import sql
 
     password = _database_password(state_dir)
-    socket_dir = (_postgres_dir(state_dir) / "data").resolve()
-    with psycopg.connect(
-        host=str(socket_dir), port=port, user="postgres", dbname="postgres", autocommit=True
-    ) as connection:
+    with _superuser_connection(state_dir, port) as connection:
         role_exists = connection.execute(
             "SELECT 1 FROM pg_roles WHERE rolname = %s", (DATABASE_ROLE,)
         ).fetchone()
@@ -302,6 +311,18 @@ def _create_databases(state_dir: Path, port: int) -> bool:
                     )
                 )
     return AUTH_DATABASE not in existing
+
+
+@contextlib.contextmanager
+def _superuser_connection(state_dir: Path, port: int) -> Iterator:
+    """A psycopg connection (autocommit) as the cluster's superuser, on its Unix socket."""
+    import psycopg
+
+    socket_dir = (_postgres_dir(state_dir) / "data").resolve()
+    with psycopg.connect(
+        host=str(socket_dir), port=port, user="postgres", dbname="postgres", autocommit=True
+    ) as connection:
+        yield connection
 
 
 def _postgres_running(state_dir: Path, postgres_bin: Path) -> bool:
