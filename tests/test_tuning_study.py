@@ -10,6 +10,7 @@ import signal
 import socket
 import time
 import uuid
+import warnings
 
 import optuna
 import pytest
@@ -263,7 +264,9 @@ def test_a_heartbeating_trial_outlives_the_grace_period(tmp_path):
     other_worker = opened(url)
     with tuning.heartbeat(study, trial):
         time.sleep(GRACE + 1.5)
-        optuna.storages.fail_stale_trials(other_worker)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(other_worker)
         assert other_worker.get_trials()[0].state == TrialState.RUNNING
     study.tell(trial, 0.5)
 
