@@ -45,6 +45,23 @@ def copy_working_tree(destination: Path) -> None:
     shutil.copy2(REPO_ROOT / PATHS["raw"], destination / PATHS["raw"])
 
 
+def make_bench_repo(repo: Path) -> tuple[Path, dict[str, str]]:
+    """A git repository at `repo` holding the working tree and the fetched data, recorded as
+    fetch's output (so a repro starts from fetched data); returns it and the environment to
+    run in it."""
+    repo.mkdir()
+    copy_working_tree(repo)
+    env = child_env(**GIT_IDENTITY)
+    for command in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "-m", "benchmark copy"],
+        ["dvc", "commit", "--force", "--quiet", "fetch"],
+    ):
+        subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True)
+    return repo, env
+
+
 def stage_seconds(lines: list[tuple[float, str]], total: float) -> dict[str, float]:
     """Seconds from each 'Running stage' line to the next (the last one to the end)."""
     starts = [(at, match.group(1)) for at, line in lines if (match := RUNNING_STAGE.match(line))]
@@ -81,18 +98,7 @@ def time_repro(work: Path, full_repeats: int = 3, noop_repeats: int = 3) -> dict
     The first full run creates the copy's MLflow store, as a user's very first run does; the
     others find it (`dvc repro -f --downstream prepare`: the same stages, forced). The median
     of all of them is the figure compared with the plain script."""
-    repo = work / "repo"
-    repo.mkdir()
-    copy_working_tree(repo)
-    env = child_env(**GIT_IDENTITY)
-    for command in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-q", "-m", "benchmark copy"],
-        # Record the data already there as fetch's output, so repro starts from fetched data.
-        ["dvc", "commit", "--force", "--quiet", "fetch"],
-    ):
-        subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True)
+    repo, env = make_bench_repo(work / "repo")
     fulls = []
     for attempt in range(full_repeats):
         options = ("-f", "--downstream", "prepare") if attempt else ()

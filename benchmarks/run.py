@@ -9,7 +9,8 @@ table and writes benchmarks/results.json. `--only shortcuts` measures the shortc
 couple of minutes) and replaces only that section of results.json; `--only team` measures team
 mode against a local team stack (benchmarks/team.py) and replaces only the `team` section;
 `--only networks` trains the network options on the full data (benchmarks/networks.py, a few
-minutes) and replaces only the `networks` section.
+minutes) and replaces only the `networks` section; `--only tuning` runs `mnist-pipeline tune`
+studies (benchmarks/tuning.py, about half an hour) and replaces only the `tuning` section.
 
 Nothing touches the user's MLflow store or pipeline outputs: the train stage logs to a temporary
 SQLite store and writes into a temporary folder, and the repro timings run in a temporary git
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from benchmarks import networks, shortcuts, team
+from benchmarks import networks, shortcuts, team, tuning
 from benchmarks.processes import PATHS, REPO_ROOT, processor_name, wait_for_quiet
 from benchmarks.repro import SKIPPED_REPRO, time_repro
 from benchmarks.summary import summarize, table
@@ -59,10 +60,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-repro", action="store_true", help="skip the dvc repro timings")
     parser.add_argument(
         "--only",
-        choices=["shortcuts", "team", "networks"],
+        choices=["shortcuts", "team", "networks", "tuning"],
         help="measure only this part (shortcuts: one train stage run first, for the evaluate "
         "stage to score; team: benchmarks/team.py's stack; networks: benchmarks/networks.py's "
-        "optimizers and depths); the rest of --output is kept as it is",
+        "optimizers and depths; tuning: benchmarks/tuning.py's studies); the rest of --output "
+        "is kept as it is",
+    )
+    parser.add_argument(
+        "--tune-trials", type=int, default=20, help="each study's budget (--only tuning)"
+    )
+    parser.add_argument(
+        "--skip-queue",
+        action="store_true",
+        help="skip running the TPE study's configurations through dvc queue (--only tuning)",
     )
     parser.add_argument(
         "--skip-shortcuts",
@@ -93,6 +103,19 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(team.team_table(section))
         results = {**previous, "team": section}
+        args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.output}")
+        return 0
+
+    if args.only == "tuning":
+        with tempfile.TemporaryDirectory(prefix="mnist-bench-") as folder:
+            section = tuning.measure_tuning(
+                params, Path(folder), args.tune_trials, queue=not args.skip_queue
+            )
+        section["machine"] = machine
+        print()
+        print(tuning.tuning_table(section))
+        results = {**previous, "tuning": section}
         args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"\nwrote {args.output}")
         return 0
@@ -155,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         results = summarize(runs, repro, machine)
         if section is not None:
             results["shortcuts"] = section
-        for kept in ("team", "networks"):  # Measured only by --only team / networks.
+        for kept in ("team", "networks", "tuning"):  # Measured only by their --only.
             if kept in previous:
                 results[kept] = previous[kept]
         results["runs"] = [

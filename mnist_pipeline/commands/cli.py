@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mnist_pipeline.commands import tune as tuning
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import load_params
 from mnist_pipeline.runtime.stage_runner import run_stage
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     checkup = commands.add_parser("doctor", help=doctor.__doc__)
     checkup.set_defaults(handler=doctor)
+
+    tuning.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,202 @@
+"""`mnist-pipeline tune`: an Optuna study of the params in params.yaml's `tune` section, chosen on
+a validation split, run by long-lived workers here and on any other machine sharing the study,
+then answered: the best trials, Optuna's figures, and the winner retrained by DVC."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mnist_pipeline.errors import PipelineError, redacted
+from mnist_pipeline.params import load_params
+from mnist_pipeline.tracking import store as tracking
+
+log = logging.getLogger(__name__)
+
+# Where --storage comes from when not given (Optuna's own CLI reads the same variable).
+STORAGE_VARIABLE = "OPTUNA_STORAGE"
+# Marks a worker process started by `--workers N`: it runs trials and leaves the answer to its
+# parent.
+WORKER_VARIABLE = "MNIST_PIPELINE_TUNE_WORKER"
+THREADS_VARIABLE = "TF_NUM_INTRAOP_THREADS"
+# The folder of each study's figures, under the repository root (git-ignored).
+STUDIES_FOLDER = Path("reports") / "studies"
+ANSWERED_ATTR = "answered_at_trials"
+SEARCH_TIME_MESSAGE = "searched for %.1f s"
+
+
+def add_parser(commands) -> None:
+    tune = commands.add_parser("tune", help=run.__doc__)
+    tune.add_argument(
+        "--study", default="mnist-tune", help="study name, shared by its workers (default: %(default)s)"
+    )
+    tune.add_argument("--trials", type=int, help="the study's budget over all workers (default: tune.trials)")
+    tune.add_argument("--workers", type=int, default=1, help="workers to start on this machine")
+    tune.add_argument(
+        "--storage",
+        default=os.environ.get(STORAGE_VARIABLE),
+        help=f"study database: sqlite:///... or postgresql://... (default: ${STORAGE_VARIABLE}, "
+        "else optuna.db in the repository)",
+    )
+    tune.add_argument("--sampler", choices=("tpe", "random"), help="(default: tune.sampler)")
+    tune.add_argument("--no-retrain", action="store_true", help="skip retraining the winner")
+    tune.add_argument("--apply", action="store_true", help="apply the retrained winner to the workspace")
+    tune.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Search the `tune` space with Optuna on a validation split, then retrain the winner."""
+    from mnist_pipeline.tuning import space as search_space
+    from mnist_pipeline.tuning import study as studies
+
+    if args.workers < 1:
+        raise PipelineError(f"--workers {args.workers}: give 1 or more")
+    params = load_params(args.params)
+    tune = search_space.parse_tune(params)
+    overrides = {"trials": args.trials, "sampler": args.sampler}
+    tune = search_space.with_overrides(tune, {k: v for k, v in overrides.items() if v is not None})
+    repo_root = tracking.repo_root()
+    # Everything that can refuse is asked before any training: the study database, then MLflow.
+    url = studies.storage_url(args.storage, repo_root)
+    storage = studies.open_storage(url)
+    experiment_id = tracking.connect(params.mlflow.experiment_name)
+    study = studies.open_study(
+        storage, args.study, sampler=tune.sampler, seed=params.base.seed, pruner=tune.pruner
+    )
+    is_worker = os.environ.get(WORKER_VARIABLE) == "1"
+    if not is_worker:
+        print(
+            f"study {args.study} in {redacted(url)}: {studies.spent(study)} of "
+            f"{tune.trials} trials used; {args.workers} worker(s) here"
+        )
+    started = time.perf_counter()
+    if args.workers == 1:
+        _work_here(study, tune, params, repo_root, experiment_id)
+    else:
+        _start_workers(args, url)
+    if is_worker:
+        return 0
+    # `make bench` (benchmarks/tuning.py) reads this line.
+    print(SEARCH_TIME_MESSAGE % (time.perf_counter() - started), flush=True)
+    return _answer(args, study, tune, repo_root, experiment_id)
+
+
+def _work_here(study, tune, params, repo_root: Path, experiment_id: str) -> None:
+    from mnist_pipeline.tuning.data import load_trial_data
+    from mnist_pipeline.tuning.space import trial_params
+    from mnist_pipeline.tuning.worker import work
+
+    # The arrays every trial shares, split by the study's own validation size.
+    prepare = trial_params(params, tune, {}).prepare
+    data = load_trial_data(repo_root, prepare)
+    import mnist_pipeline.modelling.network  # noqa: F401  (TensorFlow, once per worker)
+
+    def show(number, values, result, error) -> None:
+        settings = ", ".join(f"{name}={value!r}" for name, value in values.items())
+        if error is not None:
+            print(f"trial {number}: failed: {error}  [{settings}]", flush=True)
+        elif result.pruned:
+            print(
+                f"trial {number}: pruned after {result.epochs} epochs, val_accuracy "
+                f"{result.val_accuracy:.4f}  [{settings}]",
+                flush=True,
+            )
+        else:
+            print(
+                f"trial {number}: val_accuracy {result.val_accuracy:.4f} (fit {result.fit_seconds:.1f} s, "
+                f"run {result.run_id})  [{settings}]",
+                flush=True,
+            )
+
+    work(study, tune, params, data, experiment_id=experiment_id, on_result=show)
+
+
+def _start_workers(args: argparse.Namespace, url: str) -> None:
+    """Starts `--workers` processes of this command, each a one-worker run that leaves the
+    answer to this process; the study URL travels in the environment, never in argv (which
+    `ps` shows), and each worker gets its share of the cores unless the thread count is set."""
+    env = {**os.environ, WORKER_VARIABLE: "1", STORAGE_VARIABLE: url}
+    if THREADS_VARIABLE not in env:
+        env[THREADS_VARIABLE] = str(max(1, len(os.sched_getaffinity(0)) // args.workers))
+    command = [sys.executable, "-m", "mnist_pipeline", "--params", args.params, "tune"]
+    command += ["--study", args.study, "--workers", "1"]
+    if args.trials is not None:
+        command += ["--trials", str(args.trials)]
+    if args.sampler is not None:
+        command += ["--sampler", args.sampler]
+    workers = [subprocess.Popen(command, env=env) for _ in range(args.workers)]
+    try:
+        statuses = [worker.wait() for worker in workers]
+    except KeyboardInterrupt:
+        # Ctrl-C reached the workers too (one process group): each fails its trial and exits.
+        for worker in workers:
+            worker.wait()
+        raise
+    failed = [status for status in statuses if status != 0]
+    if failed:
+        raise PipelineError(
+            f"{len(failed)} of {args.workers} workers failed (exit {failed[0]}; see their "
+            "output above); the study keeps every finished trial: run the command again to go on"
+        )
+
+
+def _answer(args, study, tune, repo_root: Path, experiment_id: str) -> int:
+    """Prints the best trials and, once no worker anywhere is still running a trial of the
+    study, logs the figures, ends the parent run and retrains the winner - once per budget."""
+    from mlflow.tracking import MlflowClient
+
+    from mnist_pipeline.tuning import answer
+    from mnist_pipeline.tuning import study as studies
+    from mnist_pipeline.tuning.worker import PARENT_RUN_ATTR
+
+    summary = studies.summarise(study)
+    print(f"study {study.study_name}: {summary}")
+    print("best trials by val_accuracy (test accuracy is never used to choose):")
+    print(answer.best_trials_table(study))
+    with studies.study_lock(study):
+        summary = studies.summarise(study)
+        running = summary.running
+        already = study.user_attrs.get(ANSWERED_ATTR) == summary.spent
+        if not running and not already:
+            study.set_user_attr(ANSWERED_ATTR, summary.spent)
+    if running:
+        print(f"{running} trial(s) still running on other workers: the last to finish answers")
+        return 0
+    best = answer.finished_trials(study)
+    if not best:
+        raise PipelineError(f"study {study.study_name}: no trial completed; see the errors above")
+    if already:
+        print("this budget's answer was given already; raise --trials to search further")
+        return 0
+    client, parent = MlflowClient(), study.user_attrs.get(PARENT_RUN_ATTR)
+    folder = repo_root / STUDIES_FOLDER / study.study_name
+    for figure in answer.write_figures(study, folder):
+        print(f"wrote {figure.relative_to(repo_root)}")
+        if parent:
+            client.log_artifact(parent, str(figure), "tuning")
+    winner = best[0]
+    if parent:
+        client.set_tag(parent, answer.BEST_TRIAL_TAG, str(winner.number))
+        client.log_metric(parent, "best_val_accuracy", winner.value)
+        client.set_terminated(parent, status="FINISHED")
+    if args.no_retrain:
+        return 0
+    retrained = answer.retrain(study.study_name, winner, tune, repo_root, experiment_id)
+    if parent and retrained.run_id:
+        client.set_tag(parent, answer.RETRAIN_RUN_TAG, retrained.run_id)
+    accuracy = "unknown" if retrained.test_accuracy is None else f"{retrained.test_accuracy:.4f}"
+    print(
+        f"trial {winner.number} retrained on all training images as DVC experiment "
+        f"{retrained.experiment} (MLflow run {retrained.run_id}): test accuracy {accuracy}"
+    )
+    if args.apply:
+        answer.apply(retrained.experiment, repo_root)
+        print(f"applied {retrained.experiment} to the workspace: `dvc repro` reproduces it")
+    else:
+        print(f"to make it the workspace's: dvc exp apply {retrained.experiment}")
+    return 0

@@ -1,0 +1,132 @@
+"""A study's answer, once its budget is spent: the best trials, Optuna's figures logged to the
+study's parent run, and the winner retrained on every training image as a real DVC experiment,
+whose test accuracy is the only test number a study quotes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_pipeline.errors import PipelineError, first_line
+from mnist_pipeline.tuning import space as search_space
+from mnist_pipeline.tuning.space import TuneParams
+from mnist_pipeline.tuning.trial import FIT_SECONDS, OBJECTIVE, PARAMS_ATTR, STUDY_TAG
+
+log = logging.getLogger(__name__)
+
+FIGURES = ("optimization_history.png", "param_importances.png")
+# The parent run's tags naming the winner and its retraining.
+BEST_TRIAL_TAG = "tune.best_trial"
+RETRAIN_RUN_TAG = "tune.retrain_run"
+RETRAIN_OF_TAG = "tune.retrain_of"
+SHOWN_TRIALS = 5
+
+
+@dataclass(frozen=True)
+class Retrained:
+    experiment: str
+    run_id: str | None
+    test_accuracy: float | None
+
+
+def finished_trials(study) -> list:
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return sorted(complete, key=lambda trial: trial.value, reverse=True)
+
+
+def best_trials_table(study, count: int = SHOWN_TRIALS) -> str:
+    """The best trials by validation accuracy: params, val accuracy, fit time, MLflow run."""
+    rows = []
+    for trial in finished_trials(study)[:count]:
+        values = ", ".join(
+            f"{name}={value!r}" for name, value in trial.user_attrs.get(PARAMS_ATTR, {}).items()
+        )
+        rows.append(
+            f"  trial {trial.number:>3}  {OBJECTIVE} {trial.value:.4f}  "
+            f"{trial.user_attrs.get(FIT_SECONDS, float('nan')):6.1f} s  "
+            f"run {trial.user_attrs.get('mlflow_run_id', '?')}  {values}"
+        )
+    return "\n".join(rows) or "  (no trial completed)"
+
+
+def write_figures(study, folder: Path) -> list[Path]:
+    """Optuna's optimization history and param importances as PNGs (importances need two
+    finished trials and a varied param); returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, draw in zip(
+        FIGURES, (optuna_plots.plot_optimization_history, optuna_plots.plot_param_importances)
+    ):
+        try:
+            # Optuna marks its matplotlib plots experimental; the warning is noise here.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                axes = draw(study)
+        except (ValueError, RuntimeError) as error:
+            log.warning("no %s: %s", name, first_line(error))
+            continue
+        figure = axes.figure if hasattr(axes, "figure") else axes[0].figure
+        figure.set_size_inches(8, 5)
+        figure.tight_layout()
+        figure.savefig(folder / name, dpi=110)
+        plt.close(figure)
+        written.append(folder / name)
+    return written
+
+
+def retrain(
+    study_name: str, trial, tune: TuneParams, repo_root: Path, experiment_id: str
+) -> Retrained:
+    """Retrains the trial's params on every training image as a DVC experiment in a temporary
+    copy of the workspace (`dvc exp run --temp`), so the workspace is left as it was; returns
+    the experiment and the test accuracy its evaluate stage logged."""
+    from mlflow.tracking import MlflowClient
+
+    name = f"{study_name}-trial-{trial.number}"
+    values = trial.user_attrs[PARAMS_ATTR]
+    command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name]
+    for argument in search_space.final_set_arguments(values):
+        command += ["--set-param", argument]
+    log.info("retraining trial %d on all training images: dvc exp run %s", trial.number, name)
+    result = subprocess.run(command, cwd=repo_root, env=os.environ.copy())
+    if result.returncode != 0:
+        raise PipelineError(
+            f"`dvc exp run --temp --name {name}` failed (see its output above); the study's "
+            "trials are kept: fix it and run `mnist-pipeline tune` again to retrain"
+        )
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=f"tags.dvc_exp_name = '{name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return Retrained(name, None, None)
+    run = runs[0]
+    MlflowClient().set_tag(run.info.run_id, RETRAIN_OF_TAG, f"{study_name}/{trial.number}")
+    MlflowClient().set_tag(run.info.run_id, STUDY_TAG, study_name)
+    return Retrained(name, run.info.run_id, run.data.metrics.get("test_accuracy"))
+
+
+def apply(experiment: str, repo_root: Path) -> None:
+    """`dvc exp apply`: the workspace takes the experiment's params and outputs, so
+    `dvc repro` reproduces it and `promote` registers it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "apply", experiment], cwd=repo_root
+    )
+    if result.returncode != 0:
+        raise PipelineError(f"`dvc exp apply {experiment}` failed (see its output above)")
