@@ -1,1 +1,2 @@
-"""Hyperparameter search with Optuna: the search space, the study and its workers."""
+"""Hyperparameter search with Optuna (`mnist-pipeline tune`): where a study lives and how the
+workers that run its trials share one budget."""
