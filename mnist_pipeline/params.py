@@ -143,10 +143,16 @@ class Params(_Section):
     train: TrainParams
     evaluate: EvaluateParams
     mlflow: MlflowParams
+    # `mnist-pipeline tune`'s study and search space: read by no stage (no stage lists it in
+    # dvc.yaml, so editing it re-runs nothing) and so kept opaque here, where every stage
+    # imports it; mnist_pipeline.tuning.space validates it when tuning or checking params.
+    # Optional, so the params files of older runs parse.
+    tune: dict | None = None
 
     def flat(self) -> dict[str, object]:
-        """All params as `section.key` (nested: `train.optimizer.rho`) for MLflow."""
-        return _flatten(self.model_dump())
+        """The stages' params as `section.key` (nested: `train.optimizer.rho`) for MLflow;
+        without `tune`, which configures a search rather than a run."""
+        return _flatten(self.model_dump(exclude={"tune"}))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
