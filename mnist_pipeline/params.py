@@ -49,6 +49,20 @@ class FetchParams(_Section):
 class PrepareParams(_Section):
     train_samples: int | None = Field(ge=1, le=MNIST_TRAIN_SIZE)
     test_samples: int | None = Field(ge=1, le=MNIST_TEST_SIZE)
+    # The last N of the training images kept become the validation split; 0 (the chapter's
+    # setup) keeps them all for training. A default, so the params files of older runs parse.
+    validation_samples: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _training_images_left(self) -> PrepareParams:
+        kept = self.train_samples if self.train_samples is not None else MNIST_TRAIN_SIZE
+        if self.validation_samples >= kept:
+            raise ValueError(
+                f"prepare.validation_samples: {self.validation_samples} leaves no training "
+                f"images; it must be less than prepare.train_samples ({kept} kept"
+                f"{', all of MNIST' if self.train_samples is None else ''})"
+            )
+        return self
 
 
 class RMSpropParams(_Section):

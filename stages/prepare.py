@@ -1,5 +1,7 @@
 """prepare: reshape each image to a 784-vector, scale pixels to [0, 1] as float32, one-hot the
-labels, and record the tensor attributes (ndim, shape, dtype, min, max) before and after."""
+labels, and record the tensor attributes (ndim, shape, dtype, min, max) before and after. The
+last `prepare.validation_samples` training images become the validation split (empty by
+default)."""
 
 from __future__ import annotations
 
@@ -8,40 +10,53 @@ import logging
 from pathlib import Path
 
 from mnist_pipeline.data.splits import read_npz, save_split
-from mnist_pipeline.data.transforms import first, prepare_split
+from mnist_pipeline.data.transforms import first, last, prepare_split
 from mnist_pipeline.params import load_params
 from mnist_pipeline.runtime.atomic import atomic_outputs, write_json
 from mnist_pipeline.runtime.stage_runner import run_stage
 
 log = logging.getLogger(__name__)
+SPLITS = ("train", "validation", "test")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--raw", required=True, type=Path, help="mnist.npz from fetch")
-    for split in ("train", "test"):
+    for split in SPLITS:
         parser.add_argument(f"--{split}", required=True, type=Path, help=f"{split} arrays (npz)")
         parser.add_argument(f"--{split}-attributes", required=True, type=Path)
     args = parser.parse_args(argv)
     params = load_params(args.params).prepare
 
-    outputs = (args.train, args.train_attributes, args.test, args.test_attributes)
+    outputs = [getattr(args, name) for split in SPLITS for name in (split, f"{split}_attributes")]
     with atomic_outputs(*outputs) as temporaries:
         raw = read_npz(args.raw, str(args.raw))
+        # Validation is the end of the training images kept, so train keeps their beginning.
+        train_images, validation_images = last(
+            first(raw.x_train, params.train_samples, "prepare.train_samples"),
+            params.validation_samples,
+            "prepare.validation_samples",
+        )
+        train_labels, validation_labels = last(
+            first(raw.y_train, params.train_samples, "prepare.train_samples"),
+            params.validation_samples,
+            "prepare.validation_samples",
+        )
+        test_images = first(raw.x_test, params.test_samples, "prepare.test_samples")
+        test_labels = first(raw.y_test, params.test_samples, "prepare.test_samples")
         splits = [
-            (raw.x_train, raw.y_train, params.train_samples, "prepare.train_samples"),
-            (raw.x_test, raw.y_test, params.test_samples, "prepare.test_samples"),
+            (train_images, train_labels),
+            (validation_images, validation_labels),
+            (test_images, test_labels),
         ]
         written = iter(temporaries)
-        for images, labels, count, key in splits:
-            features, targets, attributes = prepare_split(
-                first(images, count, key), first(labels, count, key)
-            )
+        for split, (images, labels) in zip(SPLITS, splits, strict=True):
+            features, targets, attributes = prepare_split(images, labels)
             with next(written).open("wb") as stream:
                 save_split(stream, features, targets)
             write_json(next(written), attributes)
-            log.info("prepared features %s and targets %s", features.shape, targets.shape)
+            log.info("prepared %s features %s and targets %s", split, features.shape, targets.shape)
 
 
 if __name__ == "__main__":

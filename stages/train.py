@@ -1,6 +1,7 @@
 """train: fit the chapter's network (Dense relu -> Dense softmax, RMSprop), or the deeper one or
 other optimizer params.yaml asks for, on the prepared data, save it as a native `.keras` file
-and log the whole run to MLflow."""
+and log the whole run to MLflow. Given a validation split with images, it is scored after each
+epoch (`val_loss`, `val_accuracy`) without changing the weights."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from mnist_pipeline.tracking.train_logging import (
     log_optimizer_config,
     log_run_params,
     log_training_data,
+    log_validation_data,
 )
 
 log = logging.getLogger(__name__)
@@ -35,10 +37,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train", required=True, type=Path, help="prepared train.npz")
     parser.add_argument("--train-attributes", required=True, type=Path)
+    # Optional, so the stage runs as before without them (benchmarks, older scripts); dvc.yaml
+    # always passes prepare's split, empty when prepare.validation_samples is 0.
+    parser.add_argument("--validation", type=Path, help="prepared validation.npz")
+    parser.add_argument("--validation-attributes", type=Path)
     parser.add_argument("--model", required=True, type=Path, help="where to save model.keras")
     parser.add_argument("--history", required=True, type=Path, help="per-epoch CSV for dvc plots")
     parser.add_argument("--run-record", required=True, type=Path, help="MLflow run id for evaluate")
     args = parser.parse_args(argv)
+    if (args.validation is None) != (args.validation_attributes is None):
+        parser.error("--validation and --validation-attributes go together")
     params = load_params(args.params)
 
     import mlflow
@@ -57,6 +65,11 @@ def main(argv: list[str] | None = None) -> None:
             import mnist_pipeline.modelling.network  # noqa: F401
 
             features, targets = loading.result()
+        validation = None
+        if args.validation is not None:
+            validation = load_split(args.validation, alignment=TENSORFLOW_ALIGNMENT)
+            if len(validation[0]) == 0:
+                validation = None  # prepare.validation_samples is 0: train as the chapter does.
 
         tags = {**provenance.git_tags(), **provenance.environment_tags()}
         run_name = tags.get("dvc_exp_name")
@@ -67,12 +80,29 @@ def main(argv: list[str] | None = None) -> None:
                 # Before training, so the run shows its settings and data while it trains.
                 log_run_params(params)
                 log_training_data(run.info.run_id, features, targets, args.train, attributes)
-            model, history = train_model(features, targets, params.train, params.base.seed)
+                if validation is not None:
+                    log_validation_data(
+                        run.info.run_id,
+                        *validation,
+                        args.validation,
+                        json.loads(args.validation_attributes.read_text(encoding="utf-8")),
+                    )
+            model, history = train_model(
+                features, targets, params.train, params.base.seed, validation=validation
+            )
             model.save(model_file)
             history_table(history).to_csv(history_file, index=False)
             with logging_time:
                 log_optimizer_config(model)
-                tracking.log_history(history, prefix="train_")
+                # train_loss and train_accuracy as always; the history's val_loss and
+                # val_accuracy keep their names (MLflow's and Keras' usual ones).
+                validation_curves = {k: v for k, v in history.items() if k.startswith("val_")}
+                tracking.log_history(
+                    {k: v for k, v in history.items() if k not in validation_curves},
+                    prefix="train_",
+                )
+                if validation_curves:
+                    tracking.log_history(validation_curves, prefix="")
                 mlflow.set_tag("weights_sha256", weights_sha256(model.get_weights()))
                 log_model(model)
             log.info(LOGGING_TIME_MESSAGE, logging_time.seconds)

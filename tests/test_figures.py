@@ -22,6 +22,29 @@ def test_training_curves_show_loss_and_accuracy_on_whole_epochs(tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_training_curves_draw_validation_beside_training_when_the_history_has_it(tmp_path):
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2],
+            "loss": [0.3, 0.1],
+            "accuracy": [0.9, 0.95],
+            "val_loss": [0.2, 0.15],
+            "val_accuracy": [0.93, 0.94],
+        }
+    )
+    figure = plots.training_curves_figure(history)
+    for axes, metric in zip(figure.axes, ("loss", "accuracy"), strict=True):
+        lines = {line.get_label(): line.get_ydata().tolist() for line in axes.get_lines()}
+        assert lines == {
+            "train": history[metric].tolist(),
+            "validation": history[f"val_{metric}"].tolist(),
+        }
+        assert axes.get_legend() is not None
+    plain = plots.training_curves_figure(history[["epoch", "loss", "accuracy"]])
+    assert [len(axes.get_lines()) for axes in plain.axes] == [1, 1]
+    assert all(axes.get_legend() is None for axes in plain.axes)
+
+
 def test_the_confusion_matrix_labels_every_cell_with_its_count():
     matrix = np.array([[5, 1], [0, 7]])
     figure = plots.confusion_matrix_figure(matrix)

@@ -141,3 +141,186 @@ def test_shared_tensor_works_with_plain_tensorflow_ops():
     array = misaligned(np.random.default_rng(0).random((50, 784), dtype=np.float32))
     tensor = fitting._shared_tensor(array)
     np.testing.assert_allclose(tf.reduce_sum(tf.gather(tensor, [3, 7])), array[[3, 7]].sum(), 1e-5)
+
+
+# --- Validation after each epoch, and callbacks ---------------------------------------------
+
+
+@pytest.fixture
+def tiny_validation(prepared_tiny):
+    """The tiny test images, standing in for a validation split (16 rows: batches of 16 and
+    of 10, so the last one is smaller)."""
+    return load_split(prepared_tiny["test"])
+
+
+def with_train(params, **changes):
+    from mnist_pipeline.params import TrainParams
+
+    return TrainParams.model_validate({**params.model_dump(), **changes})
+
+
+class Recorder:
+    """A callback with only Keras' on_epoch_end, as train_model's callbacks may be."""
+
+    def __init__(self, then=None):
+        self.calls: list[tuple[int, dict]] = []
+        self.then = then
+
+    def on_epoch_end(self, epoch, logs):
+        self.calls.append((epoch, logs))
+        if self.then is not None:
+            self.then(epoch, logs)
+
+
+@pytest.mark.parametrize("batch_size", [16, 10], ids=["whole-batches", "last-batch-smaller"])
+def test_fit_in_memory_validates_as_keras_evaluate_does(tiny_train, tiny_validation, batch_size):
+    """After every epoch val_loss and val_accuracy are those of `model.evaluate` on the split
+    with the weights of that epoch, and the epoch's training metrics are what they are
+    without validation."""
+    features, targets, params = tiny_train
+    val_features, val_targets = tiny_validation
+    model = fresh_model(params, seed=5)
+    evaluated = []
+
+    def evaluate_now(epoch, logs):
+        evaluated.append(
+            model.evaluate(
+                val_features, val_targets, batch_size=batch_size, verbose=0, return_dict=True
+            )
+        )
+
+    recorder = Recorder(then=evaluate_now)
+    history = fitting.fit_in_memory(
+        model,
+        features,
+        targets,
+        epochs=2,
+        batch_size=batch_size,
+        orders=fitting.epoch_orders(len(features), seed=9),
+        verbose=0,
+        validation=(val_features, val_targets),
+        callbacks=[recorder],
+    )
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    np.testing.assert_allclose(history["val_loss"], [e["loss"] for e in evaluated], rtol=1e-6)
+    assert history["val_accuracy"] == pytest.approx([e["accuracy"] for e in evaluated])
+    assert [epoch for epoch, _ in recorder.calls] == [0, 1]
+    for name, values in history.items():
+        assert [logs[name] for _, logs in recorder.calls] == values
+
+    plain = fitting.fit_in_memory(
+        fresh_model(params, seed=5),
+        features,
+        targets,
+        epochs=2,
+        batch_size=batch_size,
+        orders=fitting.epoch_orders(len(features), seed=9),
+        verbose=0,
+    )
+    assert plain == {name: history[name] for name in ("loss", "accuracy")}
+
+
+def test_the_progress_bar_shows_the_validation_metrics(tiny_train, tiny_validation, capsys):
+    features, targets, params = tiny_train
+    fitting.fit_in_memory(
+        fresh_model(params, seed=5),
+        features,
+        targets,
+        epochs=1,
+        batch_size=16,
+        orders=fitting.epoch_orders(len(features), seed=9),
+        validation=tiny_validation,
+    )
+    shown = capsys.readouterr().out
+    assert "- loss:" in shown and "- val_loss:" in shown and "- val_accuracy:" in shown
+
+
+@pytest.mark.parametrize("framework", ["keras", "numpy"])
+@pytest.mark.parametrize("dropout", [0.0, 0.25], ids=["no-dropout", "dropout"])
+def test_validation_never_changes_the_weights(tiny_train, tiny_validation, framework, dropout):
+    from mnist_pipeline.data.mnist import weights_sha256
+
+    features, targets, params = tiny_train
+    params = with_train(params, framework=framework, dropout=dropout)
+    plain, plain_history = fitting.train_model(features, targets, params, seed=3)
+    validated, history = fitting.train_model(
+        features, targets, params, seed=3, validation=tiny_validation
+    )
+    assert weights_sha256(validated.get_weights()) == weights_sha256(plain.get_weights())
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert {name: history[name] for name in plain_history} == plain_history
+
+
+@pytest.mark.parametrize("framework", ["keras", "numpy"])
+def test_an_empty_validation_split_is_no_validation(tiny_train, framework):
+    features, targets, params = tiny_train
+    empty = (np.zeros((0, 784), np.float32), np.zeros((0, 10), np.float32))
+    recorder = Recorder()
+    _, history = fitting.train_model(
+        features,
+        targets,
+        with_train(params, framework=framework),
+        seed=3,
+        validation=empty,
+        callbacks=[recorder],
+    )
+    assert set(history) == {"loss", "accuracy"}
+    assert [sorted(logs) for _, logs in recorder.calls] == [["accuracy", "loss"]] * 2
+
+
+def test_numpy_framework_validates_as_numpy_and_keras_compute_it(tiny_train, tiny_validation):
+    """The from-scratch training's val metrics, after its last epoch, against an independent
+    NumPy computation on the weights it ends with (probabilities, clipped cross-entropy) and
+    against Keras' evaluate of the model holding them."""
+    from mnist_pipeline.modelling.mlp import MLPWeights, categorical_crossentropy, predict_proba
+
+    features, targets, params = tiny_train
+    val_features, val_targets = tiny_validation
+    recorder = Recorder()
+    model, history = fitting.train_model(
+        features,
+        targets,
+        with_train(params, framework="numpy"),
+        seed=3,
+        validation=tiny_validation,
+        callbacks=[recorder],
+    )
+    weights = MLPWeights.from_keras_list(model.get_weights())
+    probabilities = predict_proba(weights, val_features)
+    loss = categorical_crossentropy(val_targets, probabilities)
+    accuracy = np.mean(probabilities.argmax(axis=1) == val_targets.argmax(axis=1))
+    assert history["val_loss"][-1] == pytest.approx(loss, rel=1e-6)
+    assert history["val_accuracy"][-1] == accuracy
+    keras_says = model.evaluate(val_features, val_targets, verbose=0, return_dict=True)
+    assert history["val_loss"][-1] == pytest.approx(keras_says["loss"], rel=1e-5)
+    assert history["val_accuracy"][-1] == pytest.approx(keras_says["accuracy"])
+    assert [epoch for epoch, _ in recorder.calls] == [0, 1]
+    for name, values in history.items():
+        assert [logs[name] for _, logs in recorder.calls] == values
+
+
+class Pruned(Exception):
+    """Stands in for optuna.TrialPruned."""
+
+
+@pytest.mark.parametrize("framework", ["keras", "numpy"])
+def test_what_a_callback_raises_stops_training_and_propagates(
+    tiny_train, tiny_validation, framework
+):
+    features, targets, params = tiny_train
+
+    def prune(epoch, logs):
+        assert "val_accuracy" in logs
+        raise Pruned(f"epoch {epoch}")
+
+    recorder = Recorder(then=prune)
+    with pytest.raises(Pruned, match="epoch 0"):
+        fitting.train_model(
+            features,
+            targets,
+            with_train(params, framework=framework),
+            seed=3,
+            validation=tiny_validation,
+            callbacks=[recorder],
+        )
+    assert len(recorder.calls) == 1

@@ -19,6 +19,7 @@ def test_committed_params_are_valid_and_match_the_chapter():
     assert (optimizer.name, optimizer.learning_rate, optimizer.rho) == ("rmsprop", 0.001, 0.9)
     assert (optimizer.momentum, optimizer.epsilon, optimizer.centered) == (0.0, 1e-7, False)
     assert params.fetch.source == "auto" and params.prepare.train_samples is None
+    assert params.prepare.validation_samples == 0  # All 60,000 images train, as in the chapter.
     # The chapter's one hidden layer, without dropout.
     assert params.train.widths == (512,) and params.train.dropout == 0.0
 
@@ -118,6 +119,9 @@ BAD_VALUES = [
     ("prepare.train_samples", 0, ["prepare.train_samples"]),
     ("prepare.train_samples", 60001, ["prepare.train_samples", "60000"]),
     ("prepare.test_samples", 10001, ["prepare.test_samples", "10000"]),
+    ("prepare.validation_samples", -1, ["prepare.validation_samples", "greater than or equal"]),
+    ("prepare.validation_samples", 1.5, ["prepare.validation_samples", "valid integer"]),
+    ("prepare.validation_samples", 60000, ["prepare.validation_samples: 60000 leaves no", "60000"]),
     ("evaluate.batch_size", 0, ["evaluate.batch_size"]),
     ("mlflow.experiment_name", "", ["mlflow.experiment_name"]),
     ("train.epochs", None, ["train.epochs"]),
@@ -133,6 +137,24 @@ def test_bad_values_name_the_key_and_what_is_allowed(params_tree, key, value, wo
     assert "\n" not in message
     for word in words:
         assert word in message
+
+
+def test_validation_must_leave_training_images_naming_both_keys(params_tree):
+    params_tree["prepare"].update(train_samples=5000, validation_samples=5000)
+    with pytest.raises(PipelineError) as caught:
+        parse_params(params_tree)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "prepare.validation_samples: 5000" in message
+    assert "prepare.train_samples (5000 kept)" in message
+    params_tree["prepare"]["validation_samples"] = 4999
+    assert parse_params(params_tree).prepare.validation_samples == 4999
+
+
+def test_params_of_runs_before_the_validation_split_still_parse(params_tree):
+    """Older runs logged params.yaml without prepare.validation_samples: no validation."""
+    del params_tree["prepare"]["validation_samples"]
+    assert parse_params(params_tree).prepare.validation_samples == 0
 
 
 @pytest.mark.parametrize(

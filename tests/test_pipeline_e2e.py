@@ -128,11 +128,51 @@ def test_dvc_sees_the_metrics_and_plots(pipeline_repo):
     repo, env, _first, _ = pipeline_repo
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo, env).stdout)
     assert "test_accuracy" in json.dumps(shown)
-    plots = run(["dvc", "plots", "show", "--json"], repo, env).stdout
-    assert "reports/confusion_matrix.csv" in plots and "Training curves" in plots
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], repo, env).stdout)
+    assert plots["data"]["reports/confusion_matrix.csv"] and plots["data"]["Training curves"]
+    # Without a validation split the history has no val columns: only their own plot is
+    # empty, with DVC's note that it found no val_loss.
+    assert plots["data"]["Validation curves"] == []
+    assert [(e["name"], e["type"]) for e in plots.get("errors", [])] == [
+        ("Validation curves", "FieldNotFoundError")
+    ]
 
 
 def test_cli_checks_params_in_the_repo(pipeline_repo):
     repo, env, _first, _ = pipeline_repo
     checked = run([sys.executable, "-m", "mnist_pipeline", "check-params"], repo, env)
     assert "train.epochs = 2" in checked.stdout and "params.yaml: OK" in checked.stdout
+
+
+def test_a_validation_split_reaches_training_its_run_and_dvc_plots(pipeline_repo):
+    """Last in this module: it changes the params. prepare.validation_samples re-runs the
+    whole pipeline after fetch; the last 500 of the 3,000 training images kept validate."""
+    repo, env, _first, pipeline = pipeline_repo
+    params = pipeline.params()
+    params["prepare"]["validation_samples"] = 500
+    pipeline.write_params(params)
+    changed = run(["dvc", "repro"], repo, env)
+    for stage in ("prepare", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in changed.stdout
+
+    prepared = repo / "data" / "prepared"
+    with np.load(prepared / "train.npz") as train, np.load(prepared / "validation.npz") as val:
+        assert len(train["x"]) == 2500 and len(val["x"]) == 500
+    history = (repo / "reports" / "train_history.csv").read_text().splitlines()
+    assert history[0] == "epoch,accuracy,loss,val_accuracy,val_loss" and len(history) == 3
+
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], repo, env).stdout)
+    assert not plots.get("errors")
+    fields = {
+        point["field"]
+        for point in plots["data"]["Validation curves"][0]["content"]["data"]["values"]
+    }
+    assert fields == {"val_loss", "val_accuracy"}
+
+    client, runs = only_run(repo)
+    latest = max(runs, key=lambda logged: logged.info.start_time)
+    assert latest.data.params["data.validation_samples"] == "500"
+    assert latest.data.params["data.train_samples"] == "2500"
+    curve = client.get_metric_history(latest.info.run_id, "val_accuracy")
+    assert [m.step for m in curve] == [1, 2] and 0.5 < curve[-1].value <= 1
+    assert "test_accuracy" in latest.data.metrics

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import as_argv, save_npz, write_params
 from mnist_pipeline.data import transforms
+from mnist_pipeline.data.mnist import array_sha256
+from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.errors import PipelineError
 from stages import prepare
 
@@ -53,6 +55,31 @@ def test_first_keeps_a_fixed_prefix():
         transforms.first(rows, 11, "k")
 
 
+def test_last_splits_off_the_final_rows():
+    rows = np.arange(10)
+    kept, tail = transforms.last(rows, 3, "k")
+    assert kept.tolist() == list(range(7)) and tail.tolist() == [7, 8, 9]
+    kept, tail = transforms.last(rows, 0, "k")
+    assert kept.tolist() == list(range(10)) and tail.shape == (0,)
+    for count in (10, 11):
+        with pytest.raises(PipelineError, match=f"k={count} leaves no training images"):
+            transforms.last(rows, count, "k")
+
+
+def test_an_empty_split_prepares_with_empty_attributes():
+    images, labels = np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8)
+    features, targets, attributes = transforms.prepare_split(images, labels)
+    assert features.shape == (0, 784) and features.dtype == np.float32
+    assert targets.shape == (0, 10) and targets.dtype == np.float32
+    assert attributes["after"]["features"] == {
+        "ndim": 2,
+        "shape": [0, 784],
+        "dtype": "float32",
+        "min": None,
+        "max": None,
+    }
+
+
 def test_tensor_attributes_before_and_after(tiny_mnist):
     features, targets, attributes = transforms.prepare_split(tiny_mnist.x_train, tiny_mnist.y_train)
     assert attributes["before"]["images"] == {
@@ -83,6 +110,8 @@ def _run_main(tmp_path, params_tree, tiny_mnist):
         raw=raw,
         train=out / "train.npz",
         train_attributes=out / "train_attributes.json",
+        validation=out / "validation.npz",
+        validation_attributes=out / "validation_attributes.json",
         test=out / "test.npz",
         test_attributes=out / "test_attributes.json",
     )
@@ -103,7 +132,43 @@ def test_main_writes_both_splits_with_subsets(tmp_path, params_tree, tiny_mnist)
         "test_attributes.json",
         "train.npz",
         "train_attributes.json",
+        "validation.npz",
+        "validation_attributes.json",
     ]
+    # No validation by default: the split is written, with no rows.
+    with np.load(out / "validation.npz") as validation:
+        assert validation["x"].shape == (0, 784) and validation["y"].shape == (0, 10)
+
+
+@pytest.mark.parametrize("train_samples", [None, 30], ids=["all", "first-30"])
+def test_main_makes_the_last_training_images_kept_the_validation_split(
+    tmp_path, params_tree, tiny_mnist, train_samples
+):
+    params_tree["prepare"].update(train_samples=train_samples, validation_samples=8)
+    out = _run_main(tmp_path, params_tree, tiny_mnist)
+    kept = train_samples or len(tiny_mnist.x_train)
+    train_features, train_targets = load_split(out / "train.npz")
+    features, targets = load_split(out / "validation.npz")
+    assert len(train_features) == kept - 8 and len(features) == 8
+    expected = transforms.flatten_and_scale(tiny_mnist.x_train[kept - 8 : kept])
+    assert array_sha256(features) == array_sha256(expected)
+    assert targets.argmax(axis=1).tolist() == tiny_mnist.y_train[kept - 8 : kept].tolist()
+    expected_train = transforms.flatten_and_scale(tiny_mnist.x_train[: kept - 8])
+    assert array_sha256(train_features) == array_sha256(expected_train)
+    assert train_targets.argmax(axis=1).tolist() == tiny_mnist.y_train[: kept - 8].tolist()
+    attributes = json.loads((out / "validation_attributes.json").read_text())
+    assert attributes["before"]["images"]["shape"] == [8, 28, 28]
+    assert attributes["after"]["targets"]["shape"] == [8, 10]
+
+
+def test_main_refuses_a_validation_split_that_leaves_no_training_images(
+    tmp_path, params_tree, tiny_mnist
+):
+    """The tiny data has fewer images than params validation knows of: prepare checks too."""
+    params_tree["prepare"]["validation_samples"] = len(tiny_mnist.x_train)
+    with pytest.raises(PipelineError, match="prepare.validation_samples=48 leaves no training"):
+        _run_main(tmp_path, params_tree, tiny_mnist)
+    assert list((tmp_path / "prepared").iterdir()) == []
 
 
 def test_main_writes_nothing_when_the_subset_is_too_large(tmp_path, params_tree, tiny_mnist):

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from ruamel.yaml import YAML
 
-from conftest import train_argv
-from mnist_pipeline.data.mnist import weights_sha256
+from conftest import as_argv, train_argv
+from mnist_pipeline.data.mnist import array_sha256, weights_sha256
 from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.modelling import fitting
 from mnist_pipeline.params import load_params, parse_params
@@ -113,6 +114,75 @@ def test_main_logs_the_run_and_writes_outputs(tmp_path, tiny_params, prepared_ti
     import tensorflow as tf
 
     assert {f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"} <= set(requirements)
+
+
+def write_validation(folder, rows: int) -> dict[str, Path]:
+    """A prepared validation split of the first `rows` tiny test images (0: empty, as prepare
+    writes it by default), as the train stage's --validation arguments."""
+    from conftest import make_tiny_mnist
+    from mnist_pipeline.data.splits import save_split
+    from mnist_pipeline.data.transforms import prepare_split
+
+    arrays = make_tiny_mnist()
+    features, targets, attributes = prepare_split(arrays.x_test[:rows], arrays.y_test[:rows])
+    paths = {
+        "validation": folder / "validation.npz",
+        "validation_attributes": folder / "validation_attributes.json",
+    }
+    save_split(paths["validation"], features, targets)
+    paths["validation_attributes"].write_text(json.dumps(attributes))
+    return paths
+
+
+def test_main_logs_the_validation_split_and_its_curves(
+    tmp_path, tiny_params, prepared_tiny, mlflow_store
+):
+    import mlflow
+
+    validation = write_validation(tmp_path / "prepared", rows=12)
+    train.main(train_argv(tmp_path, tiny_params, prepared_tiny) + as_argv(**validation))
+    history = pd.read_csv(tmp_path / "out" / "history.csv")
+    assert list(history.columns) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+
+    run_id = json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]
+    client = mlflow.MlflowClient(mlflow_store)
+    run = client.get_run(run_id)
+    features, _ = load_split(validation["validation"])
+    assert run.data.params["data.validation_samples"] == "12"
+    assert run.data.params["data.validation_sha256"] == array_sha256(features)
+    assert run.data.params["data.train_samples"] == "48"
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert sorted(inputs) == ["mnist-train", "mnist-validation"]
+    assert [tag.value for tag in inputs["mnist-validation"].tags] == ["validation"]
+    for name in ("val_loss", "val_accuracy", "train_loss", "train_accuracy"):
+        logged = client.get_metric_history(run_id, name)
+        column = name.removeprefix("train_")
+        assert [m.step for m in logged] == [1, 2], name
+        assert [m.value for m in logged] == pytest.approx(history[column].tolist()), name
+    attributes = mlflow.artifacts.load_dict(
+        f"{run.info.artifact_uri}/data/validation_attributes.json"
+    )
+    assert attributes["after"]["features"]["shape"] == [12, 784]
+
+
+def test_main_with_an_empty_validation_split_logs_what_it_always_has(
+    tmp_path, tiny_params, prepared_tiny, mlflow_store
+):
+    """prepare.validation_samples: 0, the default: nothing about validation anywhere."""
+    import mlflow
+
+    validation = write_validation(tmp_path / "prepared", rows=0)
+    train.main(train_argv(tmp_path, tiny_params, prepared_tiny) + as_argv(**validation))
+    history = pd.read_csv(tmp_path / "out" / "history.csv")
+    assert list(history.columns) == ["epoch", "accuracy", "loss"]
+    run_id = json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]
+    client = mlflow.MlflowClient(mlflow_store)
+    run = client.get_run(run_id)
+    assert not [key for key in run.data.params if "validation" in key]
+    assert sorted(run.data.metrics) == ["train_accuracy", "train_loss"]
+    assert [i.dataset.name for i in run.inputs.dataset_inputs] == ["mnist-train"]
+    artifacts = [a.path for a in client.list_artifacts(run_id, "data")]
+    assert artifacts == ["data/train_attributes.json"]
 
 
 def test_log_model_skips_mlflows_requirements_check_which_mlflow_otherwise_calls(

@@ -1,6 +1,6 @@
 """MNIST's images and labels into the network's inputs: flattened 784-vectors scaled to [0, 1]
-as float32, one-hot labels, a fixed first-N subset, and the tensor attributes (ndim, shape,
-dtype, min, max) the chapter teaches, before and after."""
+as float32, one-hot labels, a fixed first-N subset, a last-N validation split, and the tensor
+attributes (ndim, shape, dtype, min, max) the chapter teaches, before and after."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ def flatten_and_scale(images: np.ndarray) -> np.ndarray:
     """(N, 28, 28) uint8 -> (N, 784) float32 in [0, 1]."""
     if images.ndim != 3 or images.dtype != np.uint8:
         raise ValueError(f"expected (N, H, W) uint8 images, got {images.shape} {images.dtype}")
-    flat = images.reshape(len(images), -1).astype(np.float32)
+    # The width spelled out, not -1: an empty split (no validation) has no size to infer from.
+    flat = images.reshape(len(images), images.shape[1] * images.shape[2]).astype(np.float32)
     flat /= 255.0
     return flat
 
@@ -39,6 +40,18 @@ def first(array: np.ndarray, count: int | None, name: str) -> np.ndarray:
     if count > len(array):
         raise PipelineError(f"{name}={count} exceeds the {len(array)} images available")
     return array[:count]
+
+
+def last(array: np.ndarray, count: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The array without its last `count` rows, and those rows: a fixed validation split, the
+    same images every run, so runs compare. count=0 gives an empty second part."""
+    if count >= len(array):
+        raise PipelineError(
+            f"{name}={count} leaves no training images: it must be less than the "
+            f"{len(array)} kept (prepare.train_samples)"
+        )
+    kept = len(array) - count
+    return array[:kept], array[kept:]
 
 
 def tensor_attributes(array: np.ndarray) -> dict[str, object]:

@@ -41,11 +41,20 @@ def confusion_matrix_figure(matrix: np.ndarray, title: str = "Confusion matrix (
 
 
 def training_curves_figure(history: pd.DataFrame, title: str = "Training curves"):
-    """Loss and accuracy per epoch, side by side, from a table with an `epoch` column."""
+    """Loss and accuracy per epoch, side by side, from a table with an `epoch` column; with
+    `val_loss` and `val_accuracy` columns too, the validation curves beside the training ones."""
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
-        axes.plot(history["epoch"], history[metric], marker="o")
-        axes.set(xlabel="epoch", ylabel=metric, title=f"train {metric}")
+        validated = f"val_{metric}" in history
+        axes.plot(history["epoch"], history[metric], marker="o", label="train")
+        if validated:
+            axes.plot(history["epoch"], history[f"val_{metric}"], marker="s", label="validation")
+            axes.legend()
+        axes.set(
+            xlabel="epoch",
+            ylabel=metric,
+            title=f"train and validation {metric}" if validated else f"train {metric}",
+        )
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # Epochs are whole numbers.
         axes.grid(alpha=0.3)
     figure.suptitle(title)

@@ -1,12 +1,14 @@
 """Fitting the network from params: seeding, Keras' own train step in one compiled loop per
 epoch over data shared with TensorFlow in place (DLPack), or the from-scratch NumPy training
-loaded into the same Keras model; and the per-epoch history as a table."""
+loaded into the same Keras model; validation after each epoch, and callbacks; and the per-epoch
+history as a table."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,17 @@ TENSORFLOW_ALIGNMENT = 64
 EPOCH_TIMES_MESSAGE = "fit seconds per epoch: %s"
 
 
+# A validation split: (features, one-hot targets).
+Validation = tuple[np.ndarray, np.ndarray]
+
+
+class EpochCallback(Protocol):
+    """What train_model calls after each epoch: Keras' callback method, so a
+    keras.callbacks.Callback serves, and so does any object with just this method."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
+
+
 def seed_everything(seed: int) -> None:
     """One seed for Python, NumPy and TensorFlow, and deterministic kernels, so the same params
     on the same machine give the same weights."""
@@ -32,14 +45,31 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def train_model(features: np.ndarray, targets: np.ndarray, params: TrainParams, seed: int):
+def train_model(
+    features: np.ndarray,
+    targets: np.ndarray,
+    params: TrainParams,
+    seed: int,
+    *,
+    validation: Validation | None = None,
+    callbacks: Sequence[EpochCallback] = (),
+):
     """Builds and fits the network; returns the Keras model and its per-epoch history.
 
     With `framework: keras` the model is fitted by `fit_in_memory` (Keras' own training step,
     each epoch one compiled program); with `framework: numpy` the same architecture is trained
     by the project's from-scratch NumPy code and its weights are loaded into the Keras model, so
     both kinds of run are saved, logged, evaluated and served the same way.
+
+    With a validation split of at least one row, the model is scored on it after each epoch in
+    inference mode, as `model.fit(validation_data=...)` does, and the history gains `val_loss`
+    and `val_accuracy`; the weights are the same as without it. Each callback's
+    `on_epoch_end(epoch, logs)` is called after each epoch (0-based, as in Keras) with that
+    epoch's metrics, validation's included; what a callback raises (say optuna.TrialPruned)
+    stops training and propagates.
     """
+    if validation is not None and len(validation[0]) == 0:
+        validation = None
     seed_everything(seed)
     # Imported here, not at the top: TensorFlow takes seconds to load, and bad params should
     # fail before that, with nothing but their one-line error.
@@ -47,7 +77,10 @@ def train_model(features: np.ndarray, targets: np.ndarray, params: TrainParams, 
 
     model = build_model(params, input_dim=features.shape[1])
     if params.framework == "numpy":
-        return model, train_from_scratch(model, features, targets, params, seed)
+        history = train_from_scratch(
+            model, features, targets, params, seed, validation=validation, callbacks=callbacks
+        )
+        return model, history
     history = fit_in_memory(
         model,
         features,
@@ -56,6 +89,8 @@ def train_model(features: np.ndarray, targets: np.ndarray, params: TrainParams, 
         batch_size=params.batch_size,
         orders=epoch_orders(len(features), seed),
         jit_compile=params.dropout == 0,
+        validation=validation,
+        callbacks=callbacks,
     )
     return model, history
 
@@ -78,6 +113,8 @@ def fit_in_memory(
     orders: Iterator[np.ndarray],
     verbose: int = 2,
     jit_compile: bool = True,
+    validation: Validation | None = None,
+    callbacks: Sequence[EpochCallback] = (),
 ) -> dict[str, list[float]]:
     """Fits like `model.fit(features, targets, epochs=..., batch_size=...)`, which shuffles, and
     computes the same thing - Keras' own `train_step` (forward pass, loss, gradients, optimizer
@@ -97,6 +134,11 @@ def fit_in_memory(
     network with dropout: XLA's CPU random-number generator, which every Dropout layer calls
     each batch, is about ten times slower than TensorFlow's own (benchmarks/README.md,
     Networks), so with XLA the masks cost more than the rest of the epoch.
+
+    With `validation`, each epoch ends as in `fit(validation_data=...)`: Keras' own `test_step`
+    (inference mode, no update) over the split in batches of batch_size, in one compiled loop
+    like training's, its metrics reset first and reported with a `val_` prefix beside the
+    epoch's training metrics. Then each of `callbacks` gets `on_epoch_end(epoch, logs)`.
     """
     import keras
     import tensorflow as tf
@@ -109,6 +151,11 @@ def fit_in_memory(
     full_batches, last_batch_size = divmod(len(features), batch_size)
     steps = full_batches + (last_batch_size > 0)
     inputs, labels = _shared_tensor(features), _shared_tensor(targets)
+    validate = (
+        None
+        if validation is None
+        else _compiled_validation(model, *validation, batch_size, jit_compile)
+    )
 
     def train_on(indices):
         model.train_step((tf.gather(inputs, indices), tf.gather(labels, indices)))
@@ -129,7 +176,7 @@ def fit_in_memory(
 
     # The optimizer's slots are created before tracing, as `fit` does.
     model.optimizer.build(model.trainable_variables)
-    callbacks = keras.callbacks.CallbackList(
+    keras_callbacks = keras.callbacks.CallbackList(
         add_history=True,
         add_progbar=verbose != 0,
         model=model,
@@ -137,23 +184,70 @@ def fit_in_memory(
         epochs=epochs,
         steps=steps,
     )
-    callbacks.on_train_begin()
+    keras_callbacks.on_train_begin()
     logs: dict[str, float] = {}
     epoch_seconds = []
     for epoch in range(epochs):
         started = time.perf_counter()
         model.reset_metrics()
-        callbacks.on_epoch_begin(epoch)
+        keras_callbacks.on_epoch_begin(epoch)
         results = train_epoch(tf.constant(next(orders), dtype=tf.int32))
         logs = {name: float(value) for name, value in results.items()}
-        callbacks.on_train_batch_end(steps - 1, logs)
-        callbacks.on_epoch_end(epoch, logs)
+        keras_callbacks.on_train_batch_end(steps - 1, logs)
+        if validate is not None:
+            # As fit does, after the epoch's training metrics are read: validation resets the
+            # same metric variables.
+            logs.update(validate())
+        keras_callbacks.on_epoch_end(epoch, logs)
         epoch_seconds.append(time.perf_counter() - started)
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, dict(logs))
     model.optimizer.finalize_variable_values(model.trainable_weights)
-    callbacks.on_train_end(logs)
+    keras_callbacks.on_train_end(logs)
     # The first epoch includes compiling; `make bench` reads this line.
     log.info(EPOCH_TIMES_MESSAGE, " ".join(f"{seconds:.3f}" for seconds in epoch_seconds))
     return {name: list(values) for name, values in model.history.history.items()}
+
+
+def _compiled_validation(
+    model, features: np.ndarray, targets: np.ndarray, batch_size: int, jit_compile: bool
+):
+    """A function scoring the model on the split as `model.evaluate(features, targets,
+    batch_size=batch_size)` does - Keras' `test_step` on consecutive batches, the last one
+    possibly smaller - in one compiled loop; returns its metrics prefixed `val_`."""
+    import tensorflow as tf
+
+    if len(features) != len(targets):
+        raise ValueError(
+            f"validation features and targets must hold the same number of samples, got "
+            f"{len(features)} and {len(targets)}"
+        )
+    full_batches, last_batch_size = divmod(len(features), batch_size)
+    inputs, labels = _shared_tensor(features), _shared_tensor(targets)
+
+    def test_on(start, size):
+        # A range of static length from a traced start: XLA wants every shape known.
+        rows = start + tf.range(size)
+        model.test_step((tf.gather(inputs, rows), tf.gather(labels, rows)))
+
+    @tf.function(jit_compile=jit_compile)
+    def validation_epoch():
+        if full_batches:
+
+            def step(index):
+                test_on(index * batch_size, batch_size)
+                return (index + 1,)
+
+            tf.while_loop(lambda index: index < full_batches, step, (tf.constant(0),))
+        if last_batch_size:
+            test_on(full_batches * batch_size, last_batch_size)
+        return model.get_metrics_result()
+
+    def validate() -> dict[str, float]:
+        model.reset_metrics()
+        return {f"val_{name}": float(value) for name, value in validation_epoch().items()}
+
+    return validate
 
 
 def tensorflow_ready(array: np.ndarray) -> np.ndarray:
@@ -176,14 +270,41 @@ def _shared_tensor(array: np.ndarray):
     return tf.experimental.dlpack.from_dlpack(tensorflow_ready(array).__dlpack__())
 
 
-def train_from_scratch(model, features, targets, params: TrainParams, seed: int):
-    """Trains with mnist_pipeline.scratch.numpy_mlp (same settings, same seed) into `model`."""
+def train_from_scratch(
+    model,
+    features,
+    targets,
+    params: TrainParams,
+    seed: int,
+    *,
+    validation: Validation | None = None,
+    callbacks: Sequence[EpochCallback] = (),
+):
+    """Trains with mnist_pipeline.scratch.numpy_mlp (same settings, same seed) into `model`;
+    with `validation`, scores the weights on it after each epoch (inference: no dropout)."""
     from mnist_pipeline.scratch import numpy_mlp
 
     weights = numpy_mlp.init_weights(np.random.default_rng(seed), features.shape[1], params.widths)
     optimizer = numpy_mlp.make_optimizer(
         params.optimizer.name, **params.optimizer.model_dump(exclude={"name"})
     )
+    validation_history: dict[str, list[float]] = {"val_loss": [], "val_accuracy": []}
+
+    def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
+        if validation is not None:
+            scores = {
+                f"val_{name}": value
+                for name, value in numpy_mlp.evaluate(
+                    weights, *validation, params.activation
+                ).items()
+            }
+            log.info("epoch %d: val_loss %.4f, val_accuracy %.4f", epoch + 1, *scores.values())
+            for name, value in scores.items():
+                validation_history[name].append(value)
+            logs = {**logs, **scores}
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, dict(logs))
+
     history = numpy_mlp.train(
         weights,
         features,
@@ -194,10 +315,11 @@ def train_from_scratch(model, features, targets, params: TrainParams, seed: int)
         seed=seed,
         activation=params.activation,
         dropout=params.dropout,
+        on_epoch_end=on_epoch_end,
     )
     # Dropout layers hold no weights: the Dense layers' arrays are the whole list.
     model.set_weights(weights.as_keras_list())
-    return history
+    return {**history, **validation_history} if validation is not None else history
 
 
 def history_table(history: dict[str, list[float]]) -> pd.DataFrame:

@@ -137,10 +137,7 @@ def _loss_and_gradients(
     cache = forward_pass(weights, x, activation, masks)
     batch_size = x.shape[0]
 
-    # log softmax(z) = z - max - log(sum(exp(z - max))), which never takes log(0).
-    shifted = cache.logits - cache.logits.max(axis=1, keepdims=True)
-    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = float(-np.sum(y_onehot * log_probabilities) / batch_size)
+    loss = _mean_cross_entropy(cache.logits, y_onehot)
 
     # Backpropagation: the chain rule applied from the loss back to each weight, one layer at
     # a time from the output. For softmax followed by cross-entropy the product of their
@@ -167,6 +164,37 @@ def _loss_and_gradients(
 
     gradients = MLPWeights(kernels=kernel_gradients, biases=bias_gradients)
     return loss, gradients, cache.probabilities
+
+
+def _mean_cross_entropy(logits: np.ndarray, y_onehot: np.ndarray) -> float:
+    """Mean categorical cross-entropy over the rows, from the logits (as Keras computes it for
+    a softmax output layer; see loss_and_gradients)."""
+    # log softmax(z) = z - max - log(sum(exp(z - max))), which never takes log(0).
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-np.sum(y_onehot * log_probabilities) / logits.shape[0])
+
+
+# Rows scored at a time by evaluate: bounds the hidden activations held, not the result.
+EVALUATE_ROWS = 2048
+
+
+def evaluate(
+    weights: MLPWeights, x: ArrayLike, y_onehot: ArrayLike, activation: str = "relu"
+) -> dict[str, float]:
+    """The network's loss and accuracy on x in inference mode (no dropout), as Keras'
+    `evaluate` reports them: the mean cross-entropy over all rows, from the logits, and the
+    fraction of rows whose most probable class is the labelled one."""
+    chosen = get_activation(activation)
+    x = validated_inputs(weights, x)
+    y_onehot = _validated_labels(weights, y_onehot, x.shape[0])
+    loss_total, correct = 0.0, 0
+    for start in range(0, x.shape[0], EVALUATE_ROWS):
+        rows = slice(start, start + EVALUATE_ROWS)
+        logits = forward_pass(weights, x[rows], chosen).logits
+        loss_total += _mean_cross_entropy(logits, y_onehot[rows]) * logits.shape[0]
+        correct += int(np.count_nonzero(logits.argmax(axis=1) == y_onehot[rows].argmax(axis=1)))
+    return {"loss": loss_total / x.shape[0], "accuracy": correct / x.shape[0]}
 
 
 def chapter_naive_gradient(layer_input: ArrayLike, y_onehot: ArrayLike) -> np.ndarray:

@@ -1,6 +1,6 @@
 """What the train stage logs into its MLflow run: its params, the optimizer as Keras configured
-it, the training data and the model (with MLflow's requirements check skipped), and a stopwatch
-for the time all that takes."""
+it, the training and validation data and the model (with MLflow's requirements check skipped),
+and a stopwatch for the time all that takes."""
 
 from __future__ import annotations
 
@@ -62,6 +62,28 @@ def log_training_data(run_id: str, features, targets, data_path: Path, attribute
     )
     mlflow.log_params({"data.train_samples": len(features), "data.train_sha256": features_sha256})
     mlflow.log_dict(attributes, "data/train_attributes.json")
+
+
+def log_validation_data(run_id: str, features, targets, data_path: Path, attributes: dict) -> None:
+    """The validation split as an MLflow dataset input, the number and digest of its images,
+    and its tensor attributes. The train stage logs it only when the split has images, so a run
+    without validation logs what it always has."""
+    import mlflow
+
+    features_sha256 = array_sha256(features)
+    tracking.log_dataset(
+        run_id,
+        features,
+        targets,
+        data_path,
+        "mnist-validation",
+        "validation",
+        features_sha256=features_sha256,
+    )
+    mlflow.log_params(
+        {"data.validation_samples": len(features), "data.validation_sha256": features_sha256}
+    )
+    mlflow.log_dict(attributes, "data/validation_attributes.json")
 
 
 def log_model(model) -> None:
