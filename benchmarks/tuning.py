@@ -20,6 +20,7 @@ from pathlib import Path
 from benchmarks.processes import run_process, wait_for_quiet
 from benchmarks.repro import make_bench_repo
 from mnist_pipeline.commands.tune import SEARCH_TIME_MESSAGE
+from mnist_pipeline.tuning.space import VALIDATION_PARAM, hydra_value
 
 WALL_GOAL = 1.3
 RETRAINED = re.compile(r"test accuracy (\d\.\d+)")
@@ -46,7 +47,9 @@ def study_figures(repo: Path, study: str) -> dict:
 
 def run_study(repo: Path, env: dict, work: Path, study: str, trials: int, sampler: str) -> dict:
     busy = wait_for_quiet(20)
-    print(f"study {study}: {trials} trials, {sampler} (others use {busy:.1f} cores) ...", flush=True)
+    print(
+        f"study {study}: {trials} trials, {sampler} (others use {busy:.1f} cores) ...", flush=True
+    )
     started = time.perf_counter()
     process = run_process(
         ["mnist-pipeline", "tune", "--study", study, "--trials", str(trials), "--sampler", sampler],
@@ -83,23 +86,35 @@ def _study_seconds(output: str, wall: float) -> float:
     return float(found[-1]) if found else round(wall, 1)
 
 
-def queue_configurations(repo: Path, env: dict, work: Path, trials: list[dict], validation: int) -> dict:
+def queue_configurations(
+    repo: Path, env: dict, work: Path, trials: list[dict], validation: int
+) -> dict:
     """The same configurations as DVC experiments, queued and run one at a time."""
     names = []
     for trial in trials:
-        settings = trial["params"] or {}
-        command = ["dvc", "exp", "run", "--queue", f"--set-param=prepare.validation_samples={validation}"]
-        for name, value in settings.items():
-            command.append(f"--set-param={name}={json.dumps(value)}")
-        result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, check=True)
+        settings = {**(trial["params"] or {}), VALIDATION_PARAM: validation}
+        command = ["dvc", "exp", "run", "--queue"]
+        command += [f"--set-param={name}={hydra_value(value)}" for name, value in settings.items()]
+        result = subprocess.run(
+            command, cwd=repo, env=env, capture_output=True, text=True, check=True
+        )
         names += re.findall(r"Queued experiment '([^']+)'", result.stdout)
     busy = wait_for_quiet(20)
-    print(f"dvc queue: {len(names)} experiments, -j 1 (others use {busy:.1f} cores) ...", flush=True)
+    print(
+        f"dvc queue: {len(names)} experiments, -j 1 (others use {busy:.1f} cores) ...", flush=True
+    )
     started = time.perf_counter()
-    subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=repo, env=env, check=True, capture_output=True)
+    subprocess.run(
+        ["dvc", "queue", "start", "-j", "1"], cwd=repo, env=env, check=True, capture_output=True
+    )
     while True:
         status = subprocess.run(
-            ["dvc", "queue", "status"], cwd=repo, env=env, capture_output=True, text=True, check=True
+            ["dvc", "queue", "status"],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         if not re.search(r"\b(Queued|Running)\b", status):
             break
@@ -131,12 +146,15 @@ def measure_tuning(params: dict, work: Path, trials: int, queue: bool) -> dict:
 
 def tuning_table(section: dict) -> str:
     tpe, random = section["tpe"], section["random"]
-    lines = [
-        f"{'':34} {'TPE':>10} {'random':>10}",
-        f"{'best val accuracy':34} {tpe['best_val_accuracy']:>10.4f} {random['best_val_accuracy']:>10.4f}",
-        f"{'winner retrained, test accuracy':34} {tpe['retrained_test_accuracy']:>10} {random['retrained_test_accuracy']:>10}",
-        f"{'study wall s':34} {tpe['study_seconds']:>10} {random['study_seconds']:>10}",
-        f"{'sum of fit s':34} {tpe['sum_fit_seconds']:>10} {random['sum_fit_seconds']:>10}",
+    rows = [
+        ("best val accuracy", "best_val_accuracy"),
+        ("winner retrained, test accuracy", "retrained_test_accuracy"),
+        ("study wall s", "study_seconds"),
+        ("sum of fit s", "sum_fit_seconds"),
+    ]
+    lines = [f"{'':34} {'TPE':>10} {'random':>10}"]
+    lines += [f"{label:34} {tpe[key]!s:>10} {random[key]!s:>10}" for label, key in rows]
+    lines += [
         f"the chapter's defaults: test accuracy {section['defaults_test_accuracy']:.4f}",
         f"TPE wall / sum of fit: {section['wall_over_fit']} (goal <= {WALL_GOAL}): "
         + ("PASS" if section["wall_over_fit"] <= WALL_GOAL else "FAIL"),

@@ -16,10 +16,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from mnist_pipeline.data.mnist import NUM_CLASSES, array_sha256
-from mnist_pipeline.data.splits import load_split
+from mnist_pipeline.data.mnist import NUM_CLASSES
+from mnist_pipeline.data.splits import PreparedSplit, load_split
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.modelling.metrics import confusion_pairs, evaluate_predictions
 from mnist_pipeline.modelling.scoring import predict_saved_model
@@ -28,28 +27,21 @@ from mnist_pipeline.runtime.atomic import atomic_outputs, write_json
 from mnist_pipeline.runtime.child_process import running_beside
 from mnist_pipeline.runtime.stage_runner import run_stage
 from mnist_pipeline.tracking.evaluate_logging import (
+    EVALUATION_FIGURES,
     failure_tagged,
-    log_evaluation,
+    log_test_results,
     require_logged_weights,
 )
 
 log = logging.getLogger(__name__)
 
 
-# The figures, by the name each is logged under in the run's `evaluation/` artifacts.
-FIGURES = ("confusion_matrix.png", "training_curves.png")
-
-
 def draw_figures(confusion: np.ndarray, history_csv: Path, files: dict[str, Path]) -> None:
-    """Writes the confusion-matrix and training-curve PNGs (`files` maps FIGURES to paths)."""
-    from mnist_pipeline.modelling import figures as plots
+    """Writes the PNGs (`files` maps EVALUATION_FIGURES to paths); imports matplotlib only in
+    the child process that calls it."""
+    from mnist_pipeline.modelling.figures import draw_evaluation_figures
 
-    figures = {
-        "confusion_matrix.png": plots.confusion_matrix_figure(confusion),
-        "training_curves.png": plots.training_curves_figure(pd.read_csv(history_csv)),
-    }
-    for name, figure in figures.items():
-        plots.save_figure(figure, files[name])
+    draw_evaluation_figures(confusion, history_csv, *(files[name] for name in EVALUATION_FIGURES))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{targets.shape[1:]} of {args.test}; run `dvc repro` to rebuild both"
             )
         evaluation = evaluate_predictions(targets, probabilities)
-        figure_files = dict(zip(FIGURES, png_files, strict=True))
+        figure_files = dict(zip(EVALUATION_FIGURES, png_files, strict=True))
         # Importing matplotlib and drawing take as long as importing MLflow and opening its
         # store, and all of it is single-threaded: the figures are drawn by a child process.
         # Once the run is found, any failure (the figures' included) is tagged on it.
@@ -103,24 +95,13 @@ def main(argv: list[str] | None = None) -> None:
             write_json(metrics_file, evaluation.metrics)
             write_json(report_file, evaluation.report)
             confusion_pairs(targets, probabilities).to_csv(confusion_file, index=False)
-            features_sha256 = array_sha256(features)
-            # Tags, not params: a training run is evaluated again when only these change, and
-            # MLflow params cannot be overwritten.
-            tags = {
-                "evaluate.batch_size": params.evaluate.batch_size,
-                "data.test_samples": len(features),
-                "data.test_sha256": features_sha256,
-            }
             test_attributes = json.loads(args.test_attributes.read_text(encoding="utf-8"))
-            log_evaluation(record.run_id, evaluation, figure_files, tags, test_attributes)
-            tracking.log_dataset(
+            log_test_results(
                 record.run_id,
-                features,
-                targets,
-                args.test,
-                "mnist-test",
-                "testing",
-                features_sha256=features_sha256,
+                evaluation,
+                figure_files,
+                PreparedSplit(features, targets, args.test, test_attributes),
+                params.evaluate.batch_size,
             )
     log.info(
         "test accuracy %.4f, loss %.4f (run %s)",

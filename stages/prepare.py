@@ -10,13 +10,12 @@ import logging
 from pathlib import Path
 
 from mnist_pipeline.data.splits import read_npz, save_split
-from mnist_pipeline.data.transforms import first, last, prepare_split
+from mnist_pipeline.data.transforms import SPLITS, prepare_splits
 from mnist_pipeline.params import load_params
 from mnist_pipeline.runtime.atomic import atomic_outputs, write_json
 from mnist_pipeline.runtime.stage_runner import run_stage
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "validation", "test")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,28 +30,9 @@ def main(argv: list[str] | None = None) -> None:
 
     outputs = [getattr(args, name) for split in SPLITS for name in (split, f"{split}_attributes")]
     with atomic_outputs(*outputs) as temporaries:
-        raw = read_npz(args.raw, str(args.raw))
-        # Validation is the end of the training images kept, so train keeps their beginning.
-        train_images, validation_images = last(
-            first(raw.x_train, params.train_samples, "prepare.train_samples"),
-            params.validation_samples,
-            "prepare.validation_samples",
-        )
-        train_labels, validation_labels = last(
-            first(raw.y_train, params.train_samples, "prepare.train_samples"),
-            params.validation_samples,
-            "prepare.validation_samples",
-        )
-        test_images = first(raw.x_test, params.test_samples, "prepare.test_samples")
-        test_labels = first(raw.y_test, params.test_samples, "prepare.test_samples")
-        splits = [
-            (train_images, train_labels),
-            (validation_images, validation_labels),
-            (test_images, test_labels),
-        ]
+        prepared = prepare_splits(read_npz(args.raw, str(args.raw)), params)
         written = iter(temporaries)
-        for split, (images, labels) in zip(SPLITS, splits, strict=True):
-            features, targets, attributes = prepare_split(images, labels)
+        for split, (features, targets, attributes) in prepared.items():
             with next(written).open("wb") as stream:
                 save_split(stream, features, targets)
             write_json(next(written), attributes)

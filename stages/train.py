@@ -11,7 +11,6 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mnist_pipeline.data.mnist import weights_sha256
 from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.modelling.fitting import TENSORFLOW_ALIGNMENT, history_table, train_model
 from mnist_pipeline.params import load_params
@@ -21,12 +20,10 @@ from mnist_pipeline.tracking import provenance
 from mnist_pipeline.tracking import store as tracking
 from mnist_pipeline.tracking.train_logging import (
     LOGGING_TIME_MESSAGE,
+    PreparedSplit,
     Stopwatch,
-    log_model,
-    log_optimizer_config,
-    log_run_params,
-    log_training_data,
-    log_validation_data,
+    log_run_inputs,
+    log_trained_model,
 )
 
 log = logging.getLogger(__name__)
@@ -49,8 +46,6 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--validation and --validation-attributes go together")
     params = load_params(args.params)
 
-    import mlflow
-
     with atomic_outputs(args.model, args.history, args.run_record) as temporaries:
         model_file, history_file, record_file = temporaries
         # Fail before the slow part when the store is unusable.
@@ -65,11 +60,16 @@ def main(argv: list[str] | None = None) -> None:
             import mnist_pipeline.modelling.network  # noqa: F401
 
             features, targets = loading.result()
-        validation = None
+        validation, validation_split = None, None
         if args.validation is not None:
             validation = load_split(args.validation, alignment=TENSORFLOW_ALIGNMENT)
             if len(validation[0]) == 0:
                 validation = None  # prepare.validation_samples is 0: train as the chapter does.
+            else:
+                validation_attributes = args.validation_attributes.read_text(encoding="utf-8")
+                validation_split = PreparedSplit(
+                    *validation, args.validation, json.loads(validation_attributes)
+                )
 
         tags = {**provenance.git_tags(), **provenance.environment_tags()}
         run_name = tags.get("dvc_exp_name")
@@ -77,34 +77,15 @@ def main(argv: list[str] | None = None) -> None:
             log.info("MLflow run %s in %s", run.info.run_id, tracking.tracking_uri())
             logging_time = Stopwatch()
             with logging_time:
-                # Before training, so the run shows its settings and data while it trains.
-                log_run_params(params)
-                log_training_data(run.info.run_id, features, targets, args.train, attributes)
-                if validation is not None:
-                    log_validation_data(
-                        run.info.run_id,
-                        *validation,
-                        args.validation,
-                        json.loads(args.validation_attributes.read_text(encoding="utf-8")),
-                    )
+                train = PreparedSplit(features, targets, args.train, attributes)
+                log_run_inputs(run.info.run_id, params, train, validation_split)
             model, history = train_model(
                 features, targets, params.train, params.base.seed, validation=validation
             )
             model.save(model_file)
             history_table(history).to_csv(history_file, index=False)
             with logging_time:
-                log_optimizer_config(model)
-                # train_loss and train_accuracy as always; the history's val_loss and
-                # val_accuracy keep their names (MLflow's and Keras' usual ones).
-                validation_curves = {k: v for k, v in history.items() if k.startswith("val_")}
-                tracking.log_history(
-                    {k: v for k, v in history.items() if k not in validation_curves},
-                    prefix="train_",
-                )
-                if validation_curves:
-                    tracking.log_history(validation_curves, prefix="")
-                mlflow.set_tag("weights_sha256", weights_sha256(model.get_weights()))
-                log_model(model)
+                log_trained_model(model, history)
             log.info(LOGGING_TIME_MESSAGE, logging_time.seconds)
             tracking.RunRecord(run.info.run_id, experiment_id).save(record_file)
     log.info("trained and logged run %s", run.info.run_id)

@@ -33,9 +33,13 @@ SEARCH_TIME_MESSAGE = "searched for %.1f s"
 def add_parser(commands) -> None:
     tune = commands.add_parser("tune", help=run.__doc__)
     tune.add_argument(
-        "--study", default="mnist-tune", help="study name, shared by its workers (default: %(default)s)"
+        "--study",
+        default="mnist-tune",
+        help="study name, shared by its workers (default: %(default)s)",
     )
-    tune.add_argument("--trials", type=int, help="the study's budget over all workers (default: tune.trials)")
+    tune.add_argument(
+        "--trials", type=int, help="the study's budget over all workers (default: tune.trials)"
+    )
     tune.add_argument("--workers", type=int, default=1, help="workers to start on this machine")
     tune.add_argument(
         "--storage",
@@ -45,7 +49,9 @@ def add_parser(commands) -> None:
     )
     tune.add_argument("--sampler", choices=("tpe", "random"), help="(default: tune.sampler)")
     tune.add_argument("--no-retrain", action="store_true", help="skip retraining the winner")
-    tune.add_argument("--apply", action="store_true", help="apply the retrained winner to the workspace")
+    tune.add_argument(
+        "--apply", action="store_true", help="apply the retrained winner to the workspace"
+    )
     tune.set_defaults(handler=run)
 
 
@@ -58,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
         raise PipelineError(f"--workers {args.workers}: give 1 or more")
     params = load_params(args.params)
     tune = search_space.parse_tune(params)
+    if args.trials is not None and args.trials < 1:
+        raise PipelineError(f"--trials {args.trials}: give 1 or more (the study's budget)")
     overrides = {"trials": args.trials, "sampler": args.sampler}
-    tune = search_space.with_overrides(tune, {k: v for k, v in overrides.items() if v is not None})
+    tune = tune.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     repo_root = tracking.repo_root()
     # Everything that can refuse is asked before any training: the study database, then MLflow.
     url = studies.storage_url(args.storage, repo_root)
@@ -108,8 +116,8 @@ def _work_here(study, tune, params, repo_root: Path, experiment_id: str) -> None
             )
         else:
             print(
-                f"trial {number}: val_accuracy {result.val_accuracy:.4f} (fit {result.fit_seconds:.1f} s, "
-                f"run {result.run_id})  [{settings}]",
+                f"trial {number}: val_accuracy {result.val_accuracy:.4f} (fit "
+                f"{result.fit_seconds:.1f} s, run {result.run_id})  [{settings}]",
                 flush=True,
             )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -30,6 +30,16 @@ def read_npz(source: Path | BinaryIO, origin: str) -> MnistArrays:
         raise PipelineError(
             f"{origin}: not a readable npz file ({error}); it is truncated or corrupted, replace it"
         ) from None
+
+
+class PreparedSplit(NamedTuple):
+    """A prepared split in memory: its arrays, the file the prepare stage writes them to (the
+    source a run's MLflow dataset names) and their tensor attributes."""
+
+    features: np.ndarray
+    targets: np.ndarray
+    path: Path
+    attributes: dict
 
 
 def save_split(stream, features: np.ndarray, targets: np.ndarray) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 from mnist_pipeline.data import mnist as dataset
+from mnist_pipeline.data.mnist import MnistArrays
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.params import PrepareParams
 
 
 def flatten_and_scale(images: np.ndarray) -> np.ndarray:
@@ -75,3 +77,34 @@ def prepare_split(
         "after": {"features": tensor_attributes(features), "targets": tensor_attributes(targets)},
     }
     return features, targets, attributes
+
+
+# The prepared splits, in the order the prepare stage writes them.
+SPLITS = ("train", "validation", "test")
+
+
+def prepare_splits(
+    raw: MnistArrays, params: PrepareParams
+) -> dict[str, tuple[np.ndarray, np.ndarray, dict[str, dict]]]:
+    """All three splits as `params` asks: the first `train_samples` training images, of which
+    the last `validation_samples` validate (so train keeps their beginning), and the first
+    `test_samples` test images; each prepared by prepare_split. The prepare stage writes what
+    this returns; `mnist-pipeline tune`'s workers hold it in memory."""
+    train_images, validation_images = last(
+        first(raw.x_train, params.train_samples, "prepare.train_samples"),
+        params.validation_samples,
+        "prepare.validation_samples",
+    )
+    train_labels, validation_labels = last(
+        first(raw.y_train, params.train_samples, "prepare.train_samples"),
+        params.validation_samples,
+        "prepare.validation_samples",
+    )
+    test_images = first(raw.x_test, params.test_samples, "prepare.test_samples")
+    test_labels = first(raw.y_test, params.test_samples, "prepare.test_samples")
+    images_and_labels = {
+        "train": (train_images, train_labels),
+        "validation": (validation_images, validation_labels),
+        "test": (test_images, test_labels),
+    }
+    return {split: prepare_split(*images_and_labels[split]) for split in SPLITS}

@@ -61,6 +61,13 @@ def training_curves_figure(history: pd.DataFrame, title: str = "Training curves"
     return figure
 
 
+def draw_evaluation_figures(confusion: np.ndarray, history_csv, confusion_png, curves_png) -> None:
+    """Writes the evaluate stage's two PNGs: the confusion matrix of the test set, and the
+    training curves from the train stage's per-epoch CSV."""
+    save_figure(confusion_matrix_figure(confusion), confusion_png)
+    save_figure(training_curves_figure(pd.read_csv(history_csv)), curves_png)
+
+
 def save_figure(figure, path) -> None:
     figure.savefig(path, format="png", dpi=110)
     plt.close(figure)

@@ -14,11 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_pipeline.data.mnist import weights_sha256
+from mnist_pipeline.data.mnist import array_sha256, weights_sha256
+from mnist_pipeline.data.splits import PreparedSplit
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.modelling.metrics import Evaluation
 
 log = logging.getLogger(__name__)
+
+# The evaluate stage's figures, by the name each is logged under in the run's `evaluation/`.
+EVALUATION_FIGURES = ("confusion_matrix.png", "training_curves.png")
 
 
 def require_logged_weights(arrays: list[np.ndarray], run, model_path: Path) -> None:
@@ -83,3 +87,36 @@ def log_evaluation(
         client.log_artifacts(run_id, folder, "evaluation")
     client.log_dict(run_id, evaluation.report, "evaluation/classification_report.json")
     client.log_dict(run_id, test_attributes, "data/test_attributes.json")
+
+
+def log_test_results(
+    run_id: str,
+    evaluation: Evaluation,
+    figure_files: dict[str, Path],
+    test: PreparedSplit,
+    batch_size: int,
+) -> None:
+    """Everything a training run gets from its evaluation on the test set: the metrics,
+    figures and report (log_evaluation), the test data's size and digest as tags, and the test
+    set as a dataset input. The evaluate stage and each trial of `mnist-pipeline tune` log
+    through this."""
+    from mnist_pipeline.tracking import store as tracking
+
+    features_sha256 = array_sha256(test.features)
+    # Tags, not params: a training run is evaluated again when only these change, and MLflow
+    # params cannot be overwritten.
+    tags = {
+        "evaluate.batch_size": batch_size,
+        "data.test_samples": len(test.features),
+        "data.test_sha256": features_sha256,
+    }
+    log_evaluation(run_id, evaluation, figure_files, tags, test.attributes)
+    tracking.log_dataset(
+        run_id,
+        test.features,
+        test.targets,
+        test.path,
+        "mnist-test",
+        "testing",
+        features_sha256=features_sha256,
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_pipeline.data.mnist import array_sha256
+from mnist_pipeline.data.splits import PreparedSplit
 from mnist_pipeline.params import Params
 from mnist_pipeline.tracking import store as tracking
 
@@ -22,6 +23,37 @@ LOGGED_SECTIONS = ("base.", "train.")
 LOGGING_TIME_MESSAGE = "logged params, metrics, data and model to MLflow in %.3f s"
 # MLflow's check of a logged model's requirements against the installed packages (skipped).
 MLFLOW_REQUIREMENTS_CHECK = "warn_dependency_requirement_mismatches"
+
+
+def log_run_inputs(
+    run_id: str, params: Params, train: PreparedSplit, validation: PreparedSplit | None
+) -> None:
+    """Everything a training run logs before it trains - its params and data - so a run that
+    crashes or is still training shows what it was asked to do. The train stage and each
+    trial of `mnist-pipeline tune` log through this."""
+    log_run_params(params)
+    log_training_data(run_id, *train)
+    if validation is not None and len(validation.features):
+        log_validation_data(run_id, *validation)
+
+
+def log_trained_model(model, history: dict[str, list[float]]) -> None:
+    """Everything a training run logs once trained: the optimizer as Keras configured it, the
+    per-epoch curves (`train_loss`, `train_accuracy` as always; `val_loss` and `val_accuracy`
+    keep their names, MLflow's and Keras' usual ones), the weights' digest and the model."""
+    import mlflow
+
+    from mnist_pipeline.data.mnist import weights_sha256
+
+    log_optimizer_config(model)
+    validation_curves = {k: v for k, v in history.items() if k.startswith("val_")}
+    tracking.log_history(
+        {k: v for k, v in history.items() if k not in validation_curves}, prefix="train_"
+    )
+    if validation_curves:
+        tracking.log_history(validation_curves, prefix="")
+    mlflow.set_tag("weights_sha256", weights_sha256(model.get_weights()))
+    log_model(model)
 
 
 def log_run_params(params: Params) -> None:

@@ -68,9 +68,8 @@ def write_figures(study, folder: Path) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, draw in zip(
-        FIGURES, (optuna_plots.plot_optimization_history, optuna_plots.plot_param_importances)
-    ):
+    drawings = (optuna_plots.plot_optimization_history, optuna_plots.plot_param_importances)
+    for name, draw in zip(FIGURES, drawings, strict=True):
         try:
             # Optuna marks its matplotlib plots experimental; the warning is noise here.
             with warnings.catch_warnings():
@@ -99,7 +98,7 @@ def retrain(
     name = f"{study_name}-trial-{trial.number}"
     values = trial.user_attrs[PARAMS_ATTR]
     command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name]
-    for argument in search_space.final_set_arguments(values):
+    for argument in search_space.final_overrides(values):
         command += ["--set-param", argument]
     log.info("retraining trial %d on all training images: dvc exp run %s", trial.number, name)
     result = subprocess.run(command, cwd=repo_root, env=os.environ.copy())

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from mnist_pipeline.data.splits import read_npz
+from mnist_pipeline.data.splits import PreparedSplit, read_npz
 from mnist_pipeline.data.transforms import prepare_splits
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import PrepareParams
-from mnist_pipeline.tuning.trial import Split, TrialData
+from mnist_pipeline.tuning.trial import TrialData
 
 
 def pipeline_paths(repo_root: Path) -> dict[str, Path]:
@@ -42,11 +42,11 @@ def load_trial_data(repo_root: Path, prepare: PrepareParams) -> TrialData:
     prepared = prepare_splits(read_npz(raw_file, str(raw_file)), prepare)
     # Aligned for TensorFlow once, here, rather than copied again by every trial.
     splits = {
-        name: Split(
+        name: PreparedSplit(
             tensorflow_ready(features),
             tensorflow_ready(targets),
-            attributes,
             paths[name].relative_to(repo_root),
+            attributes,
         )
         for name, (features, targets, attributes) in prepared.items()
     }

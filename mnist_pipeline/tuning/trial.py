@@ -4,20 +4,16 @@ is a pipeline run like any other, and `mnist-pipeline reproduce` can check that 
 
 from __future__ import annotations
 
-import logging
 import math
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.data.splits import PreparedSplit
+from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import Params
 from mnist_pipeline.tracking import store as tracking
-
-log = logging.getLogger(__name__)
 
 # Tags of a trial's run, and of the study's parent run (STUDY_TAG and ROLE_TAG).
 STUDY_TAG = "tune.study"
@@ -27,27 +23,19 @@ ROLE_TAG = "tune.role"
 ERROR_TAG = "tune.error"
 # The metric Optuna maximises: the last epoch's accuracy on the validation split.
 OBJECTIVE = "val_accuracy"
+# A trial's training time, compiling included (a metric of its run, a user attr of its trial).
 FIT_SECONDS = "fit_seconds"
-# The Optuna trial's user attribute holding its params as params.yaml spells them.
+# The Optuna trial's user attr holding its params as params.yaml spells them.
 PARAMS_ATTR = "params"
 
 
 @dataclass(frozen=True)
-class Split:
-    """One prepared split held in memory, as the prepare stage would write it to `path` (the
-    source its MLflow dataset names)."""
-
-    features: np.ndarray
-    targets: np.ndarray
-    attributes: dict
-    path: Path
-
-
-@dataclass(frozen=True)
 class TrialData:
-    train: Split
-    validation: Split
-    test: Split
+    """The splits every trial of a worker shares, prepared once."""
+
+    train: PreparedSplit
+    validation: PreparedSplit
+    test: PreparedSplit
 
 
 @dataclass(frozen=True)
@@ -55,14 +43,14 @@ class TrialResult:
     run_id: str
     pruned: bool
     val_accuracy: float
-    test_accuracy: float | None
+    test_accuracy: float | None  # None for a pruned trial: it is never scored on the test set
     fit_seconds: float
     epochs: int
 
 
 class TrialPruned(Exception):
-    """Raised by the objective's epoch callback when the pruner stops the trial; carries the
-    epochs trained so far."""
+    """Raised by the trial's epoch callback when the pruner stops it; carries the epochs
+    trained so far."""
 
     def __init__(self, message: str, history: dict[str, list[float]]):
         super().__init__(message)
@@ -70,9 +58,9 @@ class TrialPruned(Exception):
 
 
 class EpochReporter:
-    """The Keras-style epoch callback of a trial: reports each epoch's validation accuracy to
-    Optuna (the pruner's evidence), stops a trial whose network diverged, and raises
-    TrialPruned when the pruner says the trial is hopeless."""
+    """The trial's epoch callback (train_model's `callbacks`): reports each epoch's validation
+    accuracy to Optuna (the pruner's evidence), stops a trial whose network diverged, and
+    raises TrialPruned when the pruner says the trial is hopeless."""
 
     def __init__(self, trial) -> None:
         self.trial = trial
@@ -81,12 +69,12 @@ class EpochReporter:
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         for name, value in logs.items():
             self.history.setdefault(name, []).append(float(value))
-        loss = logs.get("loss", 0.0)
-        if not math.isfinite(loss) or not math.isfinite(logs.get("val_loss", 0.0)):
-            raise PipelineError(
-                f"the loss is {loss} after epoch {epoch + 1}: the network diverged with these "
-                "params (a learning rate too large?)"
-            )
+        for name in ("loss", "val_loss"):
+            if not math.isfinite(logs.get(name, 0.0)):
+                raise PipelineError(
+                    f"{name} is {logs[name]} after epoch {epoch + 1}: the network diverged with "
+                    "these params (a learning rate too large?)"
+                )
         self.trial.report(logs[OBJECTIVE], epoch + 1)
         if self.trial.should_prune():
             raise TrialPruned(
@@ -107,45 +95,40 @@ def run_trial(
     tags: dict[str, str],
 ) -> TrialResult:
     """Trains, evaluates and logs one trial as its own MLflow run; returns what the study needs.
+
     A pruned trial's run keeps its curves and ends FINISHED, tagged `tune.state=pruned`; a
-    failing one ends FAILED with its one-line error tagged, and the error propagates."""
+    failing one ends FAILED (KILLED on Ctrl-C) with its one-line error tagged, and the error
+    propagates."""
     import mlflow
 
     from mnist_pipeline.modelling.fitting import train_model
-    from mnist_pipeline.tracking.train_logging import (
-        log_run_params,
-        log_training_data,
-        log_validation_data,
-    )
+    from mnist_pipeline.tracking.train_logging import log_run_inputs, log_trained_model
 
     with tracking.tracked_run(
         experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id, tags=tags
     ) as run:
         run_id = run.info.run_id
         try:
-            log_run_params(params)
-            train, validation = data.train, data.validation
-            log_training_data(run_id, train.features, train.targets, train.path, train.attributes)
-            log_validation_data(
-                run_id,
-                validation.features,
-                validation.targets,
-                validation.path,
-                validation.attributes,
-            )
+            log_run_inputs(run_id, params, data.train, data.validation)
             started = time.perf_counter()
             try:
                 model, history = train_model(
-                    train.features,
-                    train.targets,
+                    data.train.features,
+                    data.train.targets,
                     params.train,
                     params.base.seed,
-                    validation=(validation.features, validation.targets),
+                    validation=(data.validation.features, data.validation.targets),
                     callbacks=[reporter],
                 )
             except TrialPruned as pruned:
                 fit_seconds = time.perf_counter() - started
-                tracking.log_history(pruned.history, prefix="train_")
+                tracking.log_history(
+                    {k: v for k, v in pruned.history.items() if not k.startswith("val_")},
+                    prefix="train_",
+                )
+                tracking.log_history(
+                    {k: v for k, v in pruned.history.items() if k.startswith("val_")}, prefix=""
+                )
                 mlflow.log_metric(FIT_SECONDS, fit_seconds)
                 mlflow.set_tags({STATE_TAG: "pruned", ERROR_TAG: str(pruned)})
                 return TrialResult(
@@ -157,12 +140,11 @@ def run_trial(
                     epochs=len(pruned.history[OBJECTIVE]),
                 )
             fit_seconds = time.perf_counter() - started
-            test_accuracy = _log_trained(model, history, params, data.test)
+            log_trained_model(model, history)
+            test_accuracy = evaluate_trained(model, history, params, data.test, run_id)
             mlflow.log_metric(FIT_SECONDS, fit_seconds)
             mlflow.set_tag(STATE_TAG, "complete")
         except BaseException as error:
-            from mnist_pipeline.errors import first_line
-
             reason = "interrupted" if isinstance(error, KeyboardInterrupt) else first_line(error)
             mlflow.set_tags({STATE_TAG: "failed", ERROR_TAG: reason})
             raise
@@ -176,37 +158,27 @@ def run_trial(
     )
 
 
-def _log_trained(model, history: dict[str, list[float]], params: Params, test: Split) -> float:
-    """What the train stage logs after training and the evaluate stage after it, for a model in
-    memory; returns the test accuracy."""
-    import mlflow
-
-    from mnist_pipeline.data.mnist import weights_sha256
+def evaluate_trained(
+    model, history: dict[str, list[float]], params: Params, test: PreparedSplit, run_id: str
+) -> float:
+    """What the evaluate stage does with models/model.keras, for a model in memory: scores the
+    saved file, draws the figures and logs it all into the run; returns the test accuracy."""
+    from mnist_pipeline.modelling.figures import draw_evaluation_figures
     from mnist_pipeline.modelling.fitting import history_table
+    from mnist_pipeline.modelling.metrics import evaluate_predictions
     from mnist_pipeline.modelling.scoring import predict_saved_model
-    from mnist_pipeline.tracking.evaluate_logging import log_test_results
-    from mnist_pipeline.tracking.train_logging import log_model, log_optimizer_config
+    from mnist_pipeline.tracking.evaluate_logging import EVALUATION_FIGURES, log_test_results
 
-    log_optimizer_config(model)
-    tracking.log_history(history, prefix="train_")
-    mlflow.set_tag("weights_sha256", weights_sha256(model.get_weights()))
-    log_model(model)
     with tempfile.TemporaryDirectory(prefix="mnist-trial-") as folder:
+        work = Path(folder)
         # Scored from the saved file, as the evaluate stage scores models/model.keras.
-        model_file, history_file = Path(folder) / "model.keras", Path(folder) / "history.csv"
-        model.save(model_file)
-        history_table(history).to_csv(history_file, index=False)
+        model.save(work / "model.keras")
+        history_table(history).to_csv(work / "history.csv", index=False)
         probabilities, _ = predict_saved_model(
-            model_file, test.features, params.evaluate.batch_size
+            work / "model.keras", test.features, params.evaluate.batch_size
         )
-        evaluation = log_test_results(
-            mlflow.active_run().info.run_id,
-            test.features,
-            test.targets,
-            probabilities,
-            history_file,
-            test,
-            params.evaluate.batch_size,
-            Path(folder),
-        )
+        evaluation = evaluate_predictions(test.targets, probabilities)
+        figure_files = {name: work / name for name in EVALUATION_FIGURES}
+        draw_evaluation_figures(evaluation.confusion, work / "history.csv", *figure_files.values())
+        log_test_results(run_id, evaluation, figure_files, test, params.evaluate.batch_size)
     return evaluation.metrics["test_accuracy"]

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import Params
 from mnist_pipeline.tracking import provenance
+from mnist_pipeline.tracking import store as tracking
 from mnist_pipeline.tuning import space as search_space
 from mnist_pipeline.tuning import study as studies
 from mnist_pipeline.tuning.space import TuneParams
 from mnist_pipeline.tuning.trial import (
+    FIT_SECONDS,
     PARAMS_ATTR,
     ROLE_TAG,
     STUDY_TAG,
     TRIAL_TAG,
-    FIT_SECONDS,
     EpochReporter,
     TrialData,
     TrialResult,
@@ -80,6 +81,8 @@ def work(
     propagates."""
     import optuna
 
+    # A trial's run left RUNNING by a worker on this machine that was killed ends KILLED.
+    tracking.mark_stale_runs([experiment_id])
     parent_run_id = parent_run(study, experiment_id)
     tags = {
         **provenance.git_tags(),
