@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -155,7 +156,7 @@ def _start_workers(args: argparse.Namespace, url: str) -> None:
 
 def _answer(args, study, tune, repo_root: Path, experiment_id: str) -> int:
     """Prints the best trials and, once no worker anywhere is still running a trial of the
-    study, logs the figures, ends the parent run and retrains the winner - once per budget."""
+    study, logs the figures, ends the parent run and retrains the winner."""
     from mlflow.tracking import MlflowClient
 
     from mnist_pipeline.tuning import answer
@@ -166,21 +167,25 @@ def _answer(args, study, tune, repo_root: Path, experiment_id: str) -> int:
     print(f"study {study.study_name}: {summary}")
     print("best trials by val_accuracy (test accuracy is never used to choose):")
     print(answer.best_trials_table(study))
+    # One clone answers each budget: the first whose workers find nothing left running. Its
+    # later runs may answer again (retraining is not repeated; --apply is honoured).
+    this_clone = f"{socket.gethostname()}:{repo_root}"
     with studies.study_lock(study):
         summary = studies.summarise(study)
         running = summary.running
-        already = study.user_attrs.get(ANSWERED_ATTR) == summary.spent
-        if not running and not already:
-            study.set_user_attr(ANSWERED_ATTR, summary.spent)
+        claim = study.user_attrs.get(ANSWERED_ATTR) or {}
+        answered_elsewhere = claim.get("trials") == summary.spent and claim["by"] != this_clone
+        if not running and not answered_elsewhere:
+            study.set_user_attr(ANSWERED_ATTR, {"trials": summary.spent, "by": this_clone})
     if running:
         print(f"{running} trial(s) still running on other workers: the last to finish answers")
+        return 0
+    if answered_elsewhere:
+        print(f"{claim['by']} answers this study's budget (retraining its winner there)")
         return 0
     best = answer.finished_trials(study)
     if not best:
         raise PipelineError(f"study {study.study_name}: no trial completed; see the errors above")
-    if already:
-        print("this budget's answer was given already; raise --trials to search further")
-        return 0
     client, parent = MlflowClient(), study.user_attrs.get(PARENT_RUN_ATTR)
     folder = repo_root / STUDIES_FOLDER / study.study_name
     for figure in answer.write_figures(study, folder):

@@ -97,6 +97,11 @@ def retrain(
 
     name = f"{study_name}-trial-{trial.number}"
     values = trial.user_attrs[PARAMS_ATTR]
+    earlier = _retrained_run(experiment_id, name)
+    if earlier is not None and name in _experiment_names(repo_root):
+        # A later round of the study kept the same winner: its experiment stands.
+        log.info("trial %d was retrained already as DVC experiment %s", trial.number, name)
+        return Retrained(name, earlier.info.run_id, earlier.data.metrics.get("test_accuracy"))
     command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name]
     for argument in search_space.final_overrides(values):
         command += ["--set-param", argument]
@@ -107,18 +112,36 @@ def retrain(
             f"`dvc exp run --temp --name {name}` failed (see its output above); the study's "
             "trials are kept: fix it and run `mnist-pipeline tune` again to retrain"
         )
+    run = _retrained_run(experiment_id, name)
+    if run is None:
+        return Retrained(name, None, None)
+    client = MlflowClient()
+    client.set_tag(run.info.run_id, RETRAIN_OF_TAG, f"{study_name}/{trial.number}")
+    client.set_tag(run.info.run_id, STUDY_TAG, study_name)
+    return Retrained(name, run.info.run_id, run.data.metrics.get("test_accuracy"))
+
+
+def _retrained_run(experiment_id: str, name: str):
+    """The newest MLflow run the DVC experiment `name` logged (its train stage tags it)."""
+    from mlflow.tracking import MlflowClient
+
     runs = MlflowClient().search_runs(
         [experiment_id],
         filter_string=f"tags.dvc_exp_name = '{name}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    if not runs:
-        return Retrained(name, None, None)
-    run = runs[0]
-    MlflowClient().set_tag(run.info.run_id, RETRAIN_OF_TAG, f"{study_name}/{trial.number}")
-    MlflowClient().set_tag(run.info.run_id, STUDY_TAG, study_name)
-    return Retrained(name, run.info.run_id, run.data.metrics.get("test_accuracy"))
+    return runs[0] if runs else None
+
+
+def _experiment_names(repo_root: Path) -> set[str]:
+    listed = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "list", "--name-only"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+    )
+    return set(listed.stdout.split())
 
 
 def apply(experiment: str, repo_root: Path) -> None:

@@ -1,0 +1,284 @@
+"""End to end: `mnist-pipeline tune` on a small subset of MNIST in a throwaway repository - real
+Optuna (its SQLite study file), real MLflow (the repository's mlflow.db), real Keras, and real
+DVC for the winner's retraining - then `reproduce` of a trial through the pipeline, `--apply`,
+and the study's faults: bad input before any training, a worker SIGKILLed mid-trial, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+
+from mnist_pipeline.data import sources
+from pipeline_repo import PipelineRepo, make_pipeline_repo
+
+pytestmark = pytest.mark.slow
+
+TRIALS = 4
+# Small enough for seconds per trial, large enough that the learning rate matters.
+SPACE = {
+    "train.optimizer.learning_rate": {"log_uniform": [1.0e-4, 1.0e-2]},
+    "train.hidden_units": {"choice": [32, [32, 16]]},
+    "train.epochs": {"int": [1, 3]},
+}
+
+
+def tune_params(default_params: dict, mnist_file: Path) -> dict:
+    params = json.loads(json.dumps(default_params))
+    params["fetch"] = {"source": "file", "path": str(mnist_file)}
+    params["prepare"].update(train_samples=2500, test_samples=500)
+    params["tune"].update(trials=TRIALS, validation_samples=500, space=SPACE)
+    return params
+
+
+def tune(repo: PipelineRepo, *arguments: str, check: bool = True):
+    return repo.run(sys.executable, "-m", "mnist_pipeline", "tune", *arguments, check=check)
+
+
+def load_study(repo: PipelineRepo, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{repo.path / 'optuna.db'}")
+
+
+@pytest.fixture(scope="module")
+def mnist_file(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("mnist")
+    with tempfile.TemporaryDirectory() as workdir:
+        arrays = sources.fetch_mirror(Path(workdir))
+    np.savez(folder / "mnist.npz", **arrays._asdict())
+    return folder / "mnist.npz"
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, default_params, mnist_file) -> dict:
+    repo = make_pipeline_repo(
+        tmp_path_factory.mktemp("tune"), tune_params(default_params, mnist_file)
+    )
+    repo.run("dvc", "repro", "fetch")
+    result = tune(repo, "--study", "small")
+    return {"repo": repo, "output": result.stdout + result.stderr}
+
+
+def trial_runs(repo: PipelineRepo, study: str) -> list:
+    return [run for run in repo.runs() if run.data.tags.get("tune.trial") is not None]
+
+
+def test_the_study_runs_its_budget_and_says_the_best_on_validation(tuned):
+    study = load_study(tuned["repo"], "small")
+    states = [trial.state for trial in study.trials]
+    assert len(states) == TRIALS
+    assert all(
+        state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        for state in states
+    )
+    best = max(
+        (t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
+        key=lambda t: t.value,
+    )
+    assert f"trial {best.number:>3}  val_accuracy {best.value:.4f}" in tuned["output"]
+    assert "test accuracy is never used to choose" in tuned["output"]
+
+
+def test_each_trial_is_a_complete_run_nested_under_the_study(tuned):
+    repo = tuned["repo"]
+    runs = repo.runs()
+    (parent,) = [run for run in runs if run.data.tags.get("tune.role") == "study"]
+    trials = trial_runs(repo, "small")
+    assert len(trials) == TRIALS
+    study = load_study(repo, "small")
+    client = mlflow.MlflowClient(repo.tracking_uri)
+    for run in trials:
+        tags, params = run.data.tags, run.data.params
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["tune.study"] == "small" and run.info.status == "FINISHED"
+        trial = study.trials[int(tags["tune.trial"])]
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        # Params as params.yaml would hold them, the validation split included.
+        for name, value in trial.user_attrs["params"].items():
+            assert params[name] == str(value)
+        assert params["data.validation_samples"] == "500" and params["data.train_samples"] == "2000"
+        assert {"data.train_sha256", "data.validation_sha256"} <= set(params)
+        assert tags["git_commit"] and len(tags["weights_sha256"]) == 64
+        curve = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [point.step for point in curve] == list(range(1, len(curve) + 1))
+        if tags["tune.state"] == "complete":
+            assert curve[-1].value == pytest.approx(trial.value)
+            assert len(curve) == int(params["train.epochs"])
+            assert 0.1 < run.data.metrics["test_accuracy"] <= 1
+            assert run.data.metrics["fit_seconds"] > 0
+            artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+            assert {"evaluation", "params.yaml", "data"} <= artifacts
+            assert run.outputs.model_outputs  # the model, logged by MLflow's Keras flavour
+    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "tuning")}
+    assert figures == {"tuning/optimization_history.png", "tuning/param_importances.png"}
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def test_the_winner_is_retrained_on_all_images_as_a_dvc_experiment(tuned):
+    repo = tuned["repo"]
+    study = load_study(repo, "small")
+    best = study.best_trial
+    name = f"small-trial-{best.number}"
+    assert name in repo.run("dvc", "exp", "list", "--name-only").stdout.split()
+    (retrained,) = [run for run in repo.runs() if run.data.tags.get("dvc_exp_name") == name]
+    assert retrained.data.tags["tune.retrain_of"] == f"small/{best.number}"
+    # All 2,500 images train: no validation split.
+    assert retrained.data.params["data.train_samples"] == "2500"
+    assert "data.validation_samples" not in retrained.data.params
+    accuracy = retrained.data.metrics["test_accuracy"]
+    assert f"test accuracy {accuracy:.4f}" in tuned["output"]
+    # The workspace is left as it was (the experiment ran in a temporary copy).
+    assert repo.run("git", "status", "--porcelain", "params.yaml").stdout == ""
+
+
+def test_reproduce_of_a_trial_run_gets_its_weights_through_the_pipeline(tuned):
+    repo = tuned["repo"]
+    (trial_run,) = [run for run in trial_runs(repo, "small") if run.data.tags["tune.trial"] == "0"]
+    result = repo.run(sys.executable, "-m", "mnist_pipeline", "reproduce", trial_run.info.run_id)
+    assert "reproduced: same test accuracy, weights and data" in result.stdout, result.stdout
+
+
+def test_apply_makes_the_winner_the_workspace_s_so_dvc_repro_reproduces_it(tuned):
+    repo = tuned["repo"]
+    result = tune(repo, "--study", "small", "--apply")  # the budget is spent: it only answers
+    study = load_study(repo, "small")
+    assert len(study.trials) == TRIALS  # no further trial
+    assert "applied small-trial-" in result.stdout
+    params = repo.params()
+    for name, value in study.best_trial.user_attrs["params"].items():
+        section, *keys = name.split(".")
+        found = params[section]
+        for key in keys:
+            found = found[key]
+        assert found == value
+    assert params["prepare"]["validation_samples"] == 0  # all training images
+    status = repo.run("dvc", "status").stdout
+    assert "up to date" in status, status  # `dvc repro` would reproduce it as it is
+
+
+@pytest.fixture(scope="module")
+def fault_repo(tmp_path_factory, default_params, mnist_file) -> PipelineRepo:
+    params = tune_params(default_params, mnist_file)
+    params["train"]["epochs"] = 3
+    params["tune"]["space"] = {"train.optimizer.learning_rate": {"log_uniform": [1.0e-4, 1.0e-2]}}
+    return make_pipeline_repo(tmp_path_factory.mktemp("tune-faults"), params)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (["--storage", "postgresql://tuner:s3cret@127.0.0.1:1/studies"], "is unusable"),
+        (["--storage", "mysql://tuner:s3cret@host/studies"], "postgresql://"),
+        (["--workers", "0"], "--workers 0: give 1 or more"),
+        (["--trials", "0"], "--trials 0: give 1 or more"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_training(fault_repo, arguments, expected):
+    result = tune(fault_repo, "--study", "bad", *arguments, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+    assert "s3cret" not in result.stdout + result.stderr
+    assert not (fault_repo.path / "mlflow.db").exists()  # nothing was logged
+
+
+def test_missing_data_and_a_server_that_is_down_are_one_line_each(fault_repo):
+    result = tune(fault_repo, "--study", "no-data", check=False)
+    assert result.returncode == 2
+    assert "data/raw/mnist.npz: not found; fetch MNIST first" in result.stderr
+    fault_repo.env["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:1"
+    try:
+        down = tune(fault_repo, "--study", "no-server", check=False)
+    finally:
+        del fault_repo.env["MLFLOW_TRACKING_URI"]
+    assert down.returncode == 2 and down.stderr.count("\n") == 1, down.stderr
+    assert "http://127.0.0.1:1" in down.stderr
+
+
+def _start_tune(repo: PipelineRepo, study: str, log_file: Path) -> subprocess.Popen:
+    """The tune command as its own process with Ctrl-C at its default (see test_interrupts)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_pipeline", "tune", "--study", study, "--no-retrain"],
+        cwd=repo.path,
+        env=repo.env,
+        stdout=log_file.open("w"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def _wait_for_a_running_trial(repo: PipelineRepo, study: str, process, limit: float = 120):
+    """Waits until the study has a RUNNING trial whose MLflow run is training."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "tune ended before a trial ran"
+        if (repo.path / "optuna.db").exists():
+            try:
+                trials = load_study(repo, study).trials
+            except KeyError:
+                trials = []
+            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+            if running and any(
+                run.data.tags.get("tune.trial") == str(running[0].number) for run in repo.runs()
+            ):
+                time.sleep(1.0)  # into its training
+                return running[0]
+        time.sleep(0.5)
+    raise AssertionError("no trial started")
+
+
+def test_a_worker_killed_mid_trial_gives_its_budget_back(fault_repo, tmp_path):
+    fault_repo.run("dvc", "repro", "fetch")
+    worker = _start_tune(fault_repo, "killed", tmp_path / "killed.log")
+    try:
+        victim = _wait_for_a_running_trial(fault_repo, "killed", worker)
+    finally:
+        worker.kill()
+        worker.wait()
+    # Another worker: the killed trial goes stale after the grace period and its budget is run.
+    result = tune(fault_repo, "--study", "killed", "--no-retrain")
+    study = load_study(fault_repo, "killed")
+    states = {t.number: t.state for t in study.trials}
+    assert states[victim.number] == optuna.trial.TrialState.FAIL
+    assert "failure" not in study.trials[victim.number].user_attrs  # failed by heartbeat
+    complete = [n for n, state in states.items() if state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == TRIALS, (states, result.stdout)
+    killed_runs = [
+        run
+        for run in fault_repo.runs()
+        if run.data.tags.get("tune.study") == "killed"
+        and run.data.tags.get("tune.trial") == str(victim.number)
+    ]
+    assert [run.info.status for run in killed_runs] == ["KILLED"]
+
+
+def test_ctrl_c_fails_the_trial_kills_its_run_and_gives_the_budget_back(fault_repo, tmp_path):
+    fault_repo.run("dvc", "repro", "fetch")
+    worker = _start_tune(fault_repo, "interrupted", tmp_path / "interrupted.log")
+    try:
+        victim = _wait_for_a_running_trial(fault_repo, "interrupted", worker)
+        worker.send_signal(signal.SIGINT)
+        status = worker.wait(timeout=60)
+    finally:
+        worker.kill()
+    output = (tmp_path / "interrupted.log").read_text()
+    assert status == 130, output
+    assert "Traceback" not in output
+    trial = load_study(fault_repo, "interrupted").trials[victim.number]
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs["failure"] == "interrupted"
+    (run,) = [
+        run
+        for run in fault_repo.runs()
+        if run.data.tags.get("tune.study") == "interrupted"
+        and run.data.tags.get("tune.trial") == str(victim.number)
+    ]
+    assert run.info.status == "KILLED"
