@@ -58,7 +58,7 @@ def best_trials_table(study, count: int = SHOWN_TRIALS) -> str:
 
 def write_figures(study, folder: Path) -> list[Path]:
     """Optuna's optimization history and param importances as PNGs (importances need two
-    finished trials and a varied param); returns the files written."""
+    completed trials); returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,6 +70,10 @@ def write_figures(study, folder: Path) -> list[Path]:
     written = []
     drawings = (optuna_plots.plot_optimization_history, optuna_plots.plot_param_importances)
     for name, draw in zip(FIGURES, drawings, strict=True):
+        if draw is optuna_plots.plot_param_importances and len(finished_trials(study)) < 2:
+            # Optuna 5 would draw equal importances from one trial, which says nothing.
+            log.info("no %s: importances need two completed trials", name)
+            continue
         try:
             # Optuna marks its matplotlib plots experimental; the warning is noise here.
             with warnings.catch_warnings():
