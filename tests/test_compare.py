@@ -112,3 +112,21 @@ def test_bad_requests_are_one_line_errors(tiny_store, tmp_path, capsys, argument
     assert run_cli("compare", *arguments, "--out", str(tmp_path / "x.png")) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: {message}") and error.count("\n") == 1
+
+
+def test_a_tuning_trial_is_never_among_the_best_even_with_the_highest_accuracy(
+    tiny_store_copy, tmp_path, capsys
+):
+    """Choosing a trial by test accuracy would tune on the test set: `--best` (and promote,
+    which shares best_run_ids) leaves trials out."""
+    from mlflow.tracking import MlflowClient
+
+    from mnist_pipeline.commands.runs import best_run_ids
+
+    client = MlflowClient(tiny_store_copy.uri)
+    trial = client.create_run(tiny_store_copy.experiment_id, tags={"tune.trial": "0"})
+    client.log_metric(trial.info.run_id, "test_accuracy", 1.0)
+    client.set_terminated(trial.info.run_id, "FINISHED")
+    best = best_run_ids(tiny_store_copy.experiment_id, 2)
+    assert trial.info.run_id not in best
+    assert best == [tiny_store_copy.run_ids["default-lr"], tiny_store_copy.run_ids["fast-lr"]]

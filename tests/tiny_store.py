@@ -57,6 +57,7 @@ def train_tiny_run(tiny: TinyRun, folder: Path, default_params: dict, prepared: 
     run's id."""
     from conftest import train_argv, write_params
     from mnist_pipeline.tracking import store as tracking
+    from mnist_pipeline.tracking import train_logging
     from stages import train
 
     tree = {**default_params, "train": {**default_params["train"]}}
@@ -73,7 +74,7 @@ def train_tiny_run(tiny: TinyRun, folder: Path, default_params: dict, prepared: 
         if tiny.status == "FAILED":
             patch.setattr(train, "train_model", _crash)
         if not tiny.with_model:
-            patch.setattr(train, "log_model", lambda model: None)
+            patch.setattr(train_logging, "log_model", lambda model: None)
         with contextlib.suppress(TrainingCrashed):
             train.main(argv)
     if tiny.status == "FAILED":

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import OPTIMIZER_PARAMS
 from mnist_pipeline.tracking import store as tracking
+from mnist_pipeline.tuning.trial import TRIAL_TAG
 
 # Table column -> column of `mlflow.search_runs`. The one list of what a user compares: the
 # terminal table shows these, and the UI's shared view selects the same params and metrics.
@@ -174,12 +175,15 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 def best_run_ids(experiment_id: str, count: int) -> list[str]:
-    """The `count` finished runs with the highest test accuracy, best first."""
+    """The `count` finished runs with the highest test accuracy, best first. A tuning study's
+    trials are left out: picking one of them by test accuracy would be choosing on the test set,
+    which the study never does; the winner it retrains is an ordinary run and takes part."""
     if count < 1:
         raise PipelineError(f"--best {count}: must be at least 1")
     runs = MlflowClient().search_runs(
         [experiment_id],
-        filter_string="attributes.status = 'FINISHED' and metrics.test_accuracy >= 0",
+        filter_string="attributes.status = 'FINISHED' and metrics.test_accuracy >= 0 "
+        f"and tags.`{TRIAL_TAG}` IS NULL",
         # On a tie the earlier run: an original rather than its reproduction.
         order_by=["metrics.test_accuracy DESC", "attributes.start_time ASC"],
         max_results=count,
