@@ -85,6 +85,14 @@ def test_the_study_runs_its_budget_and_says_the_best_on_validation(tuned):
     )
     assert f"trial {best.number:>3}  val_accuracy {best.value:.4f}" in tuned["output"]
     assert "test accuracy is never used to choose" in tuned["output"]
+    # A saved view of the study's trials, best on validation first, linked from the output.
+    assert "viewStateShareKey=study-small" in tuned["output"]
+    client = mlflow.MlflowClient(tuned["repo"].tracking_uri)
+    experiment = client.get_experiment_by_name("mnist-mlp")
+    view = json.loads(experiment.tags["mlflow.sharedViewState.study-small"])
+    assert view["searchFilter"] == "tags.`tune.study` = 'small'"
+    assert view["orderByKey"] == "metrics.`val_accuracy`"
+    assert "params.`train.optimizer.learning_rate`" in view["selectedColumns"]
 
 
 def test_each_trial_is_a_complete_run_nested_under_the_study(tuned):

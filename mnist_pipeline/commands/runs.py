@@ -4,6 +4,7 @@ MLflow UI: the settings a user compares, the result, and how long it took."""
 from __future__ import annotations
 
 import json
+import urllib.parse
 
 import mlflow
 import pandas as pd
@@ -13,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import OPTIMIZER_PARAMS
 from mnist_pipeline.tracking import store as tracking
-from mnist_pipeline.tuning.trial import TRIAL_TAG
+from mnist_pipeline.tuning.trial import STATE_TAG, STUDY_TAG, TRIAL_TAG
 
 # Table column -> column of `mlflow.search_runs`. The one list of what a user compares: the
 # terminal table shows these, and the UI's shared view selects the same params and metrics.
@@ -228,13 +229,33 @@ def share_runs_view(experiment_id: str) -> None:
     )
 
 
-def runs_page_link(base_url: str, experiment_id: str) -> str:
+def share_study_view(experiment_id: str, study: str, param_names: list[str]) -> str:
+    """Stores a view of one tuning study's runs - its trials and its parent, best validation
+    accuracy first, with the params the study varies - and returns its key for
+    runs_page_link. (The UI nests trials under their parent only when sorted by date: with a
+    filter and this sort they are listed flat, which is what comparing them needs.)"""
+    key = f"study-{study}"
+    metrics = [f"metrics.`{name}`" for name in ("val_accuracy", "test_accuracy", "fit_seconds")]
+    tags = [f"tags.`{TRIAL_TAG}`", f"tags.`{STATE_TAG}`"]
+    columns = [*metrics, *tags, *(f"params.`{name}`" for name in param_names)]
+    state = {
+        "selectedColumns": columns,
+        "columnOrder": columns,
+        "orderByKey": metrics[0],
+        "orderByAsc": False,
+        "searchFilter": f"tags.`{STUDY_TAG}` = '{study}'",
+    }
+    MlflowClient().set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + key, json.dumps(state))
+    return key
+
+
+def runs_page_link(base_url: str, experiment_id: str, view_key: str = SHARED_VIEW_KEY) -> str:
     """The experiment's runs table (MLflow 3.17 would open its GenAI traces view otherwise)
     with the shared view applied; the `/runs` path matters, since a redirect from the bare
     experiment page drops the view key."""
     return (
         f"{base_url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-        f"&viewStateShareKey={SHARED_VIEW_KEY}"
+        f"&viewStateShareKey={urllib.parse.quote(view_key)}"
     )
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_pipeline.errors import PipelineError, redacted
+from mnist_pipeline.errors import PipelineError, first_line, redacted
 from mnist_pipeline.params import load_params
 from mnist_pipeline.tracking import store as tracking
 
@@ -197,6 +197,7 @@ def _answer(args, study, tune, repo_root: Path, experiment_id: str) -> int:
         client.set_tag(parent, answer.BEST_TRIAL_TAG, str(winner.number))
         client.log_metric(parent, "best_val_accuracy", winner.value)
         client.set_terminated(parent, status="FINISHED")
+    _print_study_link(study.study_name, experiment_id, list(tune.space))
     if args.no_retrain:
         return 0
     retrained = answer.retrain(study.study_name, winner, tune, repo_root, experiment_id)
@@ -213,3 +214,20 @@ def _answer(args, study, tune, repo_root: Path, experiment_id: str) -> int:
     else:
         print(f"to make it the workspace's: dvc exp apply {retrained.experiment}")
     return 0
+
+
+def _print_study_link(study: str, experiment_id: str, param_names: list[str]) -> None:
+    """Where to look at the study's trials in the MLflow UI (a saved view of them)."""
+    from mnist_pipeline.commands import runs
+    from mnist_pipeline.commands.cli import UI_PORT
+
+    try:
+        key = runs.share_study_view(experiment_id, study, param_names)
+    except Exception as error:  # A shared server may not let this user tag the experiment.
+        log.warning("could not save the study's view in MLflow (%s)", first_line(error))
+        return
+    uri = tracking.tracking_uri()
+    served = uri.startswith(("http://", "https://"))
+    base = uri.rstrip("/") if served else f"http://127.0.0.1:{UI_PORT}"
+    where = "the MLflow UI" if served else "the MLflow UI (`mnist-pipeline ui`)"
+    print(f"the study in {where}: {runs.runs_page_link(base, experiment_id, key)}")
