@@ -417,3 +417,20 @@ def test_the_command_prints_the_verdict_and_exits_with_it(
     assert lines[1] == "with the original run's settings: TF_NUM_INTRAOP_THREADS=2, XLA_FLAGS unset"
     assert lines[2] == f"reproduction: run {reproduction.info.run_id} (original)"
     assert lines[-1].startswith(conclusion)
+
+
+def test_a_validation_split_is_compared_when_the_original_had_one(verdict_store):
+    """A tuning trial chose on its validation images: other ones are other data. A run without
+    a split (the default) has no digest to compare and shows no such line."""
+    client = mlflow.MlflowClient(verdict_store)
+    with_split = []
+    for digest in ("v1", "v2"):
+        run = finished(verdict_store, EPYC)
+        client.log_param(run.info.run_id, "data.validation_sha256", digest)
+        with_split.append(client.get_run(run.info.run_id))
+    verdict = reproduce.judge(*with_split)
+    assert verdict.case is reproduce.Case.DATA
+    assert "(data.validation_sha256)" in verdict.lines[-1]
+    plain = reproduce.judge(finished(verdict_store, EPYC), finished(verdict_store, EPYC))
+    assert not any("validation" in line for line in plain.lines)
+    assert plain.case is reproduce.Case.IDENTICAL

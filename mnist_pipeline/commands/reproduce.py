@@ -42,7 +42,7 @@ DATA_STAGE, TRAIN_STAGE = "prepare", "train"
 ACCURACY_TOLERANCE = 0.002
 # Accuracies are float32 values: two 20 images apart can read a hair over 0.002.
 FLOAT32_SLACK = 1e-6
-DATA_CHECKS = ("data.train_sha256", "data.test_sha256")
+DATA_CHECKS = ("data.train_sha256", "data.validation_sha256", "data.test_sha256")
 
 
 class Case(Enum):
@@ -162,11 +162,14 @@ def compare(original: Run, reproduced: Run) -> list[Check]:
             "test_accuracy": run.data.metrics.get("test_accuracy"),
             "weights_sha256": run.data.tags.get("weights_sha256"),
             "data.train_sha256": run.data.params.get("data.train_sha256"),
+            "data.validation_sha256": run.data.params.get("data.validation_sha256"),
             "data.test_sha256": run.data.tags.get("data.test_sha256"),
         }
 
     before, after = facts(original), facts(reproduced)
-    return [Check(name, before[name], after[name]) for name in before]
+    # A run without a validation split (most) has no such digest to compare.
+    compared = [name for name in before if name != "data.validation_sha256" or before[name]]
+    return [Check(name, before[name], after[name]) for name in compared]
 
 
 def environment_differences(original: Run, reproduced: Run) -> tuple[list[Check], list[str]]:
@@ -217,7 +220,11 @@ def decide(
     checks: dict[str, Check], differences: list[Check], unknown: list[str]
 ) -> tuple[Case, str]:
     missing = [name for name, check in checks.items() if None in (check.original, check.reproduced)]
-    data_differ = [name for name in DATA_CHECKS if name not in missing and not checks[name].matches]
+    data_differ = [
+        name
+        for name in DATA_CHECKS
+        if name in checks and name not in missing and not checks[name].matches
+    ]
     if data_differ:
         return Case.DATA, (
             f"not reproduced: the data differs ({', '.join(data_differ)}): the runs did not "
