@@ -339,3 +339,20 @@ def test_a_sigkilled_workers_trial_is_failed_and_its_budget_run_again(study_url)
     study = opened(study_url, "shared")
     assert tuning.summarise(study) == tuning.StudySummary(complete=3, given_back=1)
     assert study.get_trials()[0].state == TrialState.FAIL
+
+
+def test_the_median_pruner_waits_for_five_trials_and_the_third_epoch(tmp_path):
+    """Steps are epochs from 1: a trial trailing every earlier one is left alone in epochs 1
+    and 2 (a slow starter may catch up) and pruned from epoch 3; and not at all before five
+    trials have reported."""
+    storage = tuning.open_storage(tuning.storage_url(None, tmp_path))
+    opened = tuning.open_study(storage, "pruning", sampler="random", seed=0, pruner="median")
+    for count in range(tuning.MEDIAN_STARTUP_TRIALS + 1):
+        trial = opened.ask()
+        for epoch in (1, 2, 3):
+            trial.report(0.1 if count == tuning.MEDIAN_STARTUP_TRIALS else 0.9, epoch)
+            if count < tuning.MEDIAN_STARTUP_TRIALS:
+                assert not trial.should_prune()  # too few trials to judge
+            else:
+                assert bool(trial.should_prune()) == (epoch >= 3), epoch
+        opened.tell(trial, 0.9)
