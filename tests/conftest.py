@@ -218,3 +218,20 @@ def evaluate_argv(tmp_path: Path, params: Path, prepared: dict[str, Path]) -> li
         confusion_png=reports / "confusion.png",
         curves_png=reports / "curves.png",
     )
+
+
+@pytest.fixture(scope="session")
+def real_mnist(tmp_path_factory) -> Path:
+    """The real MNIST as an npz file, fetched once a session from the offline mirror and
+    verified: the end-to-end tests read it with `fetch.source: file`."""
+    import tempfile
+
+    import numpy as np
+
+    from mnist_pipeline.data import sources
+
+    folder = tmp_path_factory.mktemp("mnist")
+    with tempfile.TemporaryDirectory() as workdir:
+        arrays = sources.fetch_mirror(Path(workdir))
+    np.savez(folder / "mnist.npz", **arrays._asdict())
+    return folder / "mnist.npz"

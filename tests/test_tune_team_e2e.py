@@ -9,16 +9,12 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 import uuid
-from pathlib import Path
 
 import mlflow
-import numpy as np
 import optuna
 import pytest
 
-from mnist_pipeline.data import sources
 from pipeline_repo import PipelineRepo, make_pipeline_repo
 from team.local_stack import grant_experiment, logged_in
 
@@ -40,13 +36,10 @@ def as_member(repo: PipelineRepo, tracking_uri: str, user, storage: str) -> Pipe
 
 
 @pytest.fixture(scope="module")
-def shared_study(tmp_path_factory, default_params, team_stack, team_users) -> dict:
+def shared_study(tmp_path_factory, default_params, real_mnist, team_stack, team_users) -> dict:
     folder = tmp_path_factory.mktemp("team-tune")
-    with tempfile.TemporaryDirectory() as workdir:
-        arrays = sources.fetch_mirror(Path(workdir))
-    np.savez(folder / "mnist.npz", **arrays._asdict())
     params = json.loads(json.dumps(default_params))
-    params["fetch"] = {"source": "file", "path": str(folder / "mnist.npz")}
+    params["fetch"] = {"source": "file", "path": str(real_mnist)}
     params["prepare"].update(train_samples=2000, test_samples=500)
     params["mlflow"]["experiment_name"] = EXPERIMENT
     params["tune"].update(
