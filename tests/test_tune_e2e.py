@@ -135,6 +135,27 @@ def test_the_winner_is_retrained_on_all_images_as_a_dvc_experiment(tuned):
     assert repo.run("git", "status", "--porcelain", "params.yaml").stdout == ""
 
 
+def test_a_winner_dvc_has_run_already_reports_that_run(tuned):
+    """A second study with the same seed, space and data runs the same trials and picks the
+    same winner: its retraining is restored from DVC's run cache instead of trained, and the
+    answer names the run that cache holds (the bench found this case reported as unknown)."""
+    repo = tuned["repo"]
+    twin = tune(repo, "--study", "twin").stdout
+    first = load_study(repo, "small").best_trial
+    assert load_study(repo, "twin").best_trial.params == first.params
+    (retrained,) = [
+        run
+        for run in repo.runs()
+        if run.data.tags.get("dvc_exp_name") == f"small-trial-{first.number}"
+    ]
+    accuracy = retrained.data.metrics["test_accuracy"]
+    assert (
+        f"as DVC experiment twin-trial-{first.number} (MLflow run {retrained.info.run_id}): "
+        f"test accuracy {accuracy:.4f}"
+    ) in twin
+    assert retrained.data.tags["tune.retrain_of"] == f"small/{first.number}"  # the first names it
+
+
 def test_reproduce_of_a_trial_run_gets_its_weights_through_the_pipeline(tuned):
     repo = tuned["repo"]
     (trial_run,) = [run for run in trial_runs(repo, "small") if run.data.tags["tune.trial"] == "0"]

@@ -201,12 +201,12 @@ def _answer(args, study, tune, repo_root: Path, experiment_id: str) -> int:
     if args.no_retrain:
         return 0
     retrained = answer.retrain(study.study_name, winner, tune, repo_root, experiment_id)
-    if parent and retrained.run_id:
+    if parent:
         client.set_tag(parent, answer.RETRAIN_RUN_TAG, retrained.run_id)
-    accuracy = "unknown" if retrained.test_accuracy is None else f"{retrained.test_accuracy:.4f}"
     print(
         f"trial {winner.number} retrained on all training images as DVC experiment "
-        f"{retrained.experiment} (MLflow run {retrained.run_id}): test accuracy {accuracy}"
+        f"{retrained.experiment} (MLflow run {retrained.run_id}): test accuracy "
+        f"{retrained.test_accuracy:.4f}"
     )
     if args.apply:
         answer.apply(retrained.experiment, repo_root)

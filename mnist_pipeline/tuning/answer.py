@@ -4,6 +4,7 @@ whose test accuracy is the only test number a study quotes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -30,8 +31,8 @@ SHOWN_TRIALS = 5
 @dataclass(frozen=True)
 class Retrained:
     experiment: str
-    run_id: str | None
-    test_accuracy: float | None
+    run_id: str
+    test_accuracy: float
 
 
 def finished_trials(study) -> list:
@@ -96,46 +97,62 @@ def retrain(
 ) -> Retrained:
     """Retrains the trial's params on every training image as a DVC experiment in a temporary
     copy of the workspace (`dvc exp run --temp`), so the workspace is left as it was; returns
-    the experiment and the test accuracy its evaluate stage logged."""
+    the experiment, and the MLflow run and test accuracy its outputs record.
+
+    Those are read from the experiment's own outputs (models/mlflow_run.json and
+    reports/metrics.json at its revision), not looked up by its name: when DVC's run cache
+    already holds a run of exactly these params and code (another study's winner, say), the
+    experiment restores that run's outputs instead of training, and its record names that
+    run. A winner retrained already by an earlier answer is not retrained again."""
     from mlflow.tracking import MlflowClient
 
     name = f"{study_name}-trial-{trial.number}"
-    values = trial.user_attrs[PARAMS_ATTR]
-    earlier = _retrained_run(experiment_id, name)
-    if earlier is not None and name in _experiment_names(repo_root):
-        # A later round of the study kept the same winner: its experiment stands.
+    if name in _experiment_names(repo_root):
         log.info("trial %d was retrained already as DVC experiment %s", trial.number, name)
-        return Retrained(name, earlier.info.run_id, earlier.data.metrics.get("test_accuracy"))
-    command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name]
-    for argument in search_space.final_overrides(values):
-        command += ["--set-param", argument]
-    log.info("retraining trial %d on all training images: dvc exp run %s", trial.number, name)
-    result = subprocess.run(command, cwd=repo_root, env=os.environ.copy())
-    if result.returncode != 0:
-        raise PipelineError(
-            f"`dvc exp run --temp --name {name}` failed (see its output above); the study's "
-            "trials are kept: fix it and run `mnist-pipeline tune` again to retrain"
-        )
-    run = _retrained_run(experiment_id, name)
-    if run is None:
-        return Retrained(name, None, None)
+    else:
+        command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name]
+        for argument in search_space.final_overrides(trial.user_attrs[PARAMS_ATTR]):
+            command += ["--set-param", argument]
+        log.info("retraining trial %d on all training images: dvc exp run %s", trial.number, name)
+        result = subprocess.run(command, cwd=repo_root, env=os.environ.copy())
+        if result.returncode != 0:
+            raise PipelineError(
+                f"`dvc exp run --temp --name {name}` failed (see its output above); the "
+                "study's trials are kept: fix it and run `mnist-pipeline tune` again to retrain"
+            )
+    run_id, test_accuracy = _experiment_results(repo_root, name)
     client = MlflowClient()
-    client.set_tag(run.info.run_id, RETRAIN_OF_TAG, f"{study_name}/{trial.number}")
-    client.set_tag(run.info.run_id, STUDY_TAG, study_name)
-    return Retrained(name, run.info.run_id, run.data.metrics.get("test_accuracy"))
+    tags = client.get_run(run_id).data.tags
+    if RETRAIN_OF_TAG not in tags:  # The first study to retrain these params names the run.
+        client.set_tag(run_id, RETRAIN_OF_TAG, f"{study_name}/{trial.number}")
+        client.set_tag(run_id, STUDY_TAG, study_name)
+    return Retrained(name, run_id, test_accuracy)
 
 
-def _retrained_run(experiment_id: str, name: str):
-    """The newest MLflow run the DVC experiment `name` logged (its train stage tags it)."""
-    from mlflow.tracking import MlflowClient
+def _experiment_results(repo_root: Path, name: str) -> tuple[str, float]:
+    """The MLflow run and test accuracy the DVC experiment's outputs record."""
+    import dvc.api
 
-    runs = MlflowClient().search_runs(
-        [experiment_id],
-        filter_string=f"tags.dvc_exp_name = '{name}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
+    from mnist_pipeline.tuning.data import pipeline_paths
+
+    paths = pipeline_paths(repo_root)
+    try:
+        record = json.loads(
+            dvc.api.read(
+                str(paths["run_record"].relative_to(repo_root)), repo=str(repo_root), rev=name
+            )
+        )
+        metrics = json.loads(
+            dvc.api.read(
+                str(paths["metrics"].relative_to(repo_root)), repo=str(repo_root), rev=name
+            )
+        )
+    except Exception as error:  # DVC raises many kinds for a missing revision or file.
+        raise PipelineError(
+            f"DVC experiment {name} has no run record or metrics ({first_line(error)}); see "
+            f"`dvc exp show`, and remove it (`dvc exp remove {name}`) to retrain"
+        ) from None
+    return record["run_id"], float(metrics["test_accuracy"])
 
 
 def _experiment_names(repo_root: Path) -> set[str]:
