@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 
@@ -32,9 +31,10 @@ def log_run_inputs(
     crashes or is still training shows what it was asked to do. The train stage and each
     trial of `mnist-pipeline tune` log through this."""
     log_run_params(params)
-    log_training_data(run_id, *train)
+    log_split_data(run_id, train, "train", "training")
+    # A run without validation images logs what it always has.
     if validation is not None and len(validation.features):
-        log_validation_data(run_id, *validation)
+        log_split_data(run_id, validation, "validation", "validation")
 
 
 def log_trained_model(model, history: dict[str, list[float]]) -> None:
@@ -77,45 +77,26 @@ def log_optimizer_config(model) -> None:
     mlflow.log_params({f"keras.optimizer.{k}": v for k, v in configured.items()})
 
 
-def log_training_data(run_id: str, features, targets, data_path: Path, attributes: dict) -> None:
-    """The training set as an MLflow dataset input, the number and digest of its images, and
-    its tensor attributes."""
+def log_split_data(run_id: str, split: PreparedSplit, name: str, context: str) -> None:
+    """A prepared split as an MLflow dataset input (`mnist-<name>`, in `context`), the number
+    and digest of its images (`data.<name>_samples`, `data.<name>_sha256`), and its tensor
+    attributes (`data/<name>_attributes.json`)."""
     import mlflow
 
-    features_sha256 = array_sha256(features)
+    features_sha256 = array_sha256(split.features)
     tracking.log_dataset(
         run_id,
-        features,
-        targets,
-        data_path,
-        "mnist-train",
-        "training",
-        features_sha256=features_sha256,
-    )
-    mlflow.log_params({"data.train_samples": len(features), "data.train_sha256": features_sha256})
-    mlflow.log_dict(attributes, "data/train_attributes.json")
-
-
-def log_validation_data(run_id: str, features, targets, data_path: Path, attributes: dict) -> None:
-    """The validation split as an MLflow dataset input, the number and digest of its images,
-    and its tensor attributes. The train stage logs it only when the split has images, so a run
-    without validation logs what it always has."""
-    import mlflow
-
-    features_sha256 = array_sha256(features)
-    tracking.log_dataset(
-        run_id,
-        features,
-        targets,
-        data_path,
-        "mnist-validation",
-        "validation",
+        split.features,
+        split.targets,
+        split.path,
+        f"mnist-{name}",
+        context,
         features_sha256=features_sha256,
     )
     mlflow.log_params(
-        {"data.validation_samples": len(features), "data.validation_sha256": features_sha256}
+        {f"data.{name}_samples": len(split.features), f"data.{name}_sha256": features_sha256}
     )
-    mlflow.log_dict(attributes, "data/validation_attributes.json")
+    mlflow.log_dict(split.attributes, f"data/{name}_attributes.json")
 
 
 def log_model(model) -> None:
