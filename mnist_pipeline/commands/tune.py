@@ -79,9 +79,14 @@ def run(args: argparse.Namespace) -> int:
     )
     is_worker = os.environ.get(WORKER_VARIABLE) == "1"
     if not is_worker:
+        spent = studies.spent(study)
+        left = (
+            f"{args.workers} worker(s) here"
+            if spent < tune.trials
+            else "nothing left to run (raise --trials to search further)"
+        )
         print(
-            f"study {args.study} in {redacted(url)}: {studies.spent(study)} of "
-            f"{tune.trials} trials used; {args.workers} worker(s) here"
+            f"study {args.study} in {redacted(url)}: {spent} trials used of {tune.trials}; {left}"
         )
     started = time.perf_counter()
     if args.workers == 1:
