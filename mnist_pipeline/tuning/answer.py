@@ -79,7 +79,7 @@ def write_figures(study, folder: Path) -> list[Path]:
             # Optuna marks its matplotlib plots experimental; the warning is noise here.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                axes = draw(study)
+                axes = draw(study, target_name=OBJECTIVE)
         except (ValueError, RuntimeError) as error:
             log.warning("no %s: %s", name, first_line(error))
             continue
