@@ -689,6 +689,10 @@ def main(argv: list[str] | None = None) -> int:
     grant = commands.add_parser("grant", help="give a user a permission on an experiment")
     grant.add_argument("username")
     grant.add_argument("grants", type=_parse_grant, nargs="+", metavar="EXPERIMENT=PERMISSION")
+    database = commands.add_parser(
+        "add-database", help="create a database (an Optuna study store) and print its URI"
+    )
+    database.add_argument("name")
     arguments = parser.parse_args(argv)
 
     try:
@@ -714,6 +718,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise TeamStackError("the team server is not running: make team-server")
             if arguments.command == "status":
                 _print_started(stack)
+            if arguments.command == "add-database":
+                uri = stack.create_database(arguments.name)
+                # The password stays in the stack's pgpass file, which the URI names.
+                print(f"created database {arguments.name}; for `mnist-pipeline tune`:")
+                print(f"export OPTUNA_STORAGE='{uri}'")
             if arguments.command == "add-user":
                 create_user(
                     stack.tracking_uri,

@@ -15,6 +15,7 @@ import mlflow
 import optuna
 import pytest
 
+from conftest import REPO_ROOT
 from pipeline_repo import PipelineRepo, make_pipeline_repo
 from team.local_stack import grant_experiment, logged_in
 
@@ -54,7 +55,16 @@ def shared_study(tmp_path_factory, default_params, real_mnist, team_stack, team_
         grant_experiment(team_stack.tracking_uri, team_stack.admin, EXPERIMENT, user, "EDIT")
         for user in (team_users.alice.username, team_users.bob.username)
     ][0]
-    storage = team_stack.create_database(f"study_{uuid.uuid4().hex[:12]}")
+    # The study's database, made as the README tells an admin to make it.
+    made = subprocess.run(
+        [sys.executable, "-m", "team.local_stack", "--state-dir", str(team_stack.state_dir)]
+        + ["add-database", f"study_{uuid.uuid4().hex[:12]}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    storage = re.search(r"^export OPTUNA_STORAGE='(.+)'$", made, re.MULTILINE).group(1)
     alice = as_member(
         make_pipeline_repo(folder / "alice", params),
         team_stack.tracking_uri,
