@@ -16,6 +16,7 @@ import mlflow
 import optuna
 import pytest
 
+from conftest import write_params
 from pipeline_repo import PipelineRepo, make_pipeline_repo
 
 pytestmark = pytest.mark.slow
@@ -218,6 +219,41 @@ def test_missing_data_and_a_server_that_is_down_are_one_line_each(fault_repo):
         del fault_repo.env["MLFLOW_TRACKING_URI"]
     assert down.returncode == 2 and down.stderr.count("\n") == 1, down.stderr
     assert "http://127.0.0.1:1" in down.stderr
+
+
+def test_a_diverging_network_fails_its_trials_and_three_in_a_row_stop_the_worker(fault_repo):
+    fault_repo.run("dvc", "repro", "fetch")
+    params = fault_repo.params()
+    # Learning rates no network survives: its weights overflow and the loss turns NaN.
+    params["tune"]["space"] = {"train.optimizer.learning_rate": {"log_uniform": [1.0e20, 1.0e30]}}
+    params["train"]["epochs"] = 1
+    write_params(fault_repo.path / "diverging.yaml", params)
+    result = fault_repo.run(
+        sys.executable,
+        "-m",
+        "mnist_pipeline",
+        "--params",
+        "diverging.yaml",
+        "tune",
+        "--study",
+        "diverging",
+        "--no-retrain",
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout.count("failed: loss is nan after epoch 1: the network diverged") == 3
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: study diverging: 3 trials in a row failed, the last with: loss is nan")
+    )
+    trials = load_study(fault_repo, "diverging").trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 3
+    assert all(t.user_attrs["failure"] == "error" for t in trials)  # they used their budget
+    assert all("diverged" in t.user_attrs["error"] for t in trials)
+    runs = [r for r in fault_repo.runs() if r.data.tags.get("tune.study") == "diverging"]
+    assert sorted(r.info.status for r in runs if "tune.trial" in r.data.tags) == ["FAILED"] * 3
+    assert all("diverged" in r.data.tags["tune.error"] for r in runs if "tune.trial" in r.data.tags)
 
 
 def _start_tune(repo: PipelineRepo, study: str, log_file: Path) -> subprocess.Popen:
