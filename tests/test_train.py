@@ -45,7 +45,8 @@ def test_one_short_training_learns_and_reports_history(prepared_tiny, tiny_train
     assert set(history) == {"loss", "accuracy"}
     assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
     table = fitting.history_table(history)
-    assert table.columns[0] == "epoch" and set(table.columns) == {"epoch", "loss", "accuracy"}
+    assert list(table.columns) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    assert table[["val_accuracy", "val_loss"]].isna().all().all()  # no split: empty
     assert table["epoch"].tolist() == [1, 2]
 
 
@@ -174,7 +175,8 @@ def test_main_with_an_empty_validation_split_logs_what_it_always_has(
     validation = write_validation(tmp_path / "prepared", rows=0)
     train.main(train_argv(tmp_path, tiny_params, prepared_tiny) + as_argv(**validation))
     history = pd.read_csv(tmp_path / "out" / "history.csv")
-    assert list(history.columns) == ["epoch", "accuracy", "loss"]
+    assert list(history.columns) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    assert history[["val_accuracy", "val_loss"]].isna().all().all()
     run_id = json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]
     client = mlflow.MlflowClient(mlflow_store)
     run = client.get_run(run_id)

@@ -45,7 +45,7 @@ def training_curves_figure(history: pd.DataFrame, title: str = "Training curves"
     `val_loss` and `val_accuracy` columns too, the validation curves beside the training ones."""
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
-        validated = f"val_{metric}" in history
+        validated = f"val_{metric}" in history and history[f"val_{metric}"].notna().any()
         axes.plot(history["epoch"], history[metric], marker="o", label="train")
         if validated:
             axes.plot(history["epoch"], history[f"val_{metric}"], marker="s", label="validation")

@@ -322,7 +322,18 @@ def train_from_scratch(
     return {**history, **validation_history} if validation is not None else history
 
 
+# The validation columns every history table has, empty without a validation split: `dvc
+# plots` finds the fields its "Validation curves" plot names either way (a missing field is a
+# FieldNotFoundError on every `dvc plots show`), and plots nothing for empty ones.
+VALIDATION_COLUMNS = ("val_accuracy", "val_loss")
+
+
 def history_table(history: dict[str, list[float]]) -> pd.DataFrame:
+    """The per-epoch history as the train stage writes it: `epoch`, then Keras' metrics, then
+    VALIDATION_COLUMNS (empty cells when there was no validation split)."""
     table = pd.DataFrame(history)
     table.insert(0, "epoch", range(1, len(table) + 1))
+    for column in VALIDATION_COLUMNS:
+        if column not in table:
+            table[column] = float("nan")
     return table
