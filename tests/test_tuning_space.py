@@ -21,6 +21,7 @@ from mnist_pipeline.tuning.space import (
     dvc_set_arguments,
     final_overrides,
     parse_tune,
+    require_training_images,
     suggest,
     trial_params,
     with_values,
@@ -173,14 +174,6 @@ BAD = [
         "tune.validation_samples: input should be greater than or equal to 1, got 0",
     ),
     (
-        lambda t: (
-            t["tune"].update(validation_samples=1000),
-            t["prepare"].update(train_samples=1000),
-        ),
-        "tune.validation_samples: 1000 leaves no training images; it must be less than the "
-        "1000 kept (prepare.train_samples)",
-    ),
-    (
         lambda t: t["tune"].update(trails=20),
         "tune.trails: unknown key (did you mean 'trials'?); allowed: trials, "
         "validation_samples, sampler, pruner, space",
@@ -208,6 +201,33 @@ def test_every_bad_entry_of_a_space_is_named(params_tree):
         parse_tune(params_tree)
     assert "tune.space.train.epochs: int [0, 5]: 0 is not allowed" in str(raised.value)
     assert "; tune.space.train.batch_size: choice is empty" in str(raised.value)
+
+
+def test_a_validation_split_as_large_as_the_training_images_is_refused_for_tuning(params_tree):
+    """Not by parse_tune: a quick pipeline run's small prepare.train_samples is no error of the
+    section; `mnist-pipeline tune` checks it before it starts, and check-params notes it."""
+    params_tree["prepare"]["train_samples"] = 1000
+    params_tree["tune"]["validation_samples"] = 1000
+    params = parse_params(params_tree)
+    tune = parse_tune(params)  # the section itself is fine
+    with pytest.raises(PipelineError) as raised:
+        require_training_images(params, tune)
+    assert str(raised.value) == (
+        "params.yaml: tune.validation_samples: 1000 leaves no training images; it must be less "
+        "than the 1000 kept (prepare.train_samples)"
+    )
+    params_tree["tune"]["validation_samples"] = 999
+    require_training_images(parse_params(params_tree), parse_tune(params_tree))
+
+
+def test_check_params_notes_a_study_that_could_not_run_but_passes(tmp_path, params_tree, capsys):
+    params_tree["prepare"]["train_samples"] = 3000
+    path = write_params(tmp_path / "params.yaml", params_tree)
+    cli.main(["--params", str(path), "check-params"])
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[-2] == f"{path}: OK"
+    assert shown[-1].startswith("note: `mnist-pipeline tune` would refuse these params: ")
+    assert "tune.validation_samples: 10000 leaves no training images" in shown[-1]
 
 
 def test_check_params_validates_the_tune_section(tmp_path, params_tree, capsys):

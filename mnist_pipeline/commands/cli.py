@@ -24,18 +24,25 @@ UI_PORT = int(os.environ.get("MLFLOW_UI_PORT", 5000))
 def check_params(args: argparse.Namespace) -> None:
     """Validates params.yaml the way every stage does (and its tune section the way
     `mnist-pipeline tune` does), and prints the flattened values."""
-    from mnist_pipeline.tuning.space import parse_tune
+    from mnist_pipeline.tuning.space import parse_tune, require_training_images
 
     params = load_params(args.params)
     for key, value in params.flat().items():
         print(f"{key} = {value!r}")
+    note = None
     if params.tune is not None:
         tune = parse_tune(params, args.params)
         for key, value in tune.model_dump(exclude={"space"}).items():
             print(f"tune.{key} = {value!r}")
         for key, distribution in tune.space.items():
             print(f"tune.space.{key} = {distribution}")
+        try:
+            require_training_images(params, tune, args.params)
+        except PipelineError as error:
+            note = f"note: `mnist-pipeline tune` would refuse these params: {error}"
     print(f"{args.params}: OK")
+    if note:
+        print(note)
 
 
 def experiment_link(base_url: str, experiment_name: str) -> str:

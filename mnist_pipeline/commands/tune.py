@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise PipelineError(f"--workers {args.workers}: give 1 or more")
     params = load_params(args.params)
-    tune = search_space.parse_tune(params)
+    tune = search_space.parse_tune(params, args.params)
+    search_space.require_training_images(params, tune, args.params)
     if args.trials is not None and args.trials < 1:
         raise PipelineError(f"--trials {args.trials}: give 1 or more (the study's budget)")
     overrides = {"trials": args.trials, "sampler": args.sampler}

@@ -161,13 +161,19 @@ def parse_tune(params: Params | dict, source: str = "params.yaml") -> TuneParams
         raise PipelineError(
             f"{source}: " + "; ".join(_describe(issue) for issue in error.errors())
         ) from None
+    return tune
+
+
+def require_training_images(params: Params, tune: TuneParams, source: str = "params.yaml") -> None:
+    """Raises PipelineError unless the study's validation split leaves training images: a
+    check of the params a study would run with, made by `mnist-pipeline tune` before anything
+    starts (a quick pipeline run's small prepare.train_samples is no error in itself)."""
     kept = params.prepare.train_samples or MNIST_TRAIN_SIZE
     if tune.validation_samples >= kept:
         raise PipelineError(
             f"{source}: tune.validation_samples: {tune.validation_samples} leaves no training "
             f"images; it must be less than the {kept} kept (prepare.train_samples)"
         )
-    return tune
 
 
 def parse_space(raw: object, params: Params) -> dict[str, Distribution]:
