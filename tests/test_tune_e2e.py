@@ -57,7 +57,11 @@ def tuned(tmp_path_factory, default_params, real_mnist) -> dict:
 
 
 def trial_runs(repo: PipelineRepo, study: str) -> list:
-    return [run for run in repo.runs() if run.data.tags.get("tune.trial") is not None]
+    return [
+        run
+        for run in repo.runs()
+        if run.data.tags.get("tune.study") == study and run.data.tags.get("tune.trial") is not None
+    ]
 
 
 def test_the_study_runs_its_budget_and_says_the_best_on_validation(tuned):
