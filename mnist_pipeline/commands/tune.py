@@ -169,10 +169,6 @@ def _answer(args, study, tune, repo_root: Path, experiment_id: str) -> int:
     from mnist_pipeline.tuning import study as studies
     from mnist_pipeline.tuning.worker import PARENT_RUN_ATTR
 
-    summary = studies.summarise(study)
-    print(f"study {study.study_name}: {summary}")
-    print("best trials by val_accuracy (test accuracy is never used to choose):")
-    print(answer.best_trials_table(study))
     # One clone answers each budget: the first whose workers find nothing left running. Its
     # later runs may answer again (retraining is not repeated; --apply is honoured).
     this_clone = f"{socket.gethostname()}:{repo_root}"
@@ -183,6 +179,9 @@ def _answer(args, study, tune, repo_root: Path, experiment_id: str) -> int:
         answered_elsewhere = claim.get("trials") == summary.spent and claim["by"] != this_clone
         if not running and not answered_elsewhere:
             study.set_user_attr(ANSWERED_ATTR, {"trials": summary.spent, "by": this_clone})
+    print(f"study {study.study_name}: {summary}")
+    print("best trials by val_accuracy (test accuracy is never used to choose):")
+    print(answer.best_trials_table(study))
     if running:
         print(f"{running} trial(s) still running on other workers: the last to finish answers")
         return 0

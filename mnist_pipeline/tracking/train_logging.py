@@ -39,21 +39,26 @@ def log_run_inputs(
 
 def log_trained_model(model, history: dict[str, list[float]]) -> None:
     """Everything a training run logs once trained: the optimizer as Keras configured it, the
-    per-epoch curves (`train_loss`, `train_accuracy` as always; `val_loss` and `val_accuracy`
-    keep their names, MLflow's and Keras' usual ones), the weights' digest and the model."""
+    per-epoch curves (log_curves), the weights' digest and the model."""
     import mlflow
 
     from mnist_pipeline.data.mnist import weights_sha256
 
     log_optimizer_config(model)
+    log_curves(history)
+    mlflow.set_tag("weights_sha256", weights_sha256(model.get_weights()))
+    log_model(model)
+
+
+def log_curves(history: dict[str, list[float]]) -> None:
+    """The per-epoch curves: `train_loss` and `train_accuracy` as always; `val_loss` and
+    `val_accuracy` keep their names (MLflow's and Keras' usual ones)."""
     validation_curves = {k: v for k, v in history.items() if k.startswith("val_")}
     tracking.log_history(
         {k: v for k, v in history.items() if k not in validation_curves}, prefix="train_"
     )
     if validation_curves:
         tracking.log_history(validation_curves, prefix="")
-    mlflow.set_tag("weights_sha256", weights_sha256(model.get_weights()))
-    log_model(model)
 
 
 def log_run_params(params: Params) -> None:

@@ -16,7 +16,13 @@ from pathlib import Path
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.tuning import space as search_space
 from mnist_pipeline.tuning.space import TuneParams
-from mnist_pipeline.tuning.trial import FIT_SECONDS, OBJECTIVE, PARAMS_ATTR, STUDY_TAG
+from mnist_pipeline.tuning.trial import (
+    FIT_SECONDS,
+    OBJECTIVE,
+    PARAMS_ATTR,
+    RUN_ID_ATTR,
+    STUDY_TAG,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +58,7 @@ def best_trials_table(study, count: int = SHOWN_TRIALS) -> str:
         rows.append(
             f"  trial {trial.number:>3}  {OBJECTIVE} {trial.value:.4f}  "
             f"{trial.user_attrs.get(FIT_SECONDS, float('nan')):6.1f} s  "
-            f"run {trial.user_attrs.get('mlflow_run_id', '?')}  {values}"
+            f"run {trial.user_attrs.get(RUN_ID_ATTR, '?')}  {values}"
         )
     return "\n".join(rows) or "  (no trial completed)"
 
@@ -129,28 +135,23 @@ def retrain(
     return Retrained(name, run_id, test_accuracy)
 
 
-def _experiment_results(repo_root: Path, name: str) -> tuple[str, float]:
+def _experiment_results(repo_root: Path, experiment: str) -> tuple[str, float]:
     """The MLflow run and test accuracy the DVC experiment's outputs record."""
     import dvc.api
 
-    from mnist_pipeline.tuning.data import pipeline_paths
+    from mnist_pipeline.tuning.data import declared_paths
 
-    paths = pipeline_paths(repo_root)
+    paths = declared_paths(repo_root)
+
+    def read(name: str) -> dict:
+        return json.loads(dvc.api.read(paths[name], repo=str(repo_root), rev=experiment))
+
     try:
-        record = json.loads(
-            dvc.api.read(
-                str(paths["run_record"].relative_to(repo_root)), repo=str(repo_root), rev=name
-            )
-        )
-        metrics = json.loads(
-            dvc.api.read(
-                str(paths["metrics"].relative_to(repo_root)), repo=str(repo_root), rev=name
-            )
-        )
+        record, metrics = read("run_record"), read("metrics")
     except Exception as error:  # DVC raises many kinds for a missing revision or file.
         raise PipelineError(
-            f"DVC experiment {name} has no run record or metrics ({first_line(error)}); see "
-            f"`dvc exp show`, and remove it (`dvc exp remove {name}`) to retrain"
+            f"DVC experiment {experiment} has no run record or metrics ({first_line(error)}); "
+            f"see `dvc exp show`, and remove it (`dvc exp remove {experiment}`) to retrain"
         ) from None
     return record["run_id"], float(metrics["test_accuracy"])
 

@@ -15,25 +15,25 @@ from mnist_pipeline.params import PrepareParams
 from mnist_pipeline.tuning.trial import TrialData
 
 
-def pipeline_paths(repo_root: Path) -> dict[str, Path]:
-    """The pipeline's paths where they are declared once: dvc.yaml's `vars`."""
+def declared_paths(repo_root: Path) -> dict[str, str]:
+    """The pipeline's paths, relative to the repository root, where they are declared once:
+    dvc.yaml's `vars`."""
     dvc_yaml = repo_root / "dvc.yaml"
     try:
         declared = YAML(typ="safe", pure=True).load(dvc_yaml.read_text(encoding="utf-8"))
-        paths = declared["vars"][0]["paths"]
+        return dict(declared["vars"][0]["paths"])
     except (OSError, KeyError, IndexError, TypeError) as error:
         raise PipelineError(
             f"{dvc_yaml}: no pipeline paths in it ({error}); run from the repository root"
         ) from None
-    return {name: repo_root / path for name, path in paths.items()}
 
 
 def load_trial_data(repo_root: Path, prepare: PrepareParams) -> TrialData:
     """Prepares train, validation and test splits in memory from the fetched raw file."""
     from mnist_pipeline.modelling.fitting import tensorflow_ready
 
-    paths = pipeline_paths(repo_root)
-    raw_file = paths["raw"]
+    paths = declared_paths(repo_root)
+    raw_file = repo_root / paths["raw"]
     if not raw_file.is_file():
         raise PipelineError(
             f"{raw_file}: not found; fetch MNIST first (`dvc repro fetch`, or `dvc pull` "
@@ -45,7 +45,7 @@ def load_trial_data(repo_root: Path, prepare: PrepareParams) -> TrialData:
         name: PreparedSplit(
             tensorflow_ready(features),
             tensorflow_ready(targets),
-            paths[name].relative_to(repo_root),
+            Path(paths[name]),
             attributes,
         )
         for name, (features, targets, attributes) in prepared.items()

@@ -25,8 +25,9 @@ ERROR_TAG = "tune.error"
 OBJECTIVE = "val_accuracy"
 # A trial's training time, compiling included (a metric of its run, a user attr of its trial).
 FIT_SECONDS = "fit_seconds"
-# The Optuna trial's user attr holding its params as params.yaml spells them.
+# The Optuna trial's user attrs holding its params as params.yaml spells them, and its run.
 PARAMS_ATTR = "params"
+RUN_ID_ATTR = "mlflow_run_id"
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,11 @@ def run_trial(
     import mlflow
 
     from mnist_pipeline.modelling.fitting import train_model
-    from mnist_pipeline.tracking.train_logging import log_run_inputs, log_trained_model
+    from mnist_pipeline.tracking.train_logging import (
+        log_curves,
+        log_run_inputs,
+        log_trained_model,
+    )
 
     with tracking.tracked_run(
         experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id, tags=tags
@@ -122,13 +127,7 @@ def run_trial(
                 )
             except TrialPruned as pruned:
                 fit_seconds = time.perf_counter() - started
-                tracking.log_history(
-                    {k: v for k, v in pruned.history.items() if not k.startswith("val_")},
-                    prefix="train_",
-                )
-                tracking.log_history(
-                    {k: v for k, v in pruned.history.items() if k.startswith("val_")}, prefix=""
-                )
+                log_curves(pruned.history)  # the epochs it trained
                 mlflow.log_metric(FIT_SECONDS, fit_seconds)
                 mlflow.set_tags({STATE_TAG: "pruned", ERROR_TAG: str(pruned)})
                 return TrialResult(

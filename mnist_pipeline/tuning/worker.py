@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import Params
@@ -19,6 +18,7 @@ from mnist_pipeline.tuning.trial import (
     FIT_SECONDS,
     PARAMS_ATTR,
     ROLE_TAG,
+    RUN_ID_ATTR,
     STUDY_TAG,
     TRIAL_TAG,
     EpochReporter,
@@ -33,13 +33,6 @@ log = logging.getLogger(__name__)
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 # A worker stops after this many trials in a row failed.
 FAILURES_IN_A_ROW = 3
-
-
-@dataclass(frozen=True)
-class WorkerReport:
-    complete: int = 0
-    pruned: int = 0
-    failed: int = 0
 
 
 def parent_run(study, experiment_id: str) -> str:
@@ -73,7 +66,7 @@ def work(
     *,
     experiment_id: str,
     on_result: Callable[[int, dict, TrialResult | None, str | None], None] | None = None,
-) -> WorkerReport:
+) -> None:
     """Runs trials of the study until its budget (`tune.trials`, over all workers) is spent.
 
     A trial that fails (its network diverged, say) is recorded failed with its one-line error
@@ -89,7 +82,7 @@ def work(
         **provenance.environment_tags(),
         STUDY_TAG: study.study_name,
     }
-    complete = pruned = failed = failures_in_a_row = 0
+    failures_in_a_row = 0
     while (trial := studies.next_trial(study, tune.trials)) is not None:
         values = search_space.suggest(trial, tune.space)
         trial.set_user_attr(PARAMS_ATTR, values)
@@ -115,7 +108,6 @@ def work(
             # data), so the worker stops rather than burn the budget on them.
             message = first_line(error)
             studies.fail_trial(study, trial, message)
-            failed += 1
             failures_in_a_row += 1
             if on_result:
                 on_result(trial.number, values, None, message)
@@ -126,15 +118,12 @@ def work(
                 ) from None
             continue
         failures_in_a_row = 0
-        trial.set_user_attr("mlflow_run_id", result.run_id)
+        trial.set_user_attr(RUN_ID_ATTR, result.run_id)
         trial.set_user_attr(FIT_SECONDS, result.fit_seconds)
         if result.pruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
-            pruned += 1
         else:
             trial.set_user_attr("test_accuracy", result.test_accuracy)
             study.tell(trial, result.val_accuracy, skip_if_finished=True)
-            complete += 1
         if on_result:
             on_result(trial.number, values, result, None)
-    return WorkerReport(complete, pruned, failed)
