@@ -14,6 +14,7 @@ from mnist_pipeline.data.mnist import array_sha256
 from mnist_pipeline.data.splits import PreparedSplit
 from mnist_pipeline.params import Params
 from mnist_pipeline.tracking import store as tracking
+from mnist_pipeline.tracking.groups import GROUP_TAG, group_key
 
 MODEL_ARTIFACT = "model"
 # The params sections train reads (as dvc.yaml declares); the rest belong to other stages.
@@ -28,13 +29,17 @@ def log_run_inputs(
     run_id: str, params: Params, train: PreparedSplit, validation: PreparedSplit | None
 ) -> None:
     """Everything a training run logs before it trains - its params and data - so a run that
-    crashes or is still training shows what it was asked to do. The train stage and each
-    trial of `mnist-pipeline tune` log through this."""
+    crashes or is still training shows what it was asked to do, and its group (GROUP_TAG:
+    runs that differ only in their seed share it). The train stage and each trial of
+    `mnist-pipeline tune` log through this."""
+    import mlflow
+
     log_run_params(params)
-    log_split_data(run_id, train, "train", "training")
+    data_sha256 = {"train": log_split_data(run_id, train, "train", "training")}
     # A run without validation images logs what it always has.
     if validation is not None and len(validation.features):
-        log_split_data(run_id, validation, "validation", "validation")
+        data_sha256["validation"] = log_split_data(run_id, validation, "validation", "validation")
+    mlflow.set_tag(GROUP_TAG, group_key(params, data_sha256))
 
 
 def log_trained_model(model, history: dict[str, list[float]]) -> None:
@@ -82,10 +87,10 @@ def log_optimizer_config(model) -> None:
     mlflow.log_params({f"keras.optimizer.{k}": v for k, v in configured.items()})
 
 
-def log_split_data(run_id: str, split: PreparedSplit, name: str, context: str) -> None:
+def log_split_data(run_id: str, split: PreparedSplit, name: str, context: str) -> str:
     """A prepared split as an MLflow dataset input (`mnist-<name>`, in `context`), the number
     and digest of its images (`data.<name>_samples`, `data.<name>_sha256`), and its tensor
-    attributes (`data/<name>_attributes.json`)."""
+    attributes (`data/<name>_attributes.json`); returns that digest."""
     import mlflow
 
     features_sha256 = array_sha256(split.features)
@@ -102,6 +107,7 @@ def log_split_data(run_id: str, split: PreparedSplit, name: str, context: str) -
         {f"data.{name}_samples": len(split.features), f"data.{name}_sha256": features_sha256}
     )
     mlflow.log_dict(split.attributes, f"data/{name}_attributes.json")
+    return features_sha256
 
 
 def log_model(model) -> None:
