@@ -85,12 +85,12 @@ def summarize(scores: Sequence[float], confidence: float = CONFIDENCE) -> GroupS
     if values.size < 2:
         return GroupSummary(1, mean, math.nan, math.nan, math.nan, confidence)
     std = float(values.std(ddof=1))
+    if std == 0:
+        # Scores all equal have no spread: the interval is the mean itself.
+        return GroupSummary(int(values.size), mean, std, mean, mean, confidence)
     low, high = stats.t.interval(
         confidence, df=values.size - 1, loc=mean, scale=std / math.sqrt(values.size)
     )
-    # A group whose scores are all equal has no spread: its interval is the mean itself.
-    if std == 0:
-        low = high = mean
     return GroupSummary(int(values.size), mean, std, float(low), float(high), confidence)
 
 
@@ -110,8 +110,9 @@ def welch_test(
     if a.std(ddof=1) == 0 and b.std(ddof=1) == 0:
         # No spread at all: the t statistic is undefined; the difference is all there is.
         p_value = 1.0 if difference == 0 else 0.0
-        return DifferenceTest(WELCH_TEST_NAME, difference, difference, difference, p_value,
-                              confidence)
+        return DifferenceTest(
+            WELCH_TEST_NAME, difference, difference, difference, p_value, confidence
+        )
     result = stats.ttest_ind(b, a, equal_var=False)
     interval = result.confidence_interval(confidence)
     return DifferenceTest(
@@ -147,7 +148,7 @@ def mcnemar_exact(
 
     counts = paired_counts(a_correct, b_correct)
     discordant = counts.only_a_right + counts.only_b_right
-    difference = (counts.only_b_right - counts.only_a_right) / counts.images if counts.images else 0.0
+    difference = (counts.only_b_right - counts.only_a_right) / max(counts.images, 1)
     if discordant == 0:
         return counts, DifferenceTest(MCNEMAR_TEST_NAME, difference, 0.0, 0.0, 1.0, confidence)
     result = stats.binomtest(counts.only_b_right, discordant, p=0.5)
