@@ -23,6 +23,7 @@ from mnist_pipeline.tracking.groups import GROUP_TAG, SEED_PARAM
 from mnist_pipeline.tuning.trial import STATE_TAG, TRIAL_TAG
 
 VALIDATION_METRIC = "val_accuracy"
+TEST_METRIC = "test_accuracy"
 # The digest of the validation images, as train_logging.log_split_data logs it.
 VALIDATION_DIGEST = "data.validation_sha256"
 VALIDATED = f"attributes.status = 'FINISHED' and metrics.{VALIDATION_METRIC} >= 0"
@@ -74,13 +75,15 @@ def is_trial(run: Run) -> bool:
 
 
 def best_on_validation(
-    experiment_id: str, count: int, champion: Champion | None, fix: str
+    experiment_id: str, count: int, champion: Champion | None, fix: str, evaluated: bool = False
 ) -> Choice:
     """The `count` finished runs with the highest validation score on the reference split
     (the champion's, or the most recent validated run's), best first; a tie goes to the
     earlier run (an original rather than its reproduction). Tuning trials are left out as
     before: the study already chose among them on validation, and its winner is an ordinary
-    run. `fix` says how to name runs instead, for the error when none has a validation score."""
+    run. `fix` says how to name runs instead, for the error when none has a validation score.
+    `evaluated` leaves out runs without test metrics (promote registers evaluated runs only);
+    whether a run has them, never their values, takes part."""
     if count < 1:
         raise PipelineError(f"--best {count}: must be at least 1")
     client = MlflowClient()
@@ -99,16 +102,18 @@ def best_on_validation(
         reference = validation_digest(latest[0])
         basis = f"those of the most recent validated run, {latest[0].info.run_id}"
     same_images = f"params.`{VALIDATION_DIGEST}` = '{reference}'"
+    scored = f" and metrics.{TEST_METRIC} >= 0" if evaluated else ""
     best = client.search_runs(
         [experiment_id],
-        f"{candidates} and {same_images}",
+        f"{candidates} and {same_images}{scored}",
         order_by=[f"metrics.{VALIDATION_METRIC} DESC", "attributes.start_time ASC"],
         max_results=count,
     )
     if not best:
         raise PipelineError(
-            f"no finished run besides tuning trials was validated on the champion's images "
-            f"({reference[:12]}): train on the same data and prepare params, or {fix}"
+            f"no finished{' and evaluated' if evaluated else ''} run besides tuning trials was "
+            f"validated on images {reference[:12]} ({basis}): train (and evaluate) on the same "
+            f"data and prepare params, or {fix}"
         )
     elsewhere = client.search_runs(
         [experiment_id],
@@ -186,7 +191,9 @@ def plan_promotion(
     champion = current_champion(model_name)
     choice = None
     if run_id is None:
-        choice = best_on_validation(experiment_id, 1, champion, "name a run: --run RUN_ID")
+        choice = best_on_validation(
+            experiment_id, 1, champion, "name a run: --run RUN_ID", evaluated=True
+        )
         run_id = choice.run_ids[0]
     run = choose_run(run_id)
     note = why_not_picked(run) if choice is None else None
