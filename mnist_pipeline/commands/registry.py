@@ -48,15 +48,16 @@ class Champion:
 
 
 def current_champion(model_name: str) -> Champion | None:
-    """The registered model's champion, or None when the model or its alias does not exist."""
+    """The registered model's champion, or None when the model or its alias does not exist.
+    Searched rather than asked for by name: a team server answers a request for a model that
+    does not exist yet with "permission denied", and leaves out of a search the models the user
+    may not read (whose champion this user could not replace anyway)."""
     client = MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
-    except MlflowException as error:
-        # No such registered model, or no such alias on it (MLflow's codes for each).
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
+    found = client.search_registered_models(f"name = '{model_name}'")
+    aliases = found[0].aliases if found else {}
+    if CHAMPION_ALIAS not in aliases:
+        return None
+    version = client.get_model_version(model_name, str(aliases[CHAMPION_ALIAS]))
     try:
         run = client.get_run(version.run_id) if version.run_id else None
     except MlflowException:
