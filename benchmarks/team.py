@@ -39,6 +39,9 @@ RUN_COUNT = 5000
 CLI_REPEATS = 3
 EXPERIMENT = "bench-team"
 MODEL_NAME = "bench-team-mlp"
+# The validation images' digest the made-up runs and the trained run share: promote ranks only
+# runs validated on the same images.
+MADE_UP_VALIDATION = "0" * 64
 LOGGING_CHECK = f"train stage's logging to the server <= {TARGETS['server_logging_seconds']} s"
 HANDOVER_CHECK = "B's git clone + dvc pull + dvc repro <= 1/3 of A's dvc repro"
 
@@ -152,9 +155,10 @@ def _run_id(out: Path) -> str:
 
 
 def add_made_up_runs(database_uri: str, experiment_id: str, count: int, seed: int = 0) -> None:
-    """`count` finished runs shaped like the pipeline's (train.* params, test_accuracy and the
-    curves' last values, a run name and user), written in one transaction through MLflow's
-    SQLAlchemy models; every test accuracy below 0.98."""
+    """`count` finished runs shaped like the pipeline's (train.* params, val_accuracy on the
+    MADE_UP_VALIDATION images, test_accuracy and the curves' last values, a run name and user),
+    written in one transaction through MLflow's SQLAlchemy models; every validation and test
+    accuracy below 0.98."""
     from mlflow.store.tracking.dbmodels.models import (
         SqlLatestMetric,
         SqlMetric,
@@ -197,9 +201,11 @@ def add_made_up_runs(database_uri: str, experiment_id: str, count: int, seed: in
             "train.optimizer.name": "rmsprop",
             "train.optimizer.learning_rate": str(rng.choice([0.001, 0.0005])),
             "base.seed": str(index),
+            "data.validation_sha256": MADE_UP_VALIDATION,
         }
         rows += [SqlParam(key=k, value=v, run_uuid=run_id) for k, v in params.items()]
         metrics = {
+            "val_accuracy": rng.uniform(0.95, 0.979),
             "test_accuracy": rng.uniform(0.95, 0.979),
             "test_loss": rng.uniform(0.06, 0.15),
             "accuracy": rng.uniform(0.95, 0.995),
@@ -366,12 +372,15 @@ def measure_team(params: dict, machine: dict) -> dict:
             run_id = _run_id(out)
             with local_stack.logged_in(admin):
                 client = mlflow.MlflowClient(stack.tracking_uri)
+                # The best on validation, so `promote` picks it (choosing never reads test).
                 client.log_batch(
                     run_id,
                     metrics=[
+                        mlflow.entities.Metric("val_accuracy", 0.99, int(time.time() * 1000), 0),
                         mlflow.entities.Metric("test_accuracy", 0.99, int(time.time() * 1000), 0),
                         mlflow.entities.Metric("test_loss", 0.05, int(time.time() * 1000), 0),
                     ],
+                    params=[mlflow.entities.Param("data.validation_sha256", MADE_UP_VALIDATION)],
                 )
                 experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
             made_up = RUN_COUNT - 1

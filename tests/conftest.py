@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ruamel.yaml import YAML
-from tiny_store import tiny_store, tiny_store_built, tiny_store_copy  # noqa: F401  (fixtures)
+from tiny_store import (  # noqa: F401  (fixtures)
+    tiny_store,
+    tiny_store_built,
+    tiny_store_copy,
+    validated_store,
+    validated_store_built,
+)
 
 from mnist_pipeline.data import mnist as dataset
 from mnist_pipeline.data import splits

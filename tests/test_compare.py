@@ -90,12 +90,22 @@ def test_compare_two_runs_prints_the_diff_and_writes_the_png(tiny_store, tmp_pat
     assert out.stat().st_size > 10_000
 
 
-def test_compare_best_n_takes_the_finished_runs_with_the_highest_accuracy(
-    tiny_store, tmp_path, capsys
+def test_compare_best_n_takes_the_runs_with_the_highest_validation_accuracy(
+    validated_store, tmp_path, capsys
 ):
     assert run_cli("compare", "--best", "2", "--out", str(tmp_path / "best.png")) == 0
-    header = capsys.readouterr().out.splitlines()[1]
-    assert header.split()[::2] == ["default-lr", "fast-lr"]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("chosen by val_accuracy on validation images ")
+    assert lines[2].split()[::2] == ["better-s2", "better-s1"]
+
+
+def test_compare_best_n_without_validation_scores_chooses_nothing(tiny_store, tmp_path, capsys):
+    """The tiny store's runs have test accuracies only: they must not choose."""
+    assert run_cli("compare", "--best", "2", "--out", str(tmp_path / "best.png")) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: no finished run in this experiment has a validation score")
+    assert "name the runs: compare RUN_ID RUN_ID" in error and error.count("\n") == 1
+    assert not (tmp_path / "best.png").exists()
 
 
 @pytest.mark.parametrize(
@@ -114,19 +124,25 @@ def test_bad_requests_are_one_line_errors(tiny_store, tmp_path, capsys, argument
     assert error.startswith(f"error: {message}") and error.count("\n") == 1
 
 
-def test_a_tuning_trial_is_never_among_the_best_even_with_the_highest_accuracy(
-    tiny_store_copy, tmp_path, capsys
-):
-    """Choosing a trial by test accuracy would tune on the test set: `--best` (and promote,
-    which shares best_run_ids) leaves trials out."""
+def test_a_tuning_trial_is_never_among_the_best_even_with_the_highest_accuracy(validated_store):
+    """The study chose among its trials on validation already: `--best` (and promote, which
+    shares best_on_validation) leaves them out, even on the same validation images."""
     from mlflow.tracking import MlflowClient
 
-    from mnist_pipeline.commands.runs import best_run_ids
+    from mnist_pipeline.commands import selection
 
-    client = MlflowClient(tiny_store_copy.uri)
-    trial = client.create_run(tiny_store_copy.experiment_id, tags={"tune.trial": "0"})
+    client = MlflowClient(validated_store.uri)
+    better = client.get_run(validated_store.run_ids["better-s2"])
+    trial = client.create_run(validated_store.experiment_id, tags={"tune.trial": "0"})
+    client.log_param(
+        trial.info.run_id, selection.VALIDATION_DIGEST, selection.validation_digest(better)
+    )
+    client.log_metric(trial.info.run_id, "val_accuracy", 1.0)
     client.log_metric(trial.info.run_id, "test_accuracy", 1.0)
     client.set_terminated(trial.info.run_id, "FINISHED")
-    best = best_run_ids(tiny_store_copy.experiment_id, 2)
-    assert trial.info.run_id not in best
-    assert best == [tiny_store_copy.run_ids["default-lr"], tiny_store_copy.run_ids["fast-lr"]]
+    best = selection.best_on_validation(validated_store.experiment_id, 2, None, "name them")
+    assert trial.info.run_id not in best.run_ids
+    assert best.run_ids == [
+        validated_store.run_ids["better-s2"],
+        validated_store.run_ids["better-s1"],
+    ]

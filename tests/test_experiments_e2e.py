@@ -1,7 +1,7 @@
 """The experiment loop end to end, as in the README's worked sweep: a real DVC queue runs a
 learning-rate sweep and one more experiment with three parallel workers on a brand-new store;
-then the runs are listed, compared, one is reproduced from its commit, the best is promoted and
-it reads real MNIST digits saved as image files."""
+then the runs are listed, compared, one is reproduced from its commit, the best on validation is
+promoted and it reads real MNIST digits saved as image files."""
 
 from __future__ import annotations
 
@@ -29,13 +29,15 @@ pytestmark = pytest.mark.slow
 LEARNING_RATES = ("0.0005", "0.002")
 QUEUE_LIMIT_SECONDS = 900
 DIGITS = 60
+VALIDATION_SAMPLES = 500
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, default_params, real_mnist):
     """A new pipeline repository (no store yet) after `dvc queue start -j 3` ran a two-setting
-    learning-rate sweep and a one-setting rho experiment side by side."""
-    params = small_params(default_params)
+    learning-rate sweep and a one-setting rho experiment side by side, each validated on the
+    last 500 of its 2,000 training images (what runs are chosen on)."""
+    params = small_params(default_params, validation_samples=VALIDATION_SAMPLES)
     params["fetch"] = {"source": "file", "path": str(real_mnist)}
     repo = make_pipeline_repo(tmp_path_factory.mktemp("sweep"), params)
     rates = ",".join(LEARNING_RATES)
@@ -77,12 +79,13 @@ def test_each_experiment_is_its_own_finished_run_named_after_it(swept):
     for name, run in runs.items():
         assert run.info.status == "FINISHED" and run.info.run_name == name
         assert run.data.tags["dvc_baseline_rev"] == run.data.tags["git_commit"] == head
-        assert {"test_accuracy", "test_loss", "test_macro_f1", "train_loss"} <= set(
+        assert {"val_accuracy", "test_accuracy", "test_loss", "test_macro_f1", "train_loss"} <= set(
             run.data.metrics
         )
         assert (
             run.data.params["train.epochs"] == "1"
-            and run.data.params["data.train_samples"] == "2000"
+            and run.data.params["data.train_samples"] == str(2000 - VALIDATION_SAMPLES)
+            and run.data.params["data.validation_samples"] == str(VALIDATION_SAMPLES)
         )
         assert run.data.tags["data.test_samples"] == "500" and run.data.tags["weights_sha256"]
 
@@ -130,7 +133,7 @@ def test_the_runs_of_one_sweep_share_a_tag_and_are_listed_together(swept):
     listed = cli(repo, "runs", "--csv", "--where", f"tags.sweep = '{sweep_tag}'").stdout
     table = pd.read_csv(io.StringIO(listed))
     assert sorted(table["name"]) == sorted(names["learning_rate"])
-    accuracies = table["test_accuracy"].tolist()
+    accuracies = table["val_accuracy"].tolist()  # best on validation first
     assert accuracies == sorted(accuracies, reverse=True)
 
 
@@ -164,6 +167,7 @@ def test_the_promoted_champion_reads_real_digits_from_image_files(swept, real_mn
 
     repo, _names, _status = swept
     promoted = cli(repo, "promote").stdout.splitlines()
+    assert promoted[0].startswith("chosen by val_accuracy on validation images")
     assert promoted[-1] == "models:/mnist-mlp@champion"
     with np.load(real_mnist) as arrays:
         digits, labels = arrays["x_test"][:DIGITS], arrays["y_test"][:DIGITS]

@@ -1,5 +1,5 @@
-"""`mnist-pipeline runs`: the experiment's runs as a table, best first, and the same columns
-as the MLflow UI's shared runs view."""
+"""`mnist-pipeline runs`: the experiment's runs as a table, best on validation first, and the
+same columns as the MLflow UI's shared runs view."""
 
 from __future__ import annotations
 
@@ -27,13 +27,34 @@ HEADER = [
     "epochs",
     "batch_size",
     "train_samples",
+    "val_images",
+    "val_accuracy",
     "test_accuracy",
     "duration_s",
 ]
+TEST_ACCURACY = HEADER.index("test_accuracy")
 
 
-def test_table_shows_the_compared_columns_best_first(tiny_store, capsys):
+def test_table_shows_the_compared_columns_best_on_validation_first(validated_store, capsys):
+    """Best val_accuracy first whatever the test accuracy; runs without one last, shown as -."""
     assert run_cli("runs") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == HEADER
+    rows = [line.split() for line in lines[1:]]
+    names = [row[1] for row in rows]
+    assert names[:5] == ["other-images", "better-s2", "better-s1", "base-s2", "base-s1"]
+    assert names[5:] == ["no-validation"]
+    validation = {row[1]: row[12:15] for row in rows}
+    assert validation["better-s2"][1:] == ["0.91", "0.92"]
+    assert validation["no-validation"] == ["-", "-", "0.99"]
+    # The validation images, shortened: the same for runs whose val_accuracy compares.
+    digests = {name: row[0] for name, row in validation.items() if name != "no-validation"}
+    assert len(digests["base-s1"]) == runs.VAL_IMAGES_CHARS
+    assert digests["base-s1"] == digests["better-s2"] != digests["other-images"]
+
+
+def test_table_of_runs_without_validation(tiny_store, capsys):
+    assert run_cli("runs", "--sort", "test_accuracy") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == HEADER
     rows = [line.split() for line in lines[1:]]
@@ -41,12 +62,24 @@ def test_table_shows_the_compared_columns_best_first(tiny_store, capsys):
     assert rows[0][0] == tiny_store.run_ids["default-lr"]
     assert rows[0][2:8] == ["FINISHED", "keras", "4", "0", "rmsprop", "0.001"]
     assert rows[0][8] == "rho=0.9,momentum=0.0,epsilon=1e-07,centered=False"
-    assert rows[0][12] == "0.95"
+    assert rows[0][12:15] == ["-", "-", "0.95"]
     # Without an accuracy: last, shown as -; a crashed run still shows what it was training.
     unscored = {row[1]: row for row in rows[3:]}
     assert sorted(unscored) == ["crashed", "unevaluated"]
     assert unscored["crashed"][2:4] == ["FAILED", "keras"] and unscored["crashed"][7] == "0.001"
-    assert unscored["crashed"][9] == "5" and unscored["crashed"][12] == "-"
+    assert unscored["crashed"][9] == "5" and unscored["crashed"][TEST_ACCURACY] == "-"
+
+
+def test_best_runs_are_chosen_on_one_set_of_validation_images(validated_store, capsys):
+    assert run_cli("runs", "--best", "3", "--csv") == 0
+    captured = capsys.readouterr()
+    table = pd.read_csv(io.StringIO(captured.out))
+    # other-images has the best val_accuracy, on other images; base-s1 a better test accuracy.
+    assert table["name"].tolist() == ["better-s2", "better-s1", "base-s2"]
+    assert captured.err.startswith("chosen by val_accuracy on validation images ")
+    assert "1 run(s) validated on other images were not ranked" in captured.err
+    assert run_cli("runs", "--best", "2", "--sort", "test_accuracy") == 2
+    assert "--best N picks by validation accuracy" in capsys.readouterr().err
 
 
 def test_csv_sort_ascending_and_limit(tiny_store, capsys):
@@ -111,6 +144,8 @@ def test_runs_table_from_mlflows_frame():
             "params.train.optimizer.centered": ["False", None],
             "params.train.optimizer.beta_1": [None, "0.8"],
             "params.train.optimizer.amsgrad": [None, "True"],
+            "params.data.validation_sha256": ["0123456789abcdef", None],
+            "metrics.val_accuracy": [0.96, None],
             "metrics.test_accuracy": [0.97, None],
         }
     )
@@ -122,18 +157,20 @@ def test_runs_table_from_mlflows_frame():
     assert table["hidden_units"].tolist() == ["512", "[512,256]"]  # one word each
     assert table["dropout"].tolist() == [0.0, 0.2]
     assert table["duration_s"].iloc[0] == 61.2 and pd.isna(table["duration_s"].iloc[1])
+    assert table["val_images"].iloc[0] == "0123456789ab" and pd.isna(table["val_images"].iloc[1])
     assert table["epochs"].isna().all()  # not logged: an empty column, not an error
     ordered = runs.sort_table(table)
     assert ordered["run_id"].tolist() == ["a", "b"]
 
 
-def test_shared_view_shows_the_same_columns_accuracy_first():
+def test_shared_view_shows_the_same_columns_validation_accuracy_first():
     state = runs.shared_view_state()
     params = [
         f"params.`{s.removeprefix('params.')}`" for s in runs.COLUMNS.values() if "params." in s
     ]
     settings = [f"params.`train.optimizer.{name}`" for name in runs.OPTIMIZER_SETTINGS]
-    expected = ["metrics.`test_accuracy`", *params, "attributes.`Dataset`", *settings]
+    metrics = ["metrics.`val_accuracy`", "metrics.`test_accuracy`"]
+    expected = [*metrics, *params, "attributes.`Dataset`", *settings]
     assert state["selectedColumns"] == state["columnOrder"] == expected
     assert params[:4] == [
         "params.`train.framework`",
@@ -145,7 +182,7 @@ def test_shared_view_shows_the_same_columns_accuracy_first():
     assert runs.OPTIMIZER_SETTINGS == [
         "rho", "momentum", "epsilon", "centered", "nesterov", "beta_1", "beta_2", "amsgrad"
     ]  # fmt: skip
-    assert state["orderByKey"] == "metrics.`test_accuracy`" and state["orderByAsc"] is False
+    assert state["orderByKey"] == "metrics.`val_accuracy`" and state["orderByAsc"] is False
 
 
 def test_ui_link_opens_the_runs_table_with_the_shared_view(tiny_store_copy):
@@ -165,10 +202,11 @@ def test_ui_link_opens_the_runs_table_with_the_shared_view(tiny_store_copy):
 
 @pytest.mark.parametrize("ascending", [False, True])
 def test_a_limit_fetches_only_the_runs_shown_in_the_same_order(
-    tiny_store, capsys, monkeypatch, ascending
+    validated_store, capsys, monkeypatch, ascending
 ):
     """A team server's experiment may hold thousands of runs: with --limit and a metric to sort
-    by, the store sends only those rows, and the table is the one a full fetch gives."""
+    by (val_accuracy, by default), the store sends only those rows, and the table is the one a
+    full fetch gives."""
     order = ["--ascending"] if ascending else []
     assert run_cli("runs", "--csv", *order) == 0
     everything = pd.read_csv(io.StringIO(capsys.readouterr().out))

@@ -5,11 +5,16 @@ given known test metrics through the evaluate stage's own logging function.
 
 Tests that only read use `tiny_store`; tests that write (promote, tags) use `tiny_store_copy`,
 a private copy of the database that shares the read-only artifacts.
+
+`validated_store` is a second one, for choosing on validation: its runs trained with a
+validation split (the train stage's own), with known last-epoch val_accuracy, in groups of
+seeds, and one run validated on other images.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +33,11 @@ class TinyRun:
     test_accuracy: float | None  # Known answers, logged as evaluate logs its metrics.
     status: str = "FINISHED"
     with_model: bool = True
+    seed: int | None = None  # None: params.yaml's
+    # Which validation images the run is scored on after each epoch (a key of VALIDATION_ROWS;
+    # None: no validation split), and the last epoch's val_accuracy, a known answer.
+    validation: str | None = None
+    val_accuracy: float | None = None
 
 
 # Known answers: by test accuracy, default-lr > fast-lr > slow-lr; `crashed` failed while
@@ -39,6 +49,22 @@ RUNS = (
     TinyRun("unevaluated", 0.001, 1, None),
     TinyRun("crashed", 0.001, 5, None, status="FAILED"),
 )
+
+
+# The validated store, oldest run first. Known answers: on validation images "a", better >
+# base by val_accuracy, each a group of two seeds, better beyond the noise of base; by test
+# accuracy no-validation (never validated) and base-s1 are the best; other-images has the
+# highest val_accuracy of all, but on other images.
+VALIDATED_RUNS = (
+    TinyRun("other-images", 0.001, 1, 0.90, seed=1, validation="b", val_accuracy=0.99),
+    TinyRun("no-validation", 0.001, 1, 0.99, seed=1),
+    TinyRun("base-s1", 0.001, 1, 0.98, seed=1, validation="a", val_accuracy=0.80),
+    TinyRun("base-s2", 0.001, 1, 0.97, seed=2, validation="a", val_accuracy=0.81),
+    TinyRun("better-s1", 0.002, 1, 0.91, seed=1, validation="a", val_accuracy=0.90),
+    TinyRun("better-s2", 0.002, 1, 0.92, seed=2, validation="a", val_accuracy=0.91),
+)
+# Validation images: the first N tiny test images.
+VALIDATION_ROWS = {"a": 12, "b": 8}
 
 
 @dataclass(frozen=True)
@@ -55,12 +81,14 @@ class TrainingCrashed(RuntimeError):
 def train_tiny_run(tiny: TinyRun, folder: Path, default_params: dict, prepared: dict) -> str:
     """Runs the train stage's main for one run, named as `dvc exp run` names it; returns the
     run's id."""
-    from conftest import train_argv, write_params
+    from conftest import as_argv, train_argv, write_params
     from mnist_pipeline.tracking import store as tracking
     from mnist_pipeline.tracking import train_logging
     from stages import train
 
     tree = {**default_params, "train": {**default_params["train"]}}
+    if tiny.seed is not None:
+        tree["base"] = {**default_params["base"], "seed": tiny.seed}
     tree["train"].update({"hidden_units": 4, "epochs": tiny.epochs, "batch_size": 16})
     tree["train"]["optimizer"] = {
         **default_params["train"]["optimizer"],
@@ -69,10 +97,17 @@ def train_tiny_run(tiny: TinyRun, folder: Path, default_params: dict, prepared: 
     work = folder / tiny.name
     work.mkdir()
     argv = train_argv(work, write_params(work / "params.yaml", tree), prepared)
+    if tiny.validation is not None:
+        argv += as_argv(
+            validation=prepared[f"validation_{tiny.validation}"],
+            validation_attributes=prepared[f"validation_{tiny.validation}_attributes"],
+        )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DVC_EXP_NAME", tiny.name)  # The stage names its run after it.
         if tiny.status == "FAILED":
             patch.setattr(train, "train_model", _crash)
+        if tiny.val_accuracy is not None:
+            patch.setattr(train, "train_model", _scored(train.train_model, tiny.val_accuracy))
         if not tiny.with_model:
             patch.setattr(train_logging, "log_model", lambda model: None)
         with contextlib.suppress(TrainingCrashed):
@@ -84,6 +119,35 @@ def train_tiny_run(tiny: TinyRun, folder: Path, default_params: dict, prepared: 
 
 def _crash(*args, **kwargs):
     raise TrainingCrashed("the tiny store's crashed run")
+
+
+def _scored(train_model, val_accuracy: float):
+    """train_model whose history ends with the known val_accuracy, which the stage then logs
+    as the last epoch's."""
+
+    def train_and_score(*args, **kwargs):
+        model, history = train_model(*args, **kwargs)
+        history["val_accuracy"][-1] = val_accuracy
+        return model, history
+
+    return train_and_score
+
+
+def write_validation_splits(folder: Path) -> dict[str, Path]:
+    """The prepared validation splits of VALIDATION_ROWS, as the train stage's arguments."""
+    from conftest import make_tiny_mnist
+    from mnist_pipeline.data import splits
+    from mnist_pipeline.data.transforms import prepare_split
+
+    arrays = make_tiny_mnist()
+    paths = {}
+    for name, rows in VALIDATION_ROWS.items():
+        features, targets, attributes = prepare_split(arrays.x_test[:rows], arrays.y_test[:rows])
+        paths[f"validation_{name}"] = folder / f"validation_{name}.npz"
+        splits.save_split(paths[f"validation_{name}"], features, targets)
+        paths[f"validation_{name}_attributes"] = folder / f"validation_{name}_attributes.json"
+        paths[f"validation_{name}_attributes"].write_text(json.dumps(attributes))
+    return paths
 
 
 def _latest_run_id(name: str) -> str:
@@ -108,19 +172,22 @@ def log_known_metrics(run_id: str, test_accuracy: float) -> None:
     evaluate_logging.log_evaluation(run_id, known, figure_files={}, tags={}, test_attributes={})
 
 
-def build_tiny_store(folder: Path, default_params: dict) -> TinyStore:
+def build_tiny_store(
+    folder: Path, default_params: dict, runs: tuple[TinyRun, ...] = RUNS
+) -> TinyStore:
     import mlflow
 
     from conftest import write_prepared_tiny
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     prepared = write_prepared_tiny(folder / "prepared")
+    prepared |= write_validation_splits(folder / "prepared")
     run_ids = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         for name in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_ROOT"):
             patch.delenv(name, raising=False)
-        for tiny in RUNS:
+        for tiny in runs:
             run_ids[tiny.name] = train_tiny_run(tiny, folder, default_params, prepared)
             if tiny.test_accuracy is not None:
                 log_known_metrics(run_ids[tiny.name], tiny.test_accuracy)
@@ -144,11 +211,27 @@ def tiny_store(tiny_store_built, monkeypatch) -> TinyStore:
 @pytest.fixture
 def tiny_store_copy(tiny_store_built, tmp_path, monkeypatch) -> TinyStore:
     """A private copy of the tiny store's database, for tests that write to it."""
-    source = Path(tiny_store_built.uri.removeprefix("sqlite:///"))
-    shutil.copy2(source, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return private_copy(tiny_store_built, tmp_path, monkeypatch)
+
+
+def private_copy(built: TinyStore, folder: Path, monkeypatch) -> TinyStore:
+    source = Path(built.uri.removeprefix("sqlite:///"))
+    shutil.copy2(source, folder / "mlflow.db")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return TinyStore(uri, tiny_store_built.experiment_id, tiny_store_built.run_ids)
+    return TinyStore(uri, built.experiment_id, built.run_ids)
+
+
+@pytest.fixture(scope="session")
+def validated_store_built(tmp_path_factory, default_params) -> TinyStore:
+    folder = tmp_path_factory.mktemp("validated-store")
+    return build_tiny_store(folder, default_params, VALIDATED_RUNS)
+
+
+@pytest.fixture
+def validated_store(validated_store_built, tmp_path, monkeypatch) -> TinyStore:
+    """A private copy of the validated store (VALIDATED_RUNS), for tests that may write."""
+    return private_copy(validated_store_built, tmp_path, monkeypatch)
 
 
 def run_cli(*args: str, params: Path | None = None) -> int:

@@ -103,17 +103,33 @@ def ui(args: argparse.Namespace) -> None:
 
 
 def list_runs(args: argparse.Namespace) -> None:
-    """Prints the experiment's runs as a table, best test accuracy first."""
-    from mnist_pipeline.commands import runs
+    """Prints the experiment's runs as a table, best validation accuracy first."""
+    from mnist_pipeline.commands import registry, runs, selection
 
-    experiment_id = runs.open_experiment(load_params(args.params).mlflow.experiment_name)
-    # With a limit the store sends only the runs shown, where it can order them itself: a
-    # team server's experiment may hold thousands.
-    order = runs.server_order(args.sort, args.ascending) if (args.limit or 0) >= 1 else None
-    found = runs.search(
-        experiment_id, args.where, order_by=order, max_results=args.limit if order else None
-    )
-    table = runs.sort_table(runs.runs_table(found), args.sort, args.ascending, args.limit)
+    params = load_params(args.params)
+    experiment_id = runs.open_experiment(params.mlflow.experiment_name)
+    if args.best is not None:
+        if args.sort or args.where or args.limit or args.ascending:
+            raise PipelineError(
+                "--best N picks by validation accuracy: give it without --sort, --where, --limit "
+                "and --ascending"
+            )
+        champion = registry.current_champion(params.mlflow.registered_model_name)
+        choice = selection.best_on_validation(
+            experiment_id, args.best, champion, "list them all: `mnist-pipeline runs`"
+        )
+        found = runs.search(experiment_id, runs.run_id_filter(choice.run_ids))
+        table = runs.in_order(runs.runs_table(found), choice.run_ids)
+        print(choice.note(), file=sys.stderr)
+    else:
+        # With a limit the store sends only the runs shown, where it can order them itself: a
+        # team server's experiment may hold thousands.
+        sort = args.sort or runs.DEFAULT_SORT
+        order = runs.server_order(sort, args.ascending) if (args.limit or 0) >= 1 else None
+        found = runs.search(
+            experiment_id, args.where, order_by=order, max_results=args.limit if order else None
+        )
+        table = runs.sort_table(runs.runs_table(found), sort, args.ascending, args.limit)
     if args.csv:
         print(table.to_csv(index=False), end="")
     else:
@@ -123,13 +139,21 @@ def list_runs(args: argparse.Namespace) -> None:
 def compare(args: argparse.Namespace) -> None:
     """Plots runs' training curves and test accuracy side by side; prints the params that differ."""
     from mnist_pipeline.commands import compare as comparison
-    from mnist_pipeline.commands import runs
+    from mnist_pipeline.commands import registry, runs, selection
     from mnist_pipeline.modelling import figures as plots
 
-    experiment_id = runs.open_experiment(load_params(args.params).mlflow.experiment_name)
+    params = load_params(args.params)
+    experiment_id = runs.open_experiment(params.mlflow.experiment_name)
     if bool(args.run_ids) == (args.best is not None):
         raise PipelineError("give either run ids or --best N, not both and not neither")
-    run_ids = args.run_ids or runs.best_run_ids(experiment_id, args.best)
+    run_ids = args.run_ids
+    if args.best is not None:
+        champion = registry.current_champion(params.mlflow.registered_model_name)
+        choice = selection.best_on_validation(
+            experiment_id, args.best, champion, "name the runs: compare RUN_ID RUN_ID ..."
+        )
+        run_ids = choice.run_ids
+        print(choice.note())
     summaries = comparison.load_summaries(run_ids)
     diff = comparison.param_diff({summary.label: summary.params for summary in summaries})
     print(comparison.format_diff(diff))
@@ -166,18 +190,32 @@ def reproduce(args: argparse.Namespace) -> int:
 
 
 def promote(args: argparse.Namespace) -> None:
-    """Registers the best finished run's model (or --run's) and makes it the champion."""
-    from mnist_pipeline.commands import registry, runs
+    """Registers the best run on validation (or --run's) and makes it the champion, if it beats
+    the champion beyond the seed noise (or --force)."""
+    from mnist_pipeline.commands import registry, runs, selection
 
     params = load_params(args.params)
     experiment_id = runs.open_experiment(params.mlflow.experiment_name)
-    run = registry.choose_run(experiment_id, args.run)
-    promotion = registry.promote(run, params.mlflow.registered_model_name)
+    model_name = params.mlflow.registered_model_name
+    plan = selection.plan_promotion(experiment_id, args.run, model_name, args.force)
+    run_id = plan.run.info.run_id
+    if plan.choice is not None:
+        print(plan.choice.note())
+    if plan.note is not None:
+        print(f"note: run {run_id} would not have been picked automatically: {plan.note}")
+    if not plan.verdict.promote:
+        champion = f"version {plan.champion.version}" if plan.champion else "none"
+        raise PipelineError(
+            f"run {run_id} not promoted (champion: {model_name} {champion}): "
+            f"{plan.verdict.reason}"
+        )
+    promotion = registry.promote(plan.run, model_name, plan.evidence)
     how = "registered as" if promotion.newly_registered else "already registered as"
+    print(f"gate: {plan.verdict.reason}")
     print(
-        f"run {promotion.run_id} (test_accuracy {promotion.test_accuracy}) {how} "
-        f"{promotion.model_name} version {promotion.version}; alias {registry.CHAMPION_ALIAS} "
-        "now points at it"
+        f"run {promotion.run_id} (val_accuracy {promotion.val_accuracy}, test_accuracy "
+        f"{promotion.test_accuracy}) {how} {promotion.model_name} version {promotion.version}; "
+        f"alias {registry.CHAMPION_ALIAS} now points at it"
     )
     print(promotion.uri)
 
@@ -238,10 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=ui)
 
     table = commands.add_parser("runs", help=list_runs.__doc__)
-    table.add_argument("--sort", default="test_accuracy", help="column (default: %(default)s)")
+    table.add_argument(
+        "--sort", help="column (default: val_accuracy, the validation accuracy; runs without a "
+        "value last)",
+    )
     table.add_argument("--ascending", action="store_true", help="smallest first")
     table.add_argument("--limit", type=int, help="show only the first N rows")
     table.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    table.add_argument(
+        "--best",
+        type=int,
+        metavar="N",
+        help="only the N best by validation accuracy, on one set of validation images",
+    )
     table.add_argument(
         "--where",
         default="",
@@ -252,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     side_by_side = commands.add_parser("compare", help=compare.__doc__)
     side_by_side.add_argument("run_ids", nargs="*", metavar="RUN_ID")
-    side_by_side.add_argument("--best", type=int, metavar="N", help="the N best finished runs")
+    side_by_side.add_argument(
+        "--best", type=int, metavar="N", help="the N best finished runs by validation accuracy"
+    )
     side_by_side.add_argument(
         "--out", type=Path, default=Path(DEFAULT_COMPARISON), help="PNG (default: %(default)s)"
     )
@@ -264,7 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     again.set_defaults(handler=reproduce)
 
     champion = commands.add_parser("promote", help=promote.__doc__)
-    champion.add_argument("--run", metavar="RUN_ID", help="this run instead of the best one")
+    champion.add_argument(
+        "--run", metavar="RUN_ID", help="this run instead of the best one on validation"
+    )
+    champion.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the champion even when the gate finds no improvement beyond the noise",
+    )
     champion.set_defaults(handler=promote)
 
     digits = commands.add_parser("predict", help=predict.__doc__)

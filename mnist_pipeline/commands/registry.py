@@ -1,5 +1,6 @@
 """Promotion (`mnist-pipeline promote`): a run's model, registered in the MLflow Model Registry,
-becomes the `champion` that serving and `mnist-pipeline predict` use."""
+becomes the `champion` that serving and `mnist-pipeline predict` use, once the promotion gate
+(mnist_pipeline/analysis/gate.py) lets it; the gate's evidence is recorded on the version."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.commands.runs import best_run_ids
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.tracking import store as tracking
 
@@ -30,6 +30,7 @@ class Promotion:
     run_id: str
     model_name: str
     version: str
+    val_accuracy: float | None
     test_accuracy: float | None
     newly_registered: bool
 
@@ -38,11 +39,34 @@ class Promotion:
         return champion_uri(self.model_name)
 
 
-def choose_run(experiment_id: str, run_id: str | None) -> Run:
-    """The given run, which must have finished and been evaluated, or the best such run by
-    test accuracy (runs without test metrics are never chosen)."""
-    if run_id is None:
-        run_id = best_run_ids(experiment_id, 1)[0]
+@dataclass(frozen=True)
+class Champion:
+    """The version the champion alias points at, and its run (None when the run is gone)."""
+
+    version: str
+    run: Run | None
+
+
+def current_champion(model_name: str) -> Champion | None:
+    """The registered model's champion, or None when the model or its alias does not exist.
+    Searched rather than asked for by name: a team server answers a request for a model that
+    does not exist yet with "permission denied", and leaves out of a search the models the user
+    may not read (whose champion this user could not replace anyway)."""
+    client = MlflowClient()
+    found = client.search_registered_models(f"name = '{model_name}'")
+    aliases = found[0].aliases if found else {}
+    if CHAMPION_ALIAS not in aliases:
+        return None
+    version = client.get_model_version(model_name, str(aliases[CHAMPION_ALIAS]))
+    try:
+        run = client.get_run(version.run_id) if version.run_id else None
+    except MlflowException:
+        run = None  # The run was deleted: the gate treats the champion as unscored.
+    return Champion(str(version.version), run)
+
+
+def choose_run(run_id: str) -> Run:
+    """The given run, which must have finished and been evaluated."""
     run = tracking.require_run(run_id)
     if run.info.status != "FINISHED":
         raise PipelineError(
@@ -57,12 +81,12 @@ def choose_run(experiment_id: str, run_id: str | None) -> Run:
     return run
 
 
-def promote(run: Run, model_name: str) -> Promotion:
-    """Registers the run's model (once: a run promoted again keeps its version) and points the
-    champion alias at that version. On a team server that refuses the user, one error naming
-    the permissions promoting needs."""
+def promote(run: Run, model_name: str, evidence: dict[str, str]) -> Promotion:
+    """Registers the run's model (once: a run promoted again keeps its version), records the
+    gate's evidence as tags of that version, then points the champion alias at it. On a team
+    server that refuses the user, one error naming the permissions promoting needs."""
     try:
-        return _register_and_alias(run, model_name)
+        return _register_and_alias(run, model_name, evidence)
     except MlflowException as error:
         if error.error_code != "PERMISSION_DENIED":
             raise
@@ -74,7 +98,7 @@ def promote(run: Run, model_name: str) -> Promotion:
         ) from None
 
 
-def _register_and_alias(run: Run, model_name: str) -> Promotion:
+def _register_and_alias(run: Run, model_name: str, evidence: dict[str, str]) -> Promotion:
     client = MlflowClient()
     run_id = run.info.run_id
     existing = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
@@ -102,11 +126,15 @@ def _register_and_alias(run: Run, model_name: str) -> Promotion:
                 f"run {run_id}: cannot register its model ({first_line(error)})"
             ) from None
         version, newly_registered = registered.version, True
+    # The evidence first: the alias moves only once the version says why.
+    for key, value in evidence.items():
+        client.set_model_version_tag(model_name, str(version), key, value)
     client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
     return Promotion(
         run_id=run_id,
         model_name=model_name,
         version=str(version),
+        val_accuracy=run.data.metrics.get("val_accuracy"),
         test_accuracy=run.data.metrics.get("test_accuracy"),
         newly_registered=newly_registered,
     )

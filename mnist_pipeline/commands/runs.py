@@ -30,9 +30,14 @@ COLUMNS = {
     "epochs": "params.train.epochs",
     "batch_size": "params.train.batch_size",
     "train_samples": "params.data.train_samples",
+    # The validation images' digest, shortened in the table: val_accuracy compares only between
+    # runs validated on the same images.
+    "val_images": "params.data.validation_sha256",
+    "val_accuracy": "metrics.val_accuracy",
     "test_accuracy": "metrics.test_accuracy",
 }
-TEXT_COLUMNS = ("framework", "hidden_units", "optimizer")
+TEXT_COLUMNS = ("framework", "hidden_units", "optimizer", "val_images")
+VAL_IMAGES_CHARS = 12
 # The optimizer's other settings, whichever optimizer it is ("rho=0.9,momentum=0.0,..."), shown
 # after its learning rate; in the UI, one column per setting of any optimizer.
 SETTINGS = "settings"
@@ -46,7 +51,8 @@ OPTIMIZER_SETTINGS = list(
     )
 )
 DURATION = "duration_s"
-DEFAULT_SORT = "test_accuracy"
+# Best first means best on validation: a table ranked by test accuracy invites choosing on it.
+DEFAULT_SORT = "val_accuracy"
 
 # The UI reads a view (columns, sort) from an experiment tag named by the link's
 # `viewStateShareKey`; MLflow's own "share view" button stores views the same way.
@@ -121,6 +127,9 @@ def runs_table(found: pd.DataFrame) -> pd.DataFrame:
     table["hidden_units"] = table["hidden_units"].map(
         lambda units: units.replace(" ", "") if isinstance(units, str) else units
     )
+    table["val_images"] = table["val_images"].map(
+        lambda digest: digest[:VAL_IMAGES_CHARS] if isinstance(digest, str) else digest
+    )
     table.insert(table.columns.get_loc("learning_rate") + 1, SETTINGS, optimizer_settings(found))
     if "end_time" in found and "start_time" in found:
         elapsed = pd.to_datetime(found["end_time"]) - pd.to_datetime(found["start_time"])
@@ -175,44 +184,35 @@ def format_table(table: pd.DataFrame) -> str:
         return table.to_string(index=False, na_rep="-", float_format=lambda value: f"{value:g}")
 
 
-def best_run_ids(experiment_id: str, count: int) -> list[str]:
-    """The `count` finished runs with the highest test accuracy, best first. A tuning study's
-    trials are left out: picking one of them by test accuracy would be choosing on the test set,
-    which the study never does; the winner it retrains is an ordinary run and takes part."""
-    if count < 1:
-        raise PipelineError(f"--best {count}: must be at least 1")
-    runs = MlflowClient().search_runs(
-        [experiment_id],
-        filter_string="attributes.status = 'FINISHED' and metrics.test_accuracy >= 0 "
-        f"and tags.`{TRIAL_TAG}` IS NULL",
-        # On a tie the earlier run: an original rather than its reproduction.
-        order_by=["metrics.test_accuracy DESC", "attributes.start_time ASC"],
-        max_results=count,
-    )
-    if not runs:
-        raise PipelineError(
-            "no finished run with a test accuracy in this experiment; run the pipeline first "
-            "(`dvc repro`)"
-        )
-    return [run.info.run_id for run in runs]
+def run_id_filter(run_ids: list[str]) -> str:
+    """MLflow's filter for exactly these runs."""
+    return "attributes.run_id IN (" + ", ".join(f"'{run_id}'" for run_id in run_ids) + ")"
+
+
+def in_order(table: pd.DataFrame, run_ids: list[str]) -> pd.DataFrame:
+    """The table's rows in the order of run_ids."""
+    position = {run_id: index for index, run_id in enumerate(run_ids)}
+    return table.sort_values("run_id", key=lambda ids: ids.map(position)).reset_index(drop=True)
 
 
 def shared_view_state() -> dict:
-    """The runs table as a user compares runs: best test accuracy first, then the COLUMNS
-    params, the dataset each run used, and every optimizer's settings (a run shows those of its
-    own optimizer), the optimizer's columns wide enough to read their names. The settings come
-    last: the UI draws only the columns that fit the window, and they matter least. Keys and
-    column ids are those of MLflow's UI, which also keeps its own Run Name, Created and Duration
-    columns."""
+    """The runs table as a user compares runs: best validation accuracy first, then test
+    accuracy, the COLUMNS params, the dataset each run used, and every optimizer's settings (a
+    run shows those of its own optimizer), the optimizer's columns wide enough to read their
+    names. The settings come last: the UI draws only the columns that fit the window, and they
+    matter least. Keys and column ids are those of MLflow's UI, which also keeps its own Run
+    Name, Created and Duration columns."""
 
     def ui_column(source: str) -> str:
         kind, name = source.split(".", 1)
         return f"{kind}.`{name}`"
 
     accuracy = ui_column(COLUMNS[DEFAULT_SORT])
+    metrics = [accuracy, *(ui_column(s) for s in COLUMNS.values() if s.startswith("metrics."))]
+    metrics = list(dict.fromkeys(metrics))
     params = [ui_column(s) for s in COLUMNS.values() if s.startswith("params.")]
     settings = [ui_column(OPTIMIZER_PREFIX + name) for name in OPTIMIZER_SETTINGS]
-    columns = [accuracy, *params, DATASET_COLUMN, *settings]
+    columns = [*metrics, *params, DATASET_COLUMN, *settings]
     return {
         "selectedColumns": columns,
         "columnOrder": columns,

@@ -1,0 +1,213 @@
+"""Choosing runs without the test set: `promote`, `runs --best` and `compare --best` rank runs by
+their validation score only, and only among runs validated on the same images; the promotion
+gate reads each run's group of seeds from here.
+
+The validation score is the last epoch's `val_accuracy`, which the train stage logs when
+`prepare.validation_samples > 0` (and each `tune` trial logs on its study's split). A run without
+one is never picked automatically. Scores on different validation images do not compare, so the
+ranking uses one split: the champion's, when it has one, or else that of the most recent run
+with a validation score; runs validated on other images are left out, and the choice says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from mnist_pipeline.analysis.gate import Contender, Verdict, evidence_tags, judge
+from mnist_pipeline.commands.registry import Champion, choose_run, current_champion
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.tracking.groups import GROUP_TAG, SEED_PARAM
+from mnist_pipeline.tuning.trial import STATE_TAG, TRIAL_TAG
+
+VALIDATION_METRIC = "val_accuracy"
+TEST_METRIC = "test_accuracy"
+# The digest of the validation images, as train_logging.log_split_data logs it.
+VALIDATION_DIGEST = "data.validation_sha256"
+VALIDATED = f"attributes.status = 'FINISHED' and metrics.{VALIDATION_METRIC} >= 0"
+NOT_A_TRIAL = f"tags.`{TRIAL_TAG}` IS NULL"
+PRUNED = "pruned"
+# How many runs validated on other images the note counts before it says "or more".
+COUNTED_ELSEWHERE = 100
+# A group's runs read at most (seeds of one config: a handful, or a few dozen).
+GROUP_LIMIT = 1000
+HOW_TO_VALIDATE = (
+    "train with a validation split (`dvc exp run -S prepare.validation_samples=10000`) or tune "
+    "(`mnist-pipeline tune`)"
+)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The runs picked, best validation score first, and on which validation images."""
+
+    run_ids: list[str]
+    validation_sha256: str
+    basis: str  # whose validation images: the champion's, or the most recent validated run's
+    elsewhere: int  # finished runs validated on other images, left out (up to COUNTED_ELSEWHERE)
+
+    def note(self) -> str:
+        note = (
+            f"chosen by {VALIDATION_METRIC} on validation images {self.validation_sha256[:12]} "
+            f"({self.basis}), never by test accuracy"
+        )
+        if self.elsewhere:
+            more = "+" if self.elsewhere >= COUNTED_ELSEWHERE else ""
+            note += (
+                f"; {self.elsewhere}{more} run(s) validated on other images were not ranked "
+                "against them"
+            )
+        return note
+
+
+def validation_score(run: Run) -> float | None:
+    return run.data.metrics.get(VALIDATION_METRIC)
+
+
+def validation_digest(run: Run) -> str | None:
+    return run.data.params.get(VALIDATION_DIGEST)
+
+
+def is_trial(run: Run) -> bool:
+    return TRIAL_TAG in run.data.tags
+
+
+def best_on_validation(
+    experiment_id: str, count: int, champion: Champion | None, fix: str, evaluated: bool = False
+) -> Choice:
+    """The `count` finished runs with the highest validation score on the reference split
+    (the champion's, or the most recent validated run's), best first; a tie goes to the
+    earlier run (an original rather than its reproduction). Tuning trials are left out as
+    before: the study already chose among them on validation, and its winner is an ordinary
+    run. `fix` says how to name runs instead, for the error when none has a validation score.
+    `evaluated` leaves out runs without test metrics (promote registers evaluated runs only);
+    whether a run has them, never their values, takes part."""
+    if count < 1:
+        raise PipelineError(f"--best {count}: must be at least 1")
+    client = MlflowClient()
+    candidates = f"{VALIDATED} and {NOT_A_TRIAL}"
+    reference = validation_digest(champion.run) if champion and champion.run else None
+    basis = f"the champion's, version {champion.version}" if reference else ""
+    if reference is None:
+        latest = client.search_runs(
+            [experiment_id], candidates, order_by=["attributes.start_time DESC"], max_results=1
+        )
+        if not latest or validation_digest(latest[0]) is None:
+            raise PipelineError(
+                f"no finished run in this experiment has a validation score ({VALIDATION_METRIC})"
+                f", and runs are never chosen by test accuracy: {HOW_TO_VALIDATE}, or {fix}"
+            )
+        reference = validation_digest(latest[0])
+        basis = f"those of the most recent validated run, {latest[0].info.run_id}"
+    same_images = f"params.`{VALIDATION_DIGEST}` = '{reference}'"
+    scored = f" and metrics.{TEST_METRIC} >= 0" if evaluated else ""
+    best = client.search_runs(
+        [experiment_id],
+        f"{candidates} and {same_images}{scored}",
+        order_by=[f"metrics.{VALIDATION_METRIC} DESC", "attributes.start_time ASC"],
+        max_results=count,
+    )
+    if not best:
+        raise PipelineError(
+            f"no finished{' and evaluated' if evaluated else ''} run besides tuning trials was "
+            f"validated on images {reference[:12]} ({basis}): train (and evaluate) on the same "
+            f"data and prepare params, or {fix}"
+        )
+    elsewhere = client.search_runs(
+        [experiment_id],
+        f"{candidates} and params.`{VALIDATION_DIGEST}` != '{reference}'",
+        max_results=COUNTED_ELSEWHERE,
+    )
+    return Choice([run.info.run_id for run in best], reference, basis, len(elsewhere))
+
+
+def why_not_picked(run: Run) -> str | None:
+    """Why choosing automatically would never pick this run (None when it could be picked)."""
+    if validation_score(run) is None:
+        return (
+            f"it has no validation score ({VALIDATION_METRIC}: it trained without a validation "
+            "split), and runs are never chosen by test accuracy"
+        )
+    if is_trial(run):
+        return "it is a tuning trial, which the study already chose among on validation"
+    return None
+
+
+def contender(run: Run, with_trials: bool) -> Contender:
+    """The run as one side of the promotion gate, with its group's seeds: the finished runs
+    with its group tag, a validation score and its validation images, one per seed (a
+    reproduction repeats its original's seed and counts once: the earlier run's score). Trials
+    count only `with_trials` (both sides of the comparison are trials), and a pruned trial
+    never: its score is from an epoch its config did not end at. The run itself always counts."""
+    group, digest = run.data.tags.get(GROUP_TAG), validation_digest(run)
+    score = validation_score(run)
+    if score is None:
+        return Contender(run.info.run_id, group, digest, None, ())
+    members = [run]
+    if group is not None and digest is not None:
+        where = (
+            f"{VALIDATED} and tags.`{GROUP_TAG}` = '{group}' "
+            f"and params.`{VALIDATION_DIGEST}` = '{digest}'"
+        )
+        if not with_trials:
+            where += f" and {NOT_A_TRIAL}"
+        found = MlflowClient().search_runs(
+            [run.info.experiment_id],
+            where,
+            order_by=["attributes.start_time ASC"],
+            max_results=GROUP_LIMIT,
+        )
+        members += [
+            member
+            for member in found
+            if member.info.run_id != run.info.run_id and member.data.tags.get(STATE_TAG) != PRUNED
+        ]
+    by_seed: dict[str | None, float] = {}
+    for member in members:
+        # The run itself comes first, then the earliest: an original before its reproduction.
+        by_seed.setdefault(member.data.params.get(SEED_PARAM), validation_score(member))
+    return Contender(run.info.run_id, group, digest, score, tuple(by_seed.values()))
+
+
+@dataclass(frozen=True)
+class PromotionPlan:
+    """What `promote` would do: the run, the gate's verdict and the evidence to record, and
+    how the run was chosen (`choice`, when picked) or why it would not have been (`note`)."""
+
+    run: Run
+    champion: Champion | None
+    verdict: Verdict
+    evidence: dict[str, str]
+    choice: Choice | None
+    note: str | None
+
+
+def plan_promotion(
+    experiment_id: str, run_id: str | None, model_name: str, force: bool
+) -> PromotionPlan:
+    """The named run, or the best on validation, judged by the gate against the champion."""
+    champion = current_champion(model_name)
+    choice = None
+    if run_id is None:
+        choice = best_on_validation(
+            experiment_id, 1, champion, "name a run: --run RUN_ID", evaluated=True
+        )
+        run_id = choice.run_ids[0]
+    run = choose_run(run_id)
+    note = why_not_picked(run) if choice is None else None
+    champion_run = champion.run if champion else None
+    with_trials = is_trial(run) and champion_run is not None and is_trial(champion_run)
+    candidate = contender(run, with_trials)
+    if champion is None:
+        defending = None
+    elif champion_run is None:
+        defending = Contender("(deleted)", None, None, None, ())
+    else:
+        defending = contender(champion_run, with_trials)
+    verdict = judge(candidate, defending, force)
+    evidence = evidence_tags(verdict, candidate, defending, champion.version if champion else None)
+    if defending is not None and defending.run_id == candidate.run_id:
+        evidence = {}  # Promoted again: the version keeps the evidence it was promoted on.
+    return PromotionPlan(run, champion, verdict, evidence, choice, note)
