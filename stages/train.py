@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             # on memory, not Python: it runs beside the import of Keras and TensorFlow (2 s),
             # which goes through network.py to leave out parts of Keras this project never uses.
             loading = pool.submit(load_split, args.train, alignment=TENSORFLOW_ALIGNMENT)
-            import mnist_pipeline.modelling.network  # noqa: F401
+            from mnist_pipeline.modelling.network import save_model
 
             features, targets = loading.result()
         validation, validation_split = None, None
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             model, history = train_model(
                 features, targets, params.train, params.base.seed, validation=validation
             )
-            model.save(model_file)
+            save_model(model, model_file)
             history_table(history).to_csv(history_file, index=False)
             with logging_time:
                 log_trained_model(model, history)

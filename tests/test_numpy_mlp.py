@@ -285,34 +285,105 @@ def test_deep_gradients_with_dropout_match_gradient_tape(keras, activation):
 # (c3) SGD and Adam are Keras 3's, step for step.
 
 
-@pytest.mark.parametrize(
-    ("ours", "theirs", "options"),
-    [
-        (SGD, "SGD", dict(learning_rate=0.1, momentum=0.0, nesterov=False)),
-        (SGD, "SGD", dict(learning_rate=0.1, momentum=0.9, nesterov=False)),
-        (SGD, "SGD", dict(learning_rate=0.05, momentum=0.5, nesterov=True)),
-        (Adam, "Adam", dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7)),
-        (Adam, "Adam", dict(learning_rate=0.01, beta_1=0.8, beta_2=0.9, amsgrad=True)),
-    ],
-    ids=["sgd", "momentum", "nesterov", "adam", "amsgrad"],
-)
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_sgd_and_adam_match_keras_bit_for_bit(keras, ours, theirs, options, dtype):
-    """The same gradients give the same weights, to the last bit: the update is element-wise,
-    and both sides round the same operations in the same order."""
+def keras_and_ours(keras, ours, theirs, options, dtype):
+    """Our optimizer and Keras' one, each with its own copy of the same float weights, and
+    the gradients to give both: five steps of random ones."""
     weights = init_weights(np.random.default_rng(0), INPUT_DIM, WIDTHS, dtype=dtype)
     variables = [keras.Variable(array, dtype=dtype) for array in weights.as_keras_list()]
-    keras_optimizer = getattr(keras.optimizers, theirs)(**options)
-    optimizer = ours(**options)
     rng = np.random.default_rng(3)
-    for _ in range(5):
-        gradients = MLPWeights.from_keras_list(
+    steps = [
+        MLPWeights.from_keras_list(
             [rng.normal(size=a.shape).astype(dtype) for a in weights.as_keras_list()]
         )
+        for _ in range(5)
+    ]
+    return weights, ours(**options), variables, getattr(keras.optimizers, theirs)(**options), steps
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(learning_rate=0.1, momentum=0.0, nesterov=False),
+        dict(learning_rate=0.1, momentum=0.9, nesterov=False),
+        dict(learning_rate=0.05, momentum=0.5, nesterov=True),
+    ],
+    ids=["sgd", "momentum", "nesterov"],
+)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sgd_matches_keras_bit_for_bit(keras, options, dtype):
+    """The same gradients give the same weights, to the last bit, on any CPU: the update is
+    element-wise, made of +, - and * alone, which IEEE 754 rounds correctly everywhere, and
+    both sides do them in the same order (as the RMSprop test above, whose sqrt and / are
+    correctly rounded too)."""
+    weights, optimizer, variables, keras_optimizer, steps = keras_and_ours(
+        keras, SGD, "SGD", options, dtype
+    )
+    for gradients in steps:
         keras_optimizer.apply_gradients(zip(gradients.as_keras_list(), variables, strict=True))
         optimizer.apply(weights, gradients)
         for mine, variable in zip(weights.as_keras_list(), variables, strict=True):
             np.testing.assert_array_equal(mine, variable.numpy())
+    assert optimizer.iterations == int(keras_optimizer.iterations.numpy()) == 5
+
+
+# Adam's bias correction raises beta_1 and beta_2 to the step number with pow, which IEEE 754
+# does not require to be correctly rounded, and which the CPU decides: NumPy's np.power runs
+# Intel's SVML on CPUs with AVX-512 (its documented bound: 4 ulp) and the C library's pow
+# (under 1 ulp) on the others, TensorFlow its own. So the two sides' powers may be up to 5 ulp
+# apart; this allows 8. Every other operation of the update (+, -, *, /, sqrt, maximum) is
+# correctly rounded on any CPU, and the moments m and v depend on the gradients alone, so they
+# agree to the bit: only the step size alpha, and through it the update, can differ.
+POWER_ULPS = 8
+
+
+def adam_update_error(options: dict, dtype: str, step: int) -> float:
+    """A bound on the relative difference between two implementations' Adam updates at step
+    (from 1), from powers POWER_ULPS apart: 1 - beta**step magnifies a power's relative error
+    by beta**step / (1 - beta**step) (999 for beta 0.999 at step 1); alpha takes all of
+    beta_1's and half of beta_2's (under a square root); the six correctly rounded operations
+    from the powers to the update add at most one eps each."""
+    eps = float(np.finfo(dtype).eps)
+
+    def one_minus_power_error(beta: float) -> float:
+        power = float(np.float32(beta)) ** step  # Keras' beta is float32
+        return POWER_ULPS * eps * power / (1 - power)
+
+    beta_1, beta_2 = options.get("beta_1", 0.9), options.get("beta_2", 0.999)
+    return one_minus_power_error(beta_1) + one_minus_power_error(beta_2) / 2 + 6 * eps
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
+        dict(learning_rate=0.01, beta_1=0.8, beta_2=0.9, amsgrad=True),
+    ],
+    ids=["adam", "amsgrad"],
+)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_adam_matches_keras_up_to_the_rounding_of_its_powers(keras, options, dtype):
+    """The same gradients give the same weights up to what the CPU's pow decides: each step
+    may move a weight by its update times adam_update_error, plus one ulp of the weight where
+    the subtraction rounds the other way. Tight: float32-rounded betas treated as float64
+    ones, epsilon inside the square root, or a missing bias correction fail it (float64), by
+    orders of magnitude."""
+    weights, optimizer, variables, keras_optimizer, steps = keras_and_ours(
+        keras, Adam, "Adam", options, dtype
+    )
+    allowed = [np.zeros_like(array) for array in weights.as_keras_list()]
+    for step, gradients in enumerate(steps, start=1):
+        before = [variable.numpy() for variable in variables]
+        keras_optimizer.apply_gradients(zip(gradients.as_keras_list(), variables, strict=True))
+        optimizer.apply(weights, gradients)
+        error = adam_update_error(options, dtype, step)
+        arrays = zip(weights.as_keras_list(), variables, before, allowed, strict=True)
+        for mine, variable, previous, bound in arrays:
+            theirs = variable.numpy()
+            bound += error * np.abs(theirs - previous) + np.spacing(np.abs(theirs))
+            assert np.all(np.abs(mine - theirs) <= bound), (
+                f"step {step}: {np.abs(mine - theirs).max():.3g} apart, "
+                f"more than the bound {bound.flat[np.argmax(np.abs(mine - theirs))]:.3g}"
+            )
     assert optimizer.iterations == int(keras_optimizer.iterations.numpy()) == 5
 
 

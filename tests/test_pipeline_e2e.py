@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import assert_same_classes_where_clear
 from pipeline_repo import make_pipeline_repo, small_params
 
 pytestmark = pytest.mark.slow
@@ -100,8 +101,8 @@ def test_evaluate_scores_the_trained_model_as_keras_does(pipeline_repo):
     ours = predict_proba(weights, features, activations)
     model = keras.saving.load_model(repo / "models" / "model.keras")
     theirs = model.predict(features, verbose=0)
-    np.testing.assert_array_equal(ours.argmax(axis=1), theirs.argmax(axis=1))
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+    assert_same_classes_where_clear(ours, theirs, 1e-6)
     scored = model.evaluate(features, targets, verbose=0, return_dict=True)
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert metrics["test_accuracy"] == pytest.approx(scored["accuracy"], abs=1e-6)

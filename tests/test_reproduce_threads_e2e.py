@@ -1,7 +1,8 @@
 """`mnist-pipeline reproduce` trains with the original run's TensorFlow thread count: a run
 trained with one thread (as on a one-core machine) is reproduced bit for bit by a process that
 would use two, through the real pipeline. First it checks that the thread count does change the
-weights here, without which the reproduction would prove nothing."""
+weights here, without which the reproduction would prove nothing: where it does not (on some
+CPUs one and two threads give the same weights), the test is skipped, saying so."""
 
 from __future__ import annotations
 
@@ -39,9 +40,14 @@ def test_a_one_thread_run_is_reproduced_exactly_where_two_would_be_used(tmp_path
     one = trained_run(repo, "1", "-f", "--downstream", "train")
     assert one.data.tags["machine.intra_op_threads"] == "1"
     assert two.data.tags["machine.intra_op_threads"] == "2"
-    assert one.data.tags["weights_sha256"] != two.data.tags["weights_sha256"], (
-        "one and two threads gave the same weights here: the reproduction below proves nothing"
-    )
+    if one.data.tags["weights_sha256"] == two.data.tags["weights_sha256"]:
+        # Whether the thread count changes the last bits depends on the CPU (how XLA splits
+        # the products for it): on an AVX-512 Xeon one and two threads gave the same weights.
+        cpu = one.data.tags["machine.cpu"]
+        pytest.skip(
+            f"one and two threads gave the same weights on this CPU ({cpu}), so a reproduction "
+            "with either would match: it cannot show that reproduce replays the thread count"
+        )
 
     assert "TF_NUM_INTRAOP_THREADS" not in repo.env  # this process would use both cores
     done = repo.run(sys.executable, "-m", "mnist_pipeline", "reproduce", one.info.run_id)

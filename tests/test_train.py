@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,20 @@ def test_same_seed_same_weights_other_seed_other_weights(prepared_tiny, tiny_tra
     ]
     digests = [weights_sha256(model.get_weights()) for model in models]
     assert digests[0] == digests[1] != digests[2]
+
+
+def test_training_twice_saves_the_same_model_file(
+    tmp_path, tiny_params, prepared_tiny, mlflow_store
+):
+    """model.keras is a DVC output: the same weights, trained again in another second, give
+    the same bytes, so DVC sees an unchanged model after `dvc repro -f`. (A second process's
+    other memory addresses are tested in test_keras_file.py.)"""
+    saved = []
+    for name in ("first", "second"):
+        train.main(train_argv(tmp_path / name, tiny_params, prepared_tiny))
+        saved.append((tmp_path / name / "out" / "model.keras").read_bytes())
+        time.sleep(1 - time.time() % 1 + 0.01)  # the resolution of Keras' save timestamps
+    assert saved[0] == saved[1]
 
 
 def test_main_logs_the_run_and_writes_outputs(tmp_path, tiny_params, prepared_tiny, mlflow_store):

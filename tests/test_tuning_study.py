@@ -103,7 +103,8 @@ def test_a_refused_postgresql_port_is_one_line_without_the_password_at_once():
     started = time.monotonic()
     with pytest.raises(PipelineError) as raised:
         tuning.open_storage(url)
-    assert time.monotonic() - started < 2
+    # It did not wait for the connect timeout: a bound that holds on a slow or emulated CPU too.
+    assert time.monotonic() - started < tuning.CONNECT_TIMEOUT_SECONDS
     _assert_one_line_without_password(raised.value, "Connection refused", "127.0.0.1")
 
 

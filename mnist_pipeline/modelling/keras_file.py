@@ -9,6 +9,11 @@ read without running any of Keras' code, and evaluated with `mlp.predict_proba`.
 architecture raises NotADenseStack, naming what differs, so that the caller can load it with
 Keras instead; `weights_sha256` lets the caller check the arrays against the digest the
 training run logged.
+
+`reproducible_archive` rewrites a file Keras saved so that its bytes depend on the model alone:
+Keras stamps each save with the time (metadata.json's `date_saved`, every zip entry's
+timestamp) and with memory addresses (config.json's `shared_object_id`), so two saves of the
+same weights would otherwise differ, and DVC would see a new model after every `dvc repro -f`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,18 @@ from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.modelling.mlp import LAYER_FUNCTIONS, MLPWeights, layer_name
 
 CONFIG_MEMBER = "config.json"
+METADATA_MEMBER = "metadata.json"
 WEIGHTS_MEMBER = "model.weights.h5"
+# metadata.json's field that says when the file was saved; Keras never reads it back.
+SAVE_TIME_FIELD = "date_saved"
+# Keras marks an object serialised more than once (one DTypePolicy for the model and its last
+# layer, say) with its id(), a memory address, so that loading shares it again.
+SHARED_OBJECT_FIELD = "shared_object_id"
+# Every zip entry's timestamp: the earliest a zip file can hold, as reproducible builds use.
+FIXED_ENTRY_TIME = (1980, 1, 1, 0, 0, 0)
+# Every entry as a regular file readable by all (Unix mode 0644), made on Unix (3), whatever
+# the machine that saved it.
+FIXED_ENTRY_ATTRIBUTES = (0o100644 << 16, 3)
 # Layers that change nothing at inference: skipped when reading the stack.
 INFERENCE_IDENTITY = ("InputLayer", "Dropout")
 
@@ -75,6 +91,66 @@ def read_dense_stack(path: Path) -> tuple[MLPWeights, list[str]]:
             f"{path}: not a readable model of this pipeline ({first_line(error)}); "
             "run `dvc repro -f train`"
         ) from None
+
+
+def reproducible_archive(archive: bytes) -> bytes:
+    """The `.keras` archive Keras wrote (as bytes), rewritten so that equal models give equal
+    bytes: `date_saved` left out of metadata.json, each `shared_object_id` renumbered 1, 2, ...
+    in the order the objects first appear (the sharing Keras restores on loading stays the
+    same), both JSON members written with sorted keys, and the entries sorted by name with a
+    fixed timestamp and mode. The weights (an HDF5 file that h5py writes without timestamps)
+    and any other entry are copied unchanged, with the same compression."""
+    entries = []
+    with zipfile.ZipFile(io.BytesIO(archive)) as source:
+        for info in sorted(source.infolist(), key=lambda info: info.filename):
+            content = source.read(info)
+            if info.filename == METADATA_MEMBER:
+                metadata = json.loads(content)
+                metadata.pop(SAVE_TIME_FIELD, None)
+                content = _json_bytes(metadata)
+            elif info.filename == CONFIG_MEMBER:
+                content = _json_bytes(_renumbered_shared_objects(json.loads(content)))
+            entries.append((info.filename, info.compress_type, content))
+    rewritten = io.BytesIO()
+    with zipfile.ZipFile(rewritten, "w") as target:
+        for name, compression, content in entries:
+            entry = zipfile.ZipInfo(name, date_time=FIXED_ENTRY_TIME)
+            entry.compress_type = compression
+            entry.external_attr, entry.create_system = FIXED_ENTRY_ATTRIBUTES
+            target.writestr(entry, content)
+    return rewritten.getvalue()
+
+
+def make_reproducible(path: Path) -> None:
+    """Rewrites the `.keras` file Keras saved at path with `reproducible_archive`. It writes
+    over path: save to a temporary name (runtime.atomic) where a half-written file matters."""
+    path = native_keras_file(path)
+    path.write_bytes(reproducible_archive(path.read_bytes()))
+
+
+def _json_bytes(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True).encode()
+
+
+def _renumbered_shared_objects(config: object) -> object:
+    """config with every shared_object_id replaced by 1, 2, ... in order of first appearance
+    (keys visited in sorted order), equal ids staying equal."""
+    numbers: dict[object, int] = {}
+
+    def renumbered(value: object) -> object:
+        if isinstance(value, list):
+            return [renumbered(item) for item in value]
+        if not isinstance(value, dict):
+            return value
+        result = {}
+        for key in sorted(value):
+            if key == SHARED_OBJECT_FIELD:
+                result[key] = numbers.setdefault(value[key], len(numbers) + 1)
+            else:
+                result[key] = renumbered(value[key])
+        return result
+
+    return renumbered(config)
 
 
 def dense_activations(config: dict) -> list[str]:

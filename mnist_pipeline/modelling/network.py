@@ -1,5 +1,5 @@
 """The chapter's network (or a deeper one) and its optimizer, built from params, and the one
-safe way this project loads a model."""
+way this project saves a model (reproducibly) and the one safe way it loads one."""
 
 from __future__ import annotations
 
@@ -35,7 +35,10 @@ with _hidden_modules("sklearn", "matplotlib"):
 
 from mnist_pipeline.data.mnist import NUM_CLASSES  # noqa: E402
 from mnist_pipeline.errors import PipelineError, first_line  # noqa: E402
-from mnist_pipeline.modelling.keras_file import native_keras_file  # noqa: E402
+from mnist_pipeline.modelling.keras_file import (  # noqa: E402
+    make_reproducible,
+    native_keras_file,
+)
 from mnist_pipeline.params import OptimizerParams, TrainParams  # noqa: E402
 
 
@@ -46,14 +49,18 @@ def make_optimizer(params: OptimizerParams) -> keras.optimizers.Optimizer:
         "sgd": keras.optimizers.SGD,
         "adam": keras.optimizers.Adam,
     }
-    return optimizers[params.name](**params.model_dump(exclude={"name"}))
+    # Named, as Keras would number it by how many optimizers the process made before
+    # (rm_sprop, rm_sprop_1, ...), and the saved model's config and weights file with it.
+    return optimizers[params.name](name=params.name, **params.model_dump(exclude={"name"}))
 
 
 def build_model(params: TrainParams, input_dim: int) -> keras.Sequential:
     """Dense(width, activation) for each hidden width, each followed by Dropout when
     params.dropout > 0, then Dense(10, softmax), compiled as the chapter does. The default
     params build exactly the chapter's network: Dense(512, relu) -> Dense(10, softmax)."""
-    layers = [keras.Input(shape=(input_dim,), dtype="float32")]
+    # Named, like every layer here: Keras would number an unnamed input by how many models the
+    # process built before (input_layer, input_layer_1, ...), and the saved config with it.
+    layers = [keras.Input(shape=(input_dim,), dtype="float32", name="pixels")]
     for index, width in enumerate(params.widths):
         suffix = "" if index == 0 else f"_{index + 1}"
         layers.append(
@@ -71,6 +78,14 @@ def build_model(params: TrainParams, input_dim: int) -> keras.Sequential:
         metrics=["accuracy"],
     )
     return model
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """Saves model as a native `.keras` file whose bytes depend on the model alone (its
+    architecture and weights), not on when or in which process it was saved, so that DVC sees
+    an unchanged model when the weights are unchanged."""
+    model.save(path)
+    make_reproducible(path)
 
 
 def load_model_safely(path: Path) -> keras.Model:
