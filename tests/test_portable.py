@@ -121,9 +121,11 @@ def test_restart_pinned_re_executes_the_process_with_the_settings():
 
 
 def test_bad_thread_counts_are_refused():
-    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
-        with portable.pinned_blas(0):
-            pass
+    with (
+        pytest.raises(ValueError, match="threads must be an integer >= 1"),
+        portable.pinned_blas(0),
+    ):
+        pass
 
 
 def test_the_thread_count_and_weights_do_not_depend_on_the_usable_cpus():
