@@ -21,9 +21,10 @@ import numpy as np
 from mnist_pipeline.modelling.fitting import train_model
 from mnist_pipeline.params import load_params
 
-framework, epochs = sys.argv[1], int(sys.argv[2])
+framework, threads, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 params = load_params("params.yaml")
-train = params.train.model_copy(update={"framework": framework, "epochs": epochs})
+update = {"framework": framework, "threads": threads, "epochs": epochs}
+train = params.train.model_copy(update=update)
 rng = np.random.default_rng(0)
 features = rng.random((60000, 784), dtype=np.float32)
 targets = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 60000)]
@@ -34,9 +35,18 @@ print(json.dumps(time.perf_counter() - started))
 """
 
 
-def fit_seconds(framework: str, epochs: int) -> float:
+# The sides: (train.framework, train.threads). Keras ignores train.threads: TensorFlow uses one
+# thread per usable CPU.
+SIDES = {
+    "portable_2_threads": ("numpy", 2),
+    "portable_1_thread": ("numpy", 1),
+    "keras_xla": ("keras", 2),
+}
+
+
+def fit_seconds(framework: str, threads: int, epochs: int) -> float:
     done = subprocess.run(
-        [sys.executable, "-c", FIT_SCRIPT, framework, str(epochs)],
+        [sys.executable, "-c", FIT_SCRIPT, framework, str(threads), str(epochs)],
         cwd=REPO_ROOT,
         env={**os.environ, **PORTABLE_ENVIRONMENT},  # as the train stage restarts itself
         capture_output=True,
@@ -48,18 +58,21 @@ def fit_seconds(framework: str, epochs: int) -> float:
 
 
 def measure(repeats: int = 3, epochs: tuple[int, ...] = (5, 20)) -> dict:
-    """Each side's whole fit, `repeats` times, alternating the sides so load hits both."""
+    """Each side's whole fit, `repeats` times, alternating the sides so load hits each."""
     section: dict = {}
     for count in epochs:
-        times: dict[str, list[float]] = {"numpy": [], "keras": []}
+        times: dict[str, list[float]] = {side: [] for side in SIDES}
         for _ in range(repeats):
-            for framework in times:
-                times[framework].append(round(fit_seconds(framework, count), 2))
+            for side, (framework, threads) in SIDES.items():
+                times[side].append(round(fit_seconds(framework, threads, count), 2))
+        xla = statistics.median(times["keras_xla"])
         section[f"{count}_epochs"] = {
             **{f"{side}_seconds": values for side, values in times.items()},
-            "ratio_of_medians": round(
-                statistics.median(times["numpy"]) / statistics.median(times["keras"]), 2
-            ),
+            **{
+                f"{side}_to_xla": round(statistics.median(values) / xla, 2)
+                for side, values in times.items()
+                if side != "keras_xla"
+            },
         }
         print(json.dumps({count: section[f"{count}_epochs"]}), flush=True)
     return section

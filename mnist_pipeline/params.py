@@ -122,7 +122,7 @@ class TrainParams(_Section):
     # The portable mode's (framework: numpy) OpenBLAS threads: part of what decides its weights,
     # so a param, not the machine's core count. Keras ignores it. A default, so the params
     # files of older runs parse.
-    threads: int = Field(default=2, ge=1, le=MAX_THREADS)
+    threads: int = Field(default=1, ge=1, le=MAX_THREADS)
 
     @field_validator("hidden_units", mode="plain")
     @classmethod
