@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-repro", action="store_true", help="skip the dvc repro timings")
     parser.add_argument(
         "--only",
-        choices=["shortcuts", "team", "networks", "tuning"],
+        choices=["shortcuts", "team", "networks", "tuning", "portable"],
         help="measure only this part (shortcuts: one train stage run first, for the evaluate "
         "stage to score; team: benchmarks/team.py's stack; networks: benchmarks/networks.py's "
         "optimizers and depths; tuning: benchmarks/tuning.py's studies); the rest of --output "
@@ -117,6 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         print(tuning.tuning_table(section))
         results = {**previous, "tuning": section}
         args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.output}")
+        return 0
+
+    if args.only == "portable":
+        from benchmarks import portable
+
+        section = {"machine": machine, **portable.measure()}
+        args.output.write_text(
+            json.dumps({**previous, "portable": section}, indent=2) + "\n", encoding="utf-8"
+        )
         print(f"\nwrote {args.output}")
         return 0
 
@@ -178,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         results = summarize(runs, repro, machine)
         if section is not None:
             results["shortcuts"] = section
-        for kept in ("team", "networks", "tuning"):  # Measured only by their --only.
+        for kept in ("team", "networks", "tuning", "portable"):  # Measured only by --only.
             if kept in previous:
                 results[kept] = previous[kept]
         results["runs"] = [

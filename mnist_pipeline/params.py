@@ -104,6 +104,8 @@ OPTIMIZER_PARAMS: dict[str, type[_Section]] = {
     "adam": AdamParams,
 }
 MAX_WIDTH = 65536
+# More OpenBLAS threads than this only wait on each other for these matrix sizes.
+MAX_THREADS = 64
 
 
 class TrainParams(_Section):
@@ -117,6 +119,10 @@ class TrainParams(_Section):
     epochs: int = Field(ge=1, le=10000)
     batch_size: int = Field(ge=1)
     optimizer: OptimizerParams
+    # The portable mode's (framework: numpy) OpenBLAS threads: part of what decides its weights,
+    # so a param, not the machine's core count. Keras ignores it. A default, so the params
+    # files of older runs parse.
+    threads: int = Field(default=1, ge=1, le=MAX_THREADS)
 
     @field_validator("hidden_units", mode="plain")
     @classmethod

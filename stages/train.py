@@ -5,7 +5,15 @@ epoch (`val_loss`, `val_accuracy`) without changing the weights."""
 
 from __future__ import annotations
 
-import argparse
+from mnist_pipeline.runtime.portable import restart_pinned
+
+if __name__ == "__main__":
+    # OpenBLAS and NumPy read the portable mode's settings when they load: the stage restarts
+    # itself with them before any import below loads NumPy (a few milliseconds, done always,
+    # as they change nothing for Keras' training).
+    restart_pinned()
+
+import argparse  # noqa: E402  (after the restart above, on purpose)
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor

@@ -6,9 +6,17 @@ real DVC or a real MLflow server.
 
 from __future__ import annotations
 
-import copy
-import json
 import os
+
+from mnist_pipeline.runtime.portable import PORTABLE_ENVIRONMENT
+
+# Before NumPy loads (below), as the train stage restarts itself to have them: in-process
+# training in the portable mode reads them back and refuses to run without them. Processes the
+# tests start inherit them.
+os.environ.update(PORTABLE_ENVIRONMENT)
+
+import copy  # noqa: E402
+import json
 import subprocess
 import sys
 from pathlib import Path

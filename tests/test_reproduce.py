@@ -434,3 +434,39 @@ def test_a_validation_split_is_compared_when_the_original_had_one(verdict_store)
     plain = reproduce.judge(finished(verdict_store, EPYC), finished(verdict_store, EPYC))
     assert not any("validation" in line for line in plain.lines)
     assert plain.case is reproduce.Case.IDENTICAL
+
+
+# A portable-mode run (train.framework: numpy) as log_run_inputs tags it.
+PORTABLE = {
+    "training.mode": "portable",
+    "portable.kernel": "Haswell",
+    "portable.threads": "2",
+    "portable.openblas": "0.3.31.188.0",
+    "portable.numpy_simd": "X86_V3",
+}
+
+
+def test_a_portable_run_with_the_same_weights_on_another_cpu_is_identical(verdict_store):
+    original = finished(verdict_store, {**XEON, **PORTABLE}, weights="1f2e3d4c")
+    verdict = reproduce.judge(
+        original, finished(verdict_store, {**EPYC, **PORTABLE}, weights="1f2e3d4c")
+    )
+    assert verdict.case is reproduce.Case.IDENTICAL and verdict.exit_status == 0
+    assert verdict.lines[-1].startswith("reproduced: identical weights, test accuracy and data on")
+    assert "any x86-64 CPU with AVX2 and FMA" in verdict.lines[-1]
+
+
+def test_a_portable_run_is_not_excused_by_another_cpu(verdict_store):
+    original = finished(verdict_store, {**XEON, **PORTABLE}, weights="1f2e3d4c")
+    reproduced = finished(verdict_store, {**EPYC, **PORTABLE}, weights="0badf00d")
+    verdict = reproduce.judge(original, reproduced)
+    assert verdict.case is reproduce.Case.PORTABLE_DIFFERS and verdict.exit_status == 1
+    assert "another CPU does not explain it" in verdict.lines[-1]
+
+
+def test_a_portable_run_on_another_openblas_build_is_judged_within_tolerance(verdict_store):
+    original = finished(verdict_store, {**XEON, **PORTABLE}, weights="1f2e3d4c")
+    newer = {**EPYC, **PORTABLE, "portable.openblas": "0.3.32"}
+    verdict = reproduce.judge(original, finished(verdict_store, newer, weights="0badf00d"))
+    assert verdict.case is reproduce.Case.OTHER_MACHINE and verdict.exit_status == 0
+    assert "    portable.openblas      0.3.31.188.0 -> 0.3.32" in verdict.lines

@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.errors import PipelineError, last_line
+from mnist_pipeline.runtime import portable
 from mnist_pipeline.tracking import provenance
 from mnist_pipeline.tracking import store as tracking
 
@@ -49,6 +50,7 @@ class Case(Enum):
     """What a reproduction turned out to be."""
 
     IDENTICAL = "the same weights, test accuracy and data"
+    PORTABLE_DIFFERS = "other weights from a portable-mode run on another CPU"
     OTHER_MACHINE = "other weights from another machine or library build, accuracy within tolerance"
     UNKNOWN_MACHINE = "other weights, a run records no machine, accuracy within tolerance"
     SAME_MACHINE = "other weights on the same machine and libraries"
@@ -183,6 +185,12 @@ def environment_differences(original: Run, reproduced: Run) -> tuple[list[Check]
         if provenance.MACHINE_CPU_TAG not in tags
     ]
     names = [name for name in provenance.LIBRARY_TAGS if name in before and name in after]
+    # The training mode and, in the portable mode, OpenBLAS's kernel, threads and build.
+    names += [
+        name
+        for name in (portable.MODE_TAG, *portable.PORTABLE_TAGS)
+        if name in before or name in after
+    ]
     if not unknown:
         recorded = {
             name for name in (*before, *after) if name.startswith(provenance.MACHINE_PREFIX)
@@ -198,7 +206,7 @@ def judge(original: Run, reproduced: Run) -> Verdict:
     machines (where they differ, or that they are the same or unknown) and the conclusion."""
     checks = {check.name: check for check in compare(original, reproduced)}
     differences, unknown = environment_differences(original, reproduced)
-    case, conclusion = decide(checks, differences, unknown)
+    case, conclusion = decide(checks, differences, unknown, is_portable(original))
     lines = [check_line(check) for check in checks.values()]
     if differences:
         lines.append("  the machines or libraries differ (original -> reproduction):")
@@ -216,8 +224,25 @@ def judge(original: Run, reproduced: Run) -> Verdict:
     return Verdict(case, (*lines, conclusion))
 
 
+def is_portable(run: Run) -> bool:
+    """Whether the run trained in the portable mode (same weights on any x86-64 CPU with AVX2
+    and FMA), not with Keras/XLA (weights per CPU)."""
+    return run.data.tags.get(portable.MODE_TAG) == portable.PORTABLE_MODE
+
+
+# What a portable-mode run's weights may differ by: the code that computes them.
+PORTABLE_DECIDING_TAGS = (
+    *provenance.LIBRARY_TAGS,
+    portable.MODE_TAG,
+    *portable.PORTABLE_TAGS,
+)
+
+
 def decide(
-    checks: dict[str, Check], differences: list[Check], unknown: list[str]
+    checks: dict[str, Check],
+    differences: list[Check],
+    unknown: list[str],
+    portable_mode: bool = False,
 ) -> tuple[Case, str]:
     missing = [name for name, check in checks.items() if None in (check.original, check.reproduced)]
     data_differ = [
@@ -236,6 +261,11 @@ def decide(
     moved = f"{accuracy.original:.4f} -> {accuracy.reproduced:.4f}"
     if checks["weights_sha256"].matches:
         if accuracy.matches:
+            if portable_mode and differences:
+                return Case.IDENTICAL, (
+                    "reproduced: identical weights, test accuracy and data on another machine, "
+                    "as the portable training mode promises on any x86-64 CPU with AVX2 and FMA"
+                )
             return Case.IDENTICAL, "reproduced: same test accuracy, weights and data"
         return Case.EVALUATION, (
             f"not reproduced: the same weights and data gave another test accuracy ({moved})"
@@ -244,6 +274,13 @@ def decide(
         return Case.SAME_MACHINE, (
             "not reproduced: the weights differ on the same machine and libraries, where the "
             "same commit, params and seed give bit-identical weights"
+        )
+    deciding = [check.name for check in differences if check.name in PORTABLE_DECIDING_TAGS]
+    if portable_mode and not unknown and not deciding:
+        return Case.PORTABLE_DIFFERS, (
+            "not reproduced: the weights differ, but this portable-mode run's libraries, "
+            "kernel and threads are the same, and the portable mode gives the same weights on "
+            "any x86-64 CPU with AVX2 and FMA; another CPU does not explain it"
         )
     if not within_tolerance(accuracy):
         return Case.ACCURACY, (

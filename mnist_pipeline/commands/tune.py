@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mnist_pipeline.errors import PipelineError, first_line, redacted
 from mnist_pipeline.params import load_params
+from mnist_pipeline.runtime import portable
 from mnist_pipeline.tracking import store as tracking
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,11 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Search the `tune` space with Optuna on a validation split, then retrain the winner."""
+    # Trials train in this process (and its workers, which inherit its environment): with
+    # OpenBLAS and NumPy pinned as the train stage runs them, a portable-mode trial gives the
+    # weights its retraining by DVC gives. Started as `mnist-pipeline`, the command has loaded
+    # NumPy by now, so it restarts once here; `python -m mnist_pipeline` has it from the start.
+    portable.restart_pinned()
     from mnist_pipeline.tuning import space as search_space
     from mnist_pipeline.tuning import study as studies
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from mnist_pipeline.data.splits import aligned_empty
 from mnist_pipeline.params import TrainParams
+from mnist_pipeline.runtime import portable
 
 log = logging.getLogger(__name__)
 
@@ -280,46 +281,76 @@ def train_from_scratch(
     validation: Validation | None = None,
     callbacks: Sequence[EpochCallback] = (),
 ):
-    """Trains with mnist_pipeline.scratch.numpy_mlp (same settings, same seed) into `model`;
-    with `validation`, scores the weights on it after each epoch (inference: no dropout)."""
-    from mnist_pipeline.scratch import numpy_mlp
-
-    weights = numpy_mlp.init_weights(np.random.default_rng(seed), features.shape[1], params.widths)
-    optimizer = numpy_mlp.make_optimizer(
-        params.optimizer.name, **params.optimizer.model_dump(exclude={"name"})
-    )
-    validation_history: dict[str, list[float]] = {"val_loss": [], "val_accuracy": []}
-
-    def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
-        if validation is not None:
-            scores = {
-                f"val_{name}": value
-                for name, value in numpy_mlp.evaluate(
-                    weights, *validation, params.activation
-                ).items()
-            }
-            log.info("epoch %d: val_loss %.4f, val_accuracy %.4f", epoch + 1, *scores.values())
-            for name, value in scores.items():
-                validation_history[name].append(value)
-            logs = {**logs, **scores}
-        for callback in callbacks:
-            callback.on_epoch_end(epoch, dict(logs))
-
-    history = numpy_mlp.train(
-        weights,
-        features,
-        targets,
-        epochs=params.epochs,
-        batch_size=params.batch_size,
-        optimizer=optimizer,
-        seed=seed,
-        activation=params.activation,
-        dropout=params.dropout,
-        on_epoch_end=on_epoch_end,
+    """Trains with fit_portable (same settings, same seed) and loads the weights into `model`;
+    returns the per-epoch history."""
+    weights, history = fit_portable(
+        features, targets, params, seed, validation=validation, callbacks=callbacks
     )
     # Dropout layers hold no weights: the Dense layers' arrays are the whole list.
     model.set_weights(weights.as_keras_list())
-    return {**history, **validation_history} if validation is not None else history
+    return history
+
+
+def fit_portable(
+    features,
+    targets,
+    params: TrainParams,
+    seed: int,
+    *,
+    validation: Validation | None = None,
+    callbacks: Sequence[EpochCallback] = (),
+):
+    """The portable training mode: mnist_pipeline.scratch.numpy_mlp's training, with OpenBLAS's
+    Haswell kernel at params.threads threads (a PipelineError where the process cannot run it),
+    so the weights are the same on any x86-64 CPU with AVX2 and FMA. With `validation`, scores
+    the weights on it after each epoch (inference: no dropout). Returns the weights (MLPWeights)
+    and the per-epoch history; needs no Keras."""
+    from mnist_pipeline.scratch import numpy_mlp
+
+    with portable.pinned_blas(params.threads):
+        weights = numpy_mlp.init_weights(
+            np.random.default_rng(seed), features.shape[1], params.widths
+        )
+        optimizer = numpy_mlp.make_optimizer(
+            params.optimizer.name, **params.optimizer.model_dump(exclude={"name"})
+        )
+        validation_history: dict[str, list[float]] = {"val_loss": [], "val_accuracy": []}
+        epoch_seconds: list[float] = []
+        started = time.perf_counter()
+
+        def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
+            nonlocal started
+            if validation is not None:
+                scores = {
+                    f"val_{name}": value
+                    for name, value in numpy_mlp.evaluate(
+                        weights, *validation, params.activation
+                    ).items()
+                }
+                log.info("epoch %d: val_loss %.4f, val_accuracy %.4f", epoch + 1, *scores.values())
+                for name, value in scores.items():
+                    validation_history[name].append(value)
+                logs = {**logs, **scores}
+            epoch_seconds.append(time.perf_counter() - started)
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, dict(logs))
+            started = time.perf_counter()
+
+        history = numpy_mlp.train(
+            weights,
+            features,
+            targets,
+            epochs=params.epochs,
+            batch_size=params.batch_size,
+            optimizer=optimizer,
+            seed=seed,
+            activation=params.activation,
+            dropout=params.dropout,
+            on_epoch_end=on_epoch_end,
+        )
+    # Validation included and callbacks not, as in fit_in_memory's; `make bench` reads this line.
+    log.info(EPOCH_TIMES_MESSAGE, " ".join(f"{seconds:.3f}" for seconds in epoch_seconds))
+    return weights, ({**history, **validation_history} if validation is not None else history)
 
 
 # The validation columns every history table has, empty without a validation split: `dvc

@@ -441,9 +441,13 @@ class RMSprop(_KerasOptimizer):
         self._velocities: dict[str, np.ndarray] = {}
         self._momentums: dict[str, np.ndarray] = {}
         self._average_gradients: dict[str, np.ndarray] = {}
+        self._scratch: dict[str, np.ndarray] = {}
+        self._increments: dict[str, np.ndarray] = {}
 
     def _build(self, name: str, weight: np.ndarray) -> None:
         self._velocities[name] = np.zeros_like(weight)
+        self._scratch[name] = np.empty_like(weight)
+        self._increments[name] = np.empty_like(weight)
         if self.momentum > 0:
             self._momentums[name] = np.zeros_like(weight)
         if self.centered:
@@ -452,18 +456,28 @@ class RMSprop(_KerasOptimizer):
     def _update(self, name: str, weight: np.ndarray, gradient: np.ndarray) -> None:
         # The expressions follow keras/src/optimizers/rmsprop.py operation by operation, so
         # that the floating-point rounding is the same too.
+        # In place, through two scratch arrays per weight: the same operations in the same
+        # order, so the same bits, without a new array per operation.
         rho = self.rho
         velocity = self._velocities[name]
+        scratch = self._scratch[name]
         velocity *= rho
-        velocity += (1 - rho) * np.square(gradient)
+        np.square(gradient, out=scratch)
+        scratch *= 1 - rho
+        velocity += scratch
         if self.centered:
             average_gradient = self._average_gradients[name]
             average_gradient *= rho
-            average_gradient += (1 - rho) * gradient
-            denominator = velocity - np.square(average_gradient) + self.epsilon
+            np.multiply(gradient, 1 - rho, out=scratch)
+            average_gradient += scratch
+            np.square(average_gradient, out=scratch)
+            np.subtract(velocity, scratch, out=scratch)
+            scratch += self.epsilon
         else:
-            denominator = velocity + self.epsilon
-        increment = self.learning_rate * gradient / np.sqrt(denominator)
+            np.add(velocity, self.epsilon, out=scratch)
+        np.sqrt(scratch, out=scratch)
+        increment = np.multiply(gradient, self.learning_rate, out=self._increments[name])
+        increment /= scratch
         if self.momentum > 0:
             buffer = self._momentums[name]
             buffer *= self.momentum

@@ -13,6 +13,7 @@ import numpy as np
 from mnist_pipeline.data.mnist import array_sha256
 from mnist_pipeline.data.splits import PreparedSplit
 from mnist_pipeline.params import Params
+from mnist_pipeline.runtime import portable
 from mnist_pipeline.tracking import store as tracking
 from mnist_pipeline.tracking.groups import GROUP_TAG, group_key
 
@@ -30,11 +31,14 @@ def log_run_inputs(
 ) -> None:
     """Everything a training run logs before it trains - its params and data - so a run that
     crashes or is still training shows what it was asked to do, and its group (GROUP_TAG:
-    runs that differ only in their seed share it). The train stage and each trial of
+    runs that differ only in their seed share it), and its training mode: portable (with
+    OpenBLAS's kernel and threads read back) or Keras/XLA. The train stage and each trial of
     `mnist-pipeline tune` log through this."""
     import mlflow
 
     log_run_params(params)
+    # Read back before training, so a process not in the portable mode fails here, at once.
+    mlflow.set_tags(portable.mode_tags(params.train.framework, params.train.threads))
     data_sha256 = {"train": log_split_data(run_id, train, "train", "training")}
     # A run without validation images logs what it always has.
     if validation is not None and len(validation.features):
