@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from mnist_pipeline.errors import PipelineError
 
 PORTABLE_KERNEL = "Haswell"
+X86_64_MACHINES = ("x86_64", "amd64")
 # NumPy 2.4's dispatch targets above X86_V3 (AVX2, FMA3...): `np.show_runtime()` lists them.
 # Naming one the CPU lacks is no error, so the same value serves every CPU.
 NUMPY_DISABLED_FEATURES = ("X86_V4", "AVX512_ICL", "AVX512_SPR")
@@ -63,7 +65,9 @@ def restart_pinned() -> None:
     point: the libraries read the variables when they load, so setting them later in
     os.environ would change nothing. The process keeps its id (DVC waits on it as before)."""
     missing = missing_settings(os.environ)
-    if not missing:
+    # Only x86-64 has the Haswell kernel; elsewhere a numpy-framework run is refused by
+    # pinned_blas with its reason, and the Keras path runs as it always did.
+    if not missing or platform.machine().lower() not in X86_64_MACHINES:
         return
     sys.stdout.flush()
     sys.stderr.flush()
