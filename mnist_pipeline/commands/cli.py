@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mnist_pipeline.commands import repeat as repeats
 from mnist_pipeline.commands import tune as tuning
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import load_params
@@ -107,6 +108,13 @@ def list_runs(args: argparse.Namespace) -> None:
     from mnist_pipeline.commands import runs
 
     experiment_id = runs.open_experiment(load_params(args.params).mlflow.experiment_name)
+    if args.groups:
+        from mnist_pipeline.commands import groups
+
+        table = groups.group_table(runs.search(experiment_id, args.where))
+        print(table.to_csv(index=False) if args.csv else groups.format_group_table(table), end=(
+            "" if args.csv else "\n"))
+        return
     # With a limit the store sends only the runs shown, where it can order them itself: a
     # team server's experiment may hold thousands.
     order = runs.server_order(args.sort, args.ascending) if (args.limit or 0) >= 1 else None
@@ -123,21 +131,70 @@ def list_runs(args: argparse.Namespace) -> None:
 def compare(args: argparse.Namespace) -> None:
     """Plots runs' training curves and test accuracy side by side; prints the params that differ."""
     from mnist_pipeline.commands import compare as comparison
-    from mnist_pipeline.commands import runs
+    from mnist_pipeline.commands import groups, runs
     from mnist_pipeline.modelling import figures as plots
 
     experiment_id = runs.open_experiment(load_params(args.params).mlflow.experiment_name)
     if bool(args.run_ids) == (args.best is not None):
         raise PipelineError("give either run ids or --best N, not both and not neither")
     run_ids = args.run_ids or runs.best_run_ids(experiment_id, args.best)
+    if args.groups or any(groups.is_group_key(given) for given in run_ids):
+        compare_groups(args, experiment_id, run_ids)
+        return
     summaries = comparison.load_summaries(run_ids)
     diff = comparison.param_diff({summary.label: summary.params for summary in summaries})
     print(comparison.format_diff(diff))
+    if len(run_ids) == 2:
+        from mnist_pipeline.tracking.predictions import load_predictions
+
+        verdict = groups.compare_predictions(*(load_predictions(run) for run in run_ids))
+        print(f"run 2 (B) against run 1 (A) on the same test images:\n  {verdict.line()}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plots.save_figure(comparison.comparison_figure(summaries), args.out)
     print(f"curves and test accuracy: {args.out}")
     ui_link = runs.compare_page_link(f"http://127.0.0.1:{UI_PORT}", experiment_id, run_ids)
     print(f"side by side in the MLflow UI (`make ui`): {ui_link}")
+
+
+def compare_groups(args: argparse.Namespace, experiment_id: str, given: list[str]) -> None:
+    """Compares groups (group keys, or the groups of the runs given): each group's seeds, and
+    whether each later group differs from the first by more than the noise (Welch's t-test);
+    the figure shows each group's mean with its 95% interval."""
+    import pandas as pd
+
+    from mnist_pipeline.commands import compare as comparison
+    from mnist_pipeline.commands import groups
+    from mnist_pipeline.modelling import figures as plots
+
+    keys = [key if groups.is_group_key(key) else groups.group_of_run(key) for key in given]
+    keys = list(dict.fromkeys(keys))
+    if len(keys) < 2:
+        raise PipelineError(
+            f"the runs given are all of group {keys[0]}: compare two groups (`mnist-pipeline "
+            "runs --groups` lists them), or leave out --groups to compare the runs"
+        )
+    members = [groups.require_group(experiment_id, key) for key in keys]
+    table = groups.group_table(pd.concat(members)).set_index("group").loc[keys].reset_index()
+    print(groups.format_group_table(table))
+    for index, runs_b in enumerate(members[1:], start=2):
+        print(f"group {index} (B: {keys[index - 1]}) against group 1 (A: {keys[0]}):")
+        for verdict in groups.compare_groups(members[0], runs_b):
+            print(f"  {verdict.line()}")
+    diff = comparison.param_diff(
+        {key: groups.configuration(runs) for key, runs in zip(keys, members, strict=True)}
+    )
+    print(comparison.format_diff(diff).replace("the runs have", "the groups have"))
+    views = [
+        comparison.GroupView(
+            f"{key} (N={len(runs)})",
+            {metric: groups.summary_of(runs, metric) for metric in groups.SCORES},
+            {metric: groups.scores(runs, metric) for metric in groups.SCORES},
+        )
+        for key, runs in zip(keys, members, strict=True)
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    plots.save_figure(comparison.group_comparison_figure(views), args.out)
+    print(f"each group's mean and 95% interval over its seeds: {args.out}")
 
 
 def reproduce(args: argparse.Namespace) -> int:
@@ -243,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--limit", type=int, help="show only the first N rows")
     table.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     table.add_argument(
+        "--groups",
+        action="store_true",
+        help="one row per group (runs differing only in their seed): N, mean, std and 95%% CI",
+    )
+    table.add_argument(
         "--where",
         default="",
         help="MLflow search filter, e.g. \"params.train.epochs = '5'\" or "
@@ -253,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     side_by_side = commands.add_parser("compare", help=compare.__doc__)
     side_by_side.add_argument("run_ids", nargs="*", metavar="RUN_ID")
     side_by_side.add_argument("--best", type=int, metavar="N", help="the N best finished runs")
+    side_by_side.add_argument(
+        "--groups",
+        action="store_true",
+        help="compare the runs' groups (all their seeds) instead of the runs; a group key "
+        "(from `runs --groups`) given as RUN_ID is compared as a group anyway",
+    )
     side_by_side.add_argument(
         "--out", type=Path, default=Path(DEFAULT_COMPARISON), help="PNG (default: %(default)s)"
     )
@@ -278,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     checkup.set_defaults(handler=doctor)
 
     tuning.add_parser(commands)
+    repeats.add_parser(commands)
     return parser
 
 

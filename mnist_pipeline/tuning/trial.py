@@ -179,5 +179,7 @@ def evaluate_trained(
         evaluation = evaluate_predictions(test.targets, probabilities)
         figure_files = {name: work / name for name in EVALUATION_FIGURES}
         draw_evaluation_figures(evaluation.confusion, work / "history.csv", *figure_files.values())
-        log_test_results(run_id, evaluation, figure_files, test, params.evaluate.batch_size)
+        log_test_results(
+            run_id, evaluation, figure_files, test, params.evaluate.batch_size, probabilities
+        )
     return evaluation.metrics["test_accuracy"]
