@@ -90,10 +90,11 @@ def group_table(found: pd.DataFrame) -> pd.DataFrame:
     columns += [f"{m.removesuffix('_accuracy')}_{part}" for m in SCORES for part in
                 ("n", "mean", "std", "ci95")]
     table = pd.DataFrame(rows, columns=columns)
-    # Columns no group has (no run had a validation split) only widen the table.
-    for prefix in ("val", "test"):
-        if not table.empty and (table[f"{prefix}_n"] == 0).all():
-            table = table.drop(columns=[c for c in table.columns if c.startswith(f"{prefix}_")])
+    # A score no run has (no run had a validation split) would only widen the table.
+    for metric in SCORES:
+        if not scores(runs, metric):
+            prefix = f"{metric.removesuffix('_accuracy')}_"
+            table = table.drop(columns=[c for c in table.columns if c.startswith(prefix)])
     return table.sort_values("runs", ascending=False, kind="stable").reset_index(drop=True)
 
 

@@ -9,12 +9,16 @@ back without pickle, and so does anything that reads .npz files.
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+# MLflow's documented switch for its download progress bars: a 10 KB file needs none, and a
+# command's output stays what it prints.
+PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 # Where a run keeps them: the evaluate stage's test predictions, and a tuning trial's on its
 # validation split.
 TEST_PREDICTIONS = "evaluation/test_predictions.npz"
@@ -87,11 +91,16 @@ def load_predictions(run_id: str, artifact: str = TEST_PREDICTIONS) -> Predictio
     listed = {item.path for item in MlflowClient().list_artifacts(run_id, folder_name)}
     if artifact not in listed:
         return None
-    with tempfile.TemporaryDirectory() as folder:
-        try:
+    earlier = os.environ.get(PROGRESS_BAR_VARIABLE)
+    os.environ.setdefault(PROGRESS_BAR_VARIABLE, "false")
+    try:
+        with tempfile.TemporaryDirectory() as folder:
             path = mlflow.artifacts.download_artifacts(
                 run_id=run_id, artifact_path=artifact, dst_path=folder
             )
-        except MlflowException:
-            return None
-        return from_bytes(Path(path).read_bytes())
+            return from_bytes(Path(path).read_bytes())
+    except MlflowException:
+        return None
+    finally:
+        if earlier is None:
+            os.environ.pop(PROGRESS_BAR_VARIABLE, None)
