@@ -65,6 +65,24 @@ def experiment_link(base_url: str, experiment_name: str) -> str:
     return runs.runs_page_link(base_url, experiment.experiment_id)
 
 
+def groups_link(base_url: str, experiment_name: str) -> str | None:
+    """The experiment's runs grouped by configuration (a saved view using MLflow's own
+    group-by), or None when there is no experiment or the view cannot be saved."""
+    import mlflow
+
+    from mnist_pipeline.commands import groups, runs
+
+    experiment = mlflow.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    try:
+        key = groups.share_groups_view(experiment.experiment_id)
+    except mlflow.exceptions.MlflowException as error:
+        log.warning("could not save the groups view (%s)", first_line(error))
+        return None
+    return runs.runs_page_link(base_url, experiment.experiment_id, key)
+
+
 def ui(args: argparse.Namespace) -> None:
     """Serves the MLflow UI for this repository's store, on loopback unless asked otherwise; with
     a tracking server, prints the link to its own UI instead."""
@@ -74,10 +92,14 @@ def ui(args: argparse.Namespace) -> None:
         # A tracking server serves its own UI (with its logins): nothing to start here.
         print(f"the MLflow UI is the tracking server's own: sign in at {uri}")
         print(f"runs: {experiment_link(uri.rstrip('/'), params.mlflow.experiment_name)}")
+        if link := groups_link(uri.rstrip("/"), params.mlflow.experiment_name):
+            print(f"groups (runs differing only in their seed): {link}")
         return
     base_url = f"http://{args.host}:{args.port}"
     print(f"MLflow UI for {uri}")
     print(f"runs: {experiment_link(base_url, params.mlflow.experiment_name)}")
+    if link := groups_link(base_url, params.mlflow.experiment_name):
+        print(f"groups (runs differing only in their seed): {link}")
     command = [
         sys.executable,
         "-m",
