@@ -153,15 +153,23 @@ def test_runs_groups_lists_each_configuration_with_its_seeds(tiny_store, capsys)
     assert "test_ci95" in lines[0] and "-" in lines[1]
 
 
+def predicted_run(store, correct: list[bool], images: str = TEST_SET) -> str:
+    """A new run in the test's private copy of the tiny store, holding test predictions. New,
+    because the copy shares the tiny store's artifact folder: predictions logged into its runs
+    would be read by every later test of those runs."""
+    import mlflow
+
+    mlflow.set_tracking_uri(store.uri)
+    with mlflow.start_run(experiment_id=store.experiment_id) as run:
+        mlflow.log_param("train.epochs", str(len(correct)))
+    found = known_predictions(correct, images)
+    predictions.log_predictions(run.info.run_id, found, predictions.TEST_PREDICTIONS)
+    return run.info.run_id
+
+
 def test_compare_two_runs_adds_mcnemar_on_their_test_images(tiny_store_copy, tmp_path, capsys):
-    ids = tiny_store_copy.run_ids
-    a, b = ids["default-lr"], ids["slow-lr"]
-    predictions.log_predictions(
-        a, known_predictions([True] * 8 + [False] * 2), "evaluation/test_predictions.npz"
-    )
-    predictions.log_predictions(
-        b, known_predictions([True] * 5 + [False] * 5), "evaluation/test_predictions.npz"
-    )
+    a = predicted_run(tiny_store_copy, [True] * 8 + [False] * 2)
+    b = predicted_run(tiny_store_copy, [True] * 5 + [False] * 5)
     assert run_cli("compare", a, b, "--out", str(tmp_path / "c.png")) == 0
     out = capsys.readouterr().out
     assert "only A right on 3, only B right on 0 of 10 images" in out
@@ -169,12 +177,8 @@ def test_compare_two_runs_adds_mcnemar_on_their_test_images(tiny_store_copy, tmp
 
 
 def test_compare_refuses_runs_scored_on_other_images(tiny_store_copy, tmp_path, capsys):
-    ids = tiny_store_copy.run_ids
-    a, b = ids["default-lr"], ids["slow-lr"]
-    predictions.log_predictions(a, known_predictions([True] * 4), "evaluation/test_predictions.npz")
-    predictions.log_predictions(
-        b, known_predictions([True] * 4, OTHER_TEST_SET), "evaluation/test_predictions.npz"
-    )
+    a = predicted_run(tiny_store_copy, [True] * 4)
+    b = predicted_run(tiny_store_copy, [True] * 4, OTHER_TEST_SET)
     assert run_cli("compare", a, b, "--out", str(tmp_path / "c.png")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "different test images" in err[0]

@@ -167,9 +167,7 @@ def compare(args: argparse.Namespace) -> None:
     diff = comparison.param_diff({summary.label: summary.params for summary in summaries})
     print(comparison.format_diff(diff))
     if len(run_ids) == 2:
-        from mnist_pipeline.tracking.predictions import load_predictions
-
-        verdict = groups.compare_predictions(*(load_predictions(run) for run in run_ids))
+        verdict = groups.compare_runs_paired(*run_ids)
         print(f"run 2 (B) against run 1 (A) on the same test images:\n  {verdict.line()}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plots.save_figure(comparison.comparison_figure(summaries), args.out)
@@ -182,40 +180,20 @@ def compare_groups(args: argparse.Namespace, experiment_id: str, given: list[str
     """Compares groups (group keys, or the groups of the runs given): each group's seeds, and
     whether each later group differs from the first by more than the noise (Welch's t-test);
     the figure shows each group's mean with its 95% interval."""
-    import pandas as pd
-
     from mnist_pipeline.commands import compare as comparison
     from mnist_pipeline.commands import groups
     from mnist_pipeline.modelling import figures as plots
 
-    keys = [key if groups.is_group_key(key) else groups.group_of_run(key) for key in given]
-    keys = list(dict.fromkeys(keys))
-    if len(keys) < 2:
-        raise PipelineError(
-            f"the runs given are all of group {keys[0]}: compare two groups (`mnist-pipeline "
-            "runs --groups` lists them), or leave out --groups to compare the runs"
-        )
-    members = [groups.require_group(experiment_id, key) for key in keys]
-    table = groups.group_table(pd.concat(members)).set_index("group").loc[keys].reset_index()
-    print(groups.format_group_table(table))
-    for index, runs_b in enumerate(members[1:], start=2):
-        print(f"group {index} (B: {keys[index - 1]}) against group 1 (A: {keys[0]}):")
-        for verdict in groups.compare_groups(members[0], runs_b):
+    compared = groups.compare_given(experiment_id, given)
+    print(groups.format_group_table(compared.table))
+    first, *others = compared.keys
+    for index, (key, verdicts) in enumerate(zip(others, compared.verdicts, strict=True), start=2):
+        print(f"group {index} (B: {key}) against group 1 (A: {first}):")
+        for verdict in verdicts:
             print(f"  {verdict.line()}")
-    diff = comparison.param_diff(
-        {key: groups.configuration(runs) for key, runs in zip(keys, members, strict=True)}
-    )
-    print(comparison.format_diff(diff).replace("the runs have", "the groups have"))
-    views = [
-        comparison.GroupView(
-            f"{key} (N={len(runs)})",
-            {metric: groups.summary_of(runs, metric) for metric in groups.SCORES},
-            {metric: groups.scores(runs, metric) for metric in groups.SCORES},
-        )
-        for key, runs in zip(keys, members, strict=True)
-    ]
+    print(comparison.format_diff(compared.diff).replace("the runs have", "the groups have"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    plots.save_figure(comparison.group_comparison_figure(views), args.out)
+    plots.save_figure(comparison.group_comparison_figure(compared.views), args.out)
     print(f"each group's mean and 95% interval over its seeds: {args.out}")
 
 

@@ -227,6 +227,54 @@ def group_runs(experiment_id: str, group: str | None = None) -> pd.DataFrame:
     return mlflow.search_runs([experiment_id], filter_string=where, output_format="pandas")
 
 
+@dataclass(frozen=True)
+class GroupComparison:
+    """What `compare` shows of two or more groups: their table, each later group's verdicts
+    against the first, the params the groups differ in, and the figure's view of each."""
+
+    keys: list[str]
+    table: pd.DataFrame
+    verdicts: list[list[Verdict]]  # verdicts[i]: group i + 2 (B) against group 1 (A)
+    diff: pd.DataFrame
+    views: list  # commands.compare.GroupView, one per group
+
+
+def compare_given(experiment_id: str, given: list[str]) -> GroupComparison:
+    """Compares the groups named by `given` (group keys, or runs whose groups are taken; each
+    group once, in the order given): Welch's t-test of each later group against the first."""
+    from mnist_pipeline.commands import compare as comparison
+
+    keys = [key if is_group_key(key) else group_of_run(key) for key in given]
+    keys = list(dict.fromkeys(keys))
+    if len(keys) < 2:
+        raise PipelineError(
+            f"the runs given are all of group {keys[0]}: compare two groups (`mnist-pipeline "
+            "runs --groups` lists them), or leave out --groups to compare the runs"
+        )
+    members = [require_group(experiment_id, key) for key in keys]
+    table = group_table(pd.concat(members)).set_index("group").loc[keys].reset_index()
+    verdicts = [compare_groups(members[0], runs_b) for runs_b in members[1:]]
+    diff = comparison.param_diff(
+        {key: configuration(runs) for key, runs in zip(keys, members, strict=True)}
+    )
+    views = [
+        comparison.GroupView(
+            f"{key} (N={len(runs)})",
+            {metric: summary_of(runs, metric) for metric in SCORES},
+            {metric: scores(runs, metric) for metric in SCORES},
+        )
+        for key, runs in zip(keys, members, strict=True)
+    ]
+    return GroupComparison(keys, table, verdicts, diff, views)
+
+
+def compare_runs_paired(run_a: str, run_b: str) -> Verdict:
+    """McNemar's exact test of two runs on their logged per-image test predictions."""
+    from mnist_pipeline.tracking.predictions import load_predictions
+
+    return compare_predictions(load_predictions(run_a), load_predictions(run_b))
+
+
 def require_group(experiment_id: str, group: str) -> pd.DataFrame:
     """The group's scored runs; one `error:` line when there are none."""
     runs = scored_runs(group_runs(experiment_id, group))
