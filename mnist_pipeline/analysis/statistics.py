@@ -147,8 +147,7 @@ def mcnemar_exact(
 
     counts = paired_counts(a_correct, b_correct)
     discordant = counts.only_a_right + counts.only_b_right
-    net = counts.only_b_right - counts.only_a_right
-    difference = net / counts.images if counts.images else 0.0
+    difference = (counts.only_b_right - counts.only_a_right) / counts.images if counts.images else 0.0
     if discordant == 0:
         return counts, DifferenceTest(MCNEMAR_TEST_NAME, difference, 0.0, 0.0, 1.0, confidence)
     result = stats.binomtest(counts.only_b_right, discordant, p=0.5)
