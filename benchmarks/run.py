@@ -10,7 +10,9 @@ couple of minutes) and replaces only that section of results.json; `--only team`
 mode against a local team stack (benchmarks/team.py) and replaces only the `team` section;
 `--only networks` trains the network options on the full data (benchmarks/networks.py, a few
 minutes) and replaces only the `networks` section; `--only tuning` runs `mnist-pipeline tune`
-studies (benchmarks/tuning.py, about half an hour) and replaces only the `tuning` section.
+studies (benchmarks/tuning.py, about half an hour) and replaces only the `tuning` section;
+`--only repeats` runs `mnist-pipeline repeat --seeds 5` (benchmarks/repeats.py, a few minutes)
+and replaces only the `repeats` section.
 
 Nothing touches the user's MLflow store or pipeline outputs: the train stage logs to a temporary
 SQLite store and writes into a temporary folder, and the repro timings run in a temporary git
@@ -32,7 +34,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from benchmarks import networks, shortcuts, team, tuning
+from benchmarks import networks, repeats, shortcuts, team, tuning
 from benchmarks.processes import PATHS, REPO_ROOT, processor_name, wait_for_quiet
 from benchmarks.repro import SKIPPED_REPRO, time_repro
 from benchmarks.summary import summarize, table
@@ -60,10 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-repro", action="store_true", help="skip the dvc repro timings")
     parser.add_argument(
         "--only",
-        choices=["shortcuts", "team", "networks", "tuning", "portable"],
+        choices=["shortcuts", "team", "networks", "tuning", "repeats", "portable"],
         help="measure only this part (shortcuts: one train stage run first, for the evaluate "
         "stage to score; team: benchmarks/team.py's stack; networks: benchmarks/networks.py's "
-        "optimizers and depths; tuning: benchmarks/tuning.py's studies); the rest of --output "
+        "optimizers and depths; tuning: benchmarks/tuning.py's studies; repeats: "
+        "benchmarks/repeats.py's 5 seeds; portable: benchmarks/portable.py's fits); the rest "
+        "of --output "
         "is kept as it is",
     )
     parser.add_argument(
@@ -116,6 +120,17 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(tuning.tuning_table(section))
         results = {**previous, "tuning": section}
+        args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.output}")
+        return 0
+
+    if args.only == "repeats":
+        with tempfile.TemporaryDirectory(prefix="mnist-bench-") as folder:
+            section = repeats.measure_repeats(Path(folder))
+        section["machine"] = machine
+        print()
+        print(repeats.repeats_table(section))
+        results = {**previous, "repeats": section}
         args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"\nwrote {args.output}")
         return 0
@@ -188,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         results = summarize(runs, repro, machine)
         if section is not None:
             results["shortcuts"] = section
-        for kept in ("team", "networks", "tuning", "portable"):  # Measured only by --only.
+        for kept in ("team", "networks", "tuning", "repeats", "portable"):  # Only by --only.
             if kept in previous:
                 results[kept] = previous[kept]
         results["runs"] = [

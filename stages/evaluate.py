@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                 figure_files,
                 PreparedSplit(features, targets, args.test, test_attributes),
                 params.evaluate.batch_size,
+                probabilities,
             )
     log.info(
         "test accuracy %.4f, loss %.4f (run %s)",

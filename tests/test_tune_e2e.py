@@ -35,6 +35,10 @@ def tune_params(default_params: dict, real_mnist: Path) -> dict:
     params["fetch"] = {"source": "file", "path": str(real_mnist)}
     params["prepare"].update(train_samples=2500, test_samples=500)
     params["tune"].update(trials=TRIALS, validation_samples=500, space=SPACE)
+    # The defaults, the study's first trial, lie in the space and are weak (one epoch at its
+    # lowest learning rate), so a searched trial beats them and the answer has a margin.
+    params["train"].update(hidden_units=32, epochs=1)
+    params["train"]["optimizer"]["learning_rate"] = 1.0e-4
     return params
 
 
@@ -117,10 +121,38 @@ def test_each_trial_is_a_complete_run_nested_under_the_study(tuned):
             assert run.data.metrics["fit_seconds"] > 0
             artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
             assert {"evaluation", "params.yaml", "data"} <= artifacts
+            evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+            assert "evaluation/validation_predictions.npz" in evaluation
             assert run.outputs.model_outputs  # the model, logged by MLflow's Keras flavour
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "tuning")}
     assert figures == {"tuning/optimization_history.png", "tuning/param_importances.png"}
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def test_the_defaults_are_trial_0_and_the_answer_gives_the_winner_s_margin_over_them(tuned):
+    repo = tuned["repo"]
+    study = load_study(repo, "small")
+    defaults, best = study.trials[0], study.best_trial
+    marked = [trial.user_attrs.get("defaults", False) for trial in study.trials]
+    assert marked == [True] + [False] * (TRIALS - 1)  # one of the budget's trials
+    assert defaults.user_attrs["params"] == {
+        "train.optimizer.learning_rate": 1.0e-4,
+        "train.hidden_units": 32,
+        "train.epochs": 1,
+    }
+    assert best.number != 0
+    (parent,) = [run for run in repo.runs() if run.data.tags.get("tune.role") == "study"]
+    metrics, tags = parent.data.metrics, parent.data.tags
+    margin = metrics["margin_over_defaults"]
+    # The answer scores both saved models again (as evaluate does): an image on a knife edge
+    # between two classes may fall the other way than in Keras' own validation pass.
+    assert margin == pytest.approx(best.value - defaults.value, abs=2 / 500)
+    assert metrics["margin_ci_low"] <= margin <= metrics["margin_ci_high"]
+    assert 0 <= metrics["margin_p_value"] <= 1
+    assert tags["tune.defaults_trial"] == "0"
+    assert tags["tune.margin_test"].startswith("McNemar's exact test")
+    line = f"trial {best.number}'s margin: {margin:+.4f} val_accuracy over the defaults' trial 0"
+    assert line in tuned["output"], tuned["output"]
 
 
 def test_the_winner_is_retrained_on_all_images_as_a_dvc_experiment(tuned):

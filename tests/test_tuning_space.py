@@ -5,6 +5,7 @@ back as exactly the values a trial trained with."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 from ruamel.yaml import YAML
@@ -19,6 +20,7 @@ from mnist_pipeline.tuning.space import (
     IntRange,
     decode,
     dvc_set_arguments,
+    encoded_defaults,
     final_overrides,
     parse_tune,
     require_training_images,
@@ -299,6 +301,53 @@ def test_a_suggested_list_is_a_copy_not_the_space_itself(params_tree):
     decoded = decode(space, {"train.hidden_units": "[16, 8]"})
     decoded["train.hidden_units"].append(4)
     assert space["train.hidden_units"].values == ([16, 8],)
+
+
+def test_the_defaults_enqueued_in_optuna_come_back_as_params_yaml_holds_them(params_tree):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    params_tree["tune"]["space"] = EVERY_KIND
+    params_tree["train"].update(hidden_units=[16, 8], epochs=2, batch_size=128)
+    params = parse_params(params_tree)
+    space = parse_tune(params).space
+    encoded = encoded_defaults(params, space)
+    assert encoded["train.hidden_units"] == "[16, 8]"  # as Optuna stores the choice
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(encoded)
+    values = suggest(study.ask(), space)
+    assert values == {
+        "train.optimizer.learning_rate": params.train.optimizer.learning_rate,
+        "train.optimizer.rho": params.train.optimizer.rho,
+        "train.batch_size": 128,
+        "train.epochs": 2,
+        "train.hidden_units": [16, 8],
+        "train.activation": params.train.activation,
+    }
+
+
+def test_the_committed_defaults_are_a_trial_of_the_committed_space(default_params):
+    """Else a study has no baseline, and its answer no margin over the defaults."""
+    params = parse_params(default_params)
+    assert set(encoded_defaults(params, parse_tune(params).space)) == set(params.tune["space"])
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"train.epochs": {"int": [1, 3]}}, "train.epochs: params.yaml's 5 is outside {int: "),
+        ({"train.hidden_units": {"choice": [16, [16, 8]]}}, "512 is none of {choice: [16, [16"),
+        (
+            {"train.optimizer.learning_rate": {"log_uniform": [1e-2, 1e-1]}},
+            "0.001 is outside {log_uniform: [0.01, 0.1]}",
+        ),
+    ],
+)
+def test_defaults_outside_the_space_are_named(params_tree, space, message):
+    params_tree["tune"]["space"] = space
+    params = parse_params(params_tree)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        encoded_defaults(params, parse_tune(params).space)
 
 
 # --- A trial's params, and the DVC experiment that reproduces it ----------------------------

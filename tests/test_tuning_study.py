@@ -235,6 +235,37 @@ def test_ending_a_trial_that_was_failed_as_stale_keeps_its_budget_given_back(tmp
     assert tuning.summarise(study).given_back == 1
 
 
+def test_the_defaults_trial_comes_first_once_per_study_and_uses_the_budget(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study, other_worker = opened(url), opened(url)
+    defaults = {"x": 0.25}
+    first = tuning.next_trial(study, budget=3, defaults=defaults)
+    assert first.user_attrs == {tuning.DEFAULTS_ATTR: True}
+    assert first.suggest_float("x", 0, 1) == 0.25
+    study.tell(first, 0.5)
+    for worker in (study, other_worker):
+        trial = tuning.next_trial(worker, budget=3, defaults=defaults)
+        assert tuning.DEFAULTS_ATTR not in trial.user_attrs
+        worker.tell(trial, trial.suggest_float("x", 0, 1))
+    assert tuning.next_trial(study, budget=3, defaults=defaults) is None
+    marked = [t.number for t in study.get_trials() if t.user_attrs.get(tuning.DEFAULTS_ATTR)]
+    assert marked == [0] and len(study.get_trials()) == 3
+
+
+def test_an_interrupted_defaults_trial_comes_again_and_a_failed_one_does_not(tmp_path):
+    study = opened(f"sqlite:///{tmp_path / 'study.db'}")
+    defaults = {"x": 0.25}
+    tuning.interrupt_trial(study, tuning.next_trial(study, budget=2, defaults=defaults))
+    again = tuning.next_trial(study, budget=2, defaults=defaults)
+    assert again.user_attrs.get(tuning.DEFAULTS_ATTR)  # its budget came back: it runs again
+    tuning.fail_trial(study, again, "loss is nan")
+    last = tuning.next_trial(study, budget=2, defaults=defaults)
+    assert tuning.DEFAULTS_ATTR not in last.user_attrs  # it used its budget: the search goes on
+    study.tell(last, 0.5)
+    assert tuning.next_trial(study, budget=2, defaults=defaults) is None
+    assert tuning.summarise(study).waiting == 0  # a spent budget enqueues nothing
+
+
 def test_next_trial_needs_a_study_from_open_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     plain = optuna.create_study(storage=url, study_name="plain", direction="maximize")

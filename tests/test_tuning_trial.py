@@ -45,6 +45,18 @@ def test_a_trial_below_the_median_is_pruned_with_its_history():
     assert pruned.value.history[OBJECTIVE] == [0.5]
 
 
+def test_the_defaults_trial_is_never_pruned():
+    study = _study(optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    good = study.ask()
+    EpochReporter(good).on_epoch_end(0, _epoch(0.95))
+    study.tell(good, 0.95)
+    below = study.ask()
+    reporter = EpochReporter(below, prunable=False)
+    reporter.on_epoch_end(0, _epoch(0.5))  # below the median: no exception
+    assert below.should_prune()  # the pruner would have stopped it
+    assert reporter.history[OBJECTIVE] == [0.5]
+
+
 def test_a_trial_above_the_median_goes_on():
     study = _study(optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
     first = study.ask()

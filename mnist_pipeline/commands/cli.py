@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mnist_pipeline.commands import repeat as repeats
 from mnist_pipeline.commands import tune as tuning
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import load_params
@@ -64,6 +65,24 @@ def experiment_link(base_url: str, experiment_name: str) -> str:
     return runs.runs_page_link(base_url, experiment.experiment_id)
 
 
+def groups_link(base_url: str, experiment_name: str) -> str | None:
+    """The experiment's runs grouped by configuration (a saved view using MLflow's own
+    group-by), or None when there is no experiment or the view cannot be saved."""
+    import mlflow
+
+    from mnist_pipeline.commands import groups, runs
+
+    experiment = mlflow.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    try:
+        key = groups.share_groups_view(experiment.experiment_id)
+    except mlflow.exceptions.MlflowException as error:
+        log.warning("could not save the groups view (%s)", first_line(error))
+        return None
+    return runs.runs_page_link(base_url, experiment.experiment_id, key)
+
+
 def ui(args: argparse.Namespace) -> None:
     """Serves the MLflow UI for this repository's store, on loopback unless asked otherwise; with
     a tracking server, prints the link to its own UI instead."""
@@ -73,10 +92,14 @@ def ui(args: argparse.Namespace) -> None:
         # A tracking server serves its own UI (with its logins): nothing to start here.
         print(f"the MLflow UI is the tracking server's own: sign in at {uri}")
         print(f"runs: {experiment_link(uri.rstrip('/'), params.mlflow.experiment_name)}")
+        if link := groups_link(uri.rstrip("/"), params.mlflow.experiment_name):
+            print(f"groups (runs differing only in their seed): {link}")
         return
     base_url = f"http://{args.host}:{args.port}"
     print(f"MLflow UI for {uri}")
     print(f"runs: {experiment_link(base_url, params.mlflow.experiment_name)}")
+    if link := groups_link(base_url, params.mlflow.experiment_name):
+        print(f"groups (runs differing only in their seed): {link}")
     command = [
         sys.executable,
         "-m",
@@ -108,6 +131,15 @@ def list_runs(args: argparse.Namespace) -> None:
 
     params = load_params(args.params)
     experiment_id = runs.open_experiment(params.mlflow.experiment_name)
+    if args.groups:
+        if args.best is not None:
+            raise PipelineError("give --groups or --best N, not both")
+        from mnist_pipeline.commands import groups
+
+        table = groups.group_table(runs.search(experiment_id, args.where))
+        print(table.to_csv(index=False) if args.csv else groups.format_group_table(table), end=(
+            "" if args.csv else "\n"))
+        return
     if args.best is not None:
         if args.sort or args.where or args.limit or args.ascending:
             raise PipelineError(
@@ -139,7 +171,7 @@ def list_runs(args: argparse.Namespace) -> None:
 def compare(args: argparse.Namespace) -> None:
     """Plots runs' training curves and test accuracy side by side; prints the params that differ."""
     from mnist_pipeline.commands import compare as comparison
-    from mnist_pipeline.commands import registry, runs, selection
+    from mnist_pipeline.commands import groups, registry, runs, selection
     from mnist_pipeline.modelling import figures as plots
 
     params = load_params(args.params)
@@ -154,14 +186,41 @@ def compare(args: argparse.Namespace) -> None:
         )
         run_ids = choice.run_ids
         print(choice.note())
+    if args.groups or any(groups.is_group_key(given) for given in run_ids):
+        compare_groups(args, experiment_id, run_ids)
+        return
     summaries = comparison.load_summaries(run_ids)
     diff = comparison.param_diff({summary.label: summary.params for summary in summaries})
     print(comparison.format_diff(diff))
+    if len(run_ids) == 2:
+        verdict = groups.compare_runs_paired(*run_ids)
+        print(f"run 2 (B) against run 1 (A) on the same test images:\n  {verdict.line()}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plots.save_figure(comparison.comparison_figure(summaries), args.out)
     print(f"curves and test accuracy: {args.out}")
     ui_link = runs.compare_page_link(f"http://127.0.0.1:{UI_PORT}", experiment_id, run_ids)
     print(f"side by side in the MLflow UI (`make ui`): {ui_link}")
+
+
+def compare_groups(args: argparse.Namespace, experiment_id: str, given: list[str]) -> None:
+    """Compares groups (group keys, or the groups of the runs given): each group's seeds, and
+    whether each later group differs from the first by more than the noise (Welch's t-test);
+    the figure shows each group's mean with its 95% interval."""
+    from mnist_pipeline.commands import compare as comparison
+    from mnist_pipeline.commands import groups
+    from mnist_pipeline.modelling import figures as plots
+
+    compared = groups.compare_given(experiment_id, given)
+    print(groups.format_group_table(compared.table))
+    first, *others = compared.keys
+    for index, (key, verdicts) in enumerate(zip(others, compared.verdicts, strict=True), start=2):
+        print(f"group {index} (B: {key}) against group 1 (A: {first}):")
+        for verdict in verdicts:
+            print(f"  {verdict.line()}")
+    print(comparison.format_diff(compared.diff).replace("the runs have", "the groups have"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    plots.save_figure(comparison.group_comparison_figure(compared.views), args.out)
+    print(f"each group's mean and 95% interval over its seeds: {args.out}")
 
 
 def reproduce(args: argparse.Namespace) -> int:
@@ -290,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="only the N best by validation accuracy, on one set of validation images",
     )
     table.add_argument(
+        "--groups",
+        action="store_true",
+        help="one row per group (runs differing only in their seed): N, mean, std and 95%% CI",
+    )
+    table.add_argument(
         "--where",
         default="",
         help="MLflow search filter, e.g. \"params.train.epochs = '5'\" or "
@@ -301,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     side_by_side.add_argument("run_ids", nargs="*", metavar="RUN_ID")
     side_by_side.add_argument(
         "--best", type=int, metavar="N", help="the N best finished runs by validation accuracy"
+    )
+    side_by_side.add_argument(
+        "--groups",
+        action="store_true",
+        help="compare the runs' groups (all their seeds) instead of the runs; a group key "
+        "(from `runs --groups`) given as RUN_ID is compared as a group anyway",
     )
     side_by_side.add_argument(
         "--out", type=Path, default=Path(DEFAULT_COMPARISON), help="PNG (default: %(default)s)"
@@ -334,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     checkup.set_defaults(handler=doctor)
 
     tuning.add_parser(commands)
+    repeats.add_parser(commands)
     return parser
 
 

@@ -117,3 +117,62 @@ def comparison_figure(summaries: list[RunSummary]):
     )
     figure.suptitle("Run comparison")
     return figure
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """What the comparison figure shows of one group: each score's summary and its seeds'
+    scores (metric -> list), under a label."""
+
+    label: str
+    summaries: dict[str, object]  # metric -> analysis.statistics.GroupSummary or None
+    scores: dict[str, list[float]]
+
+
+def group_comparison_figure(groups: list[GroupView]):
+    """One panel per score (test accuracy, and validation accuracy where a group has it): each
+    group's mean as a bar with its 95% confidence interval as an error bar, and each seed's
+    score as a dot over it."""
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in ("test_accuracy", "val_accuracy") if any(g.scores.get(m) for g in groups)]
+    metrics = metrics or ["test_accuracy"]
+    figure, axes = plt.subplots(
+        1, len(metrics), figsize=(6 * len(metrics), 4.8), layout="constrained", squeeze=False
+    )
+    colours = plt.get_cmap("tab10")
+    positions = np.arange(len(groups))
+    for panel, metric in zip(axes[0], metrics, strict=True):
+        values = []
+        for index, group in enumerate(groups):
+            summary = group.summaries.get(metric)
+            colour = colours(index % 10)
+            if summary is None:
+                continue
+            low = summary.mean - summary.ci_low if summary.count > 1 else 0.0
+            high = summary.ci_high - summary.mean if summary.count > 1 else 0.0
+            panel.bar(index, summary.mean, color=colour, alpha=0.6)
+            panel.errorbar(index, summary.mean, yerr=[[low], [high]], color="black", capsize=8)
+            seeds = group.scores.get(metric, [])
+            panel.scatter(np.full(len(seeds), index), seeds, color="black", s=12, zorder=3)
+            values += [*seeds, summary.ci_low, summary.ci_high]
+        finite = [v for v in values if np.isfinite(v)]
+        if finite:
+            margin = max(0.002, (max(finite) - min(finite)) * 0.3)
+            panel.set_ylim(max(0.0, min(finite) - margin), min(1.0, max(finite) + margin))
+        title = metric.replace("_", " ")
+        panel.set(
+            xticks=positions,
+            xticklabels=[f"group {i + 1}" for i in positions],
+            ylabel=title,
+            title=f"{title}: mean and 95% CI over seeds",
+        )
+        panel.grid(alpha=0.3, axis="y")
+    figure.legend(
+        handles=[plt.Rectangle((0, 0), 1, 1, color=colours(i % 10), alpha=0.6) for i in positions],
+        labels=[f"group {i + 1}: {g.label}" for i, g in enumerate(groups)],
+        loc="outside lower center",
+        ncols=min(len(groups), 3),
+    )
+    figure.suptitle("Group comparison (each dot one seed)")
+    return figure

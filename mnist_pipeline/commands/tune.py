@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     # `make bench` (benchmarks/tuning.py) reads this line.
     print(SEARCH_TIME_MESSAGE % (time.perf_counter() - started), flush=True)
-    return _answer(args, study, tune, repo_root, experiment_id)
+    return _answer(args, study, tune, params, repo_root, experiment_id)
 
 
 def _work_here(study, tune, params, repo_root: Path, experiment_id: str) -> None:
@@ -166,9 +166,10 @@ def _start_workers(args: argparse.Namespace, url: str) -> None:
         )
 
 
-def _answer(args, study, tune, repo_root: Path, experiment_id: str) -> int:
+def _answer(args, study, tune, params, repo_root: Path, experiment_id: str) -> int:
     """Prints the best trials and, once no worker anywhere is still running a trial of the
-    study, logs the figures, ends the parent run and retrains the winner."""
+    study, the winner's margin over the defaults; logs it and the figures, ends the parent run
+    and retrains the winner."""
     from mlflow.tracking import MlflowClient
 
     from mnist_pipeline.tuning import answer
@@ -204,9 +205,18 @@ def _answer(args, study, tune, repo_root: Path, experiment_id: str) -> int:
         if parent:
             client.log_artifact(parent, str(figure), "tuning")
     winner = best[0]
+    try:
+        margin = answer.margin_over_defaults(study, winner, params, tune)
+    except answer.NoMargin as why:
+        margin = None
+        print(f"trial {winner.number}'s margin over the defaults: unavailable: {why}")
+    else:
+        print(f"trial {winner.number}'s margin: {margin.line()}")
     if parent:
         client.set_tag(parent, answer.BEST_TRIAL_TAG, str(winner.number))
         client.log_metric(parent, "best_val_accuracy", winner.value)
+        if margin:
+            answer.log_margin(parent, margin)
         client.set_terminated(parent, status="FINISHED")
     _print_study_link(study.study_name, experiment_id, list(tune.space))
     if args.no_retrain:

@@ -95,11 +95,14 @@ def log_test_results(
     figure_files: dict[str, Path],
     test: PreparedSplit,
     batch_size: int,
+    probabilities: np.ndarray,
 ) -> None:
     """Everything a training run gets from its evaluation on the test set: the metrics,
-    figures and report (log_evaluation), the test data's size and digest as tags, and the test
-    set as a dataset input. The evaluate stage and each trial of `mnist-pipeline tune` log
-    through this."""
+    figures and report (log_evaluation), the test data's size and digest as tags, the test
+    set as a dataset input, and each test image's prediction (predictions.TEST_PREDICTIONS,
+    from the model's class `probabilities`), so two runs can be compared image by image. The
+    evaluate stage and each trial of `mnist-pipeline tune` log through this."""
+    from mnist_pipeline.tracking import predictions
     from mnist_pipeline.tracking import store as tracking
 
     features_sha256 = array_sha256(test.features)
@@ -111,6 +114,11 @@ def log_test_results(
         "data.test_sha256": features_sha256,
     }
     log_evaluation(run_id, evaluation, figure_files, tags, test.attributes)
+    predictions.log_predictions(
+        run_id,
+        predictions.from_probabilities(test.targets, probabilities, features_sha256),
+        predictions.TEST_PREDICTIONS,
+    )
     tracking.log_dataset(
         run_id,
         test.features,

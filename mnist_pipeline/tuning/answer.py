@@ -1,6 +1,7 @@
-"""A study's answer, once its budget is spent: the best trials, Optuna's figures logged to the
-study's parent run, and the winner retrained on every training image as a real DVC experiment,
-whose test accuracy is the only test number a study quotes."""
+"""A study's answer, once its budget is spent: the best trials, the winner's margin over the
+defaults' trial (on the same validation images, with McNemar's exact test), Optuna's figures
+logged to the study's parent run, and the winner retrained on every training image as a real
+DVC experiment, whose test accuracy is the only test number a study quotes."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_pipeline.analysis import statistics
+from mnist_pipeline.analysis.statistics import DifferenceTest, PairedCounts
 from mnist_pipeline.errors import PipelineError, first_line
+from mnist_pipeline.params import Params
+from mnist_pipeline.tracking import predictions
 from mnist_pipeline.tuning import space as search_space
 from mnist_pipeline.tuning.space import TuneParams
+from mnist_pipeline.tuning.study import DEFAULTS_ATTR, ERROR_ATTR
 from mnist_pipeline.tuning.trial import (
     FIT_SECONDS,
     OBJECTIVE,
@@ -32,6 +38,10 @@ BEST_TRIAL_TAG = "tune.best_trial"
 RETRAIN_RUN_TAG = "tune.retrain_run"
 RETRAIN_OF_TAG = "tune.retrain_of"
 SHOWN_TRIALS = 5
+# The parent run's record of the winner's margin over the defaults' trial.
+DEFAULTS_TRIAL_TAG = "tune.defaults_trial"
+MARGIN_TEST_TAG = "tune.margin_test"
+MARGIN_METRICS = ("margin_over_defaults", "margin_ci_low", "margin_ci_high", "margin_p_value")
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,86 @@ def best_trials_table(study, count: int = SHOWN_TRIALS) -> str:
             f"run {trial.user_attrs.get(RUN_ID_ATTR, '?')}  {values}"
         )
     return "\n".join(rows) or "  (no trial completed)"
+
+
+class NoMargin(Exception):
+    """Why the winner's margin over the defaults cannot be measured (one line)."""
+
+
+@dataclass(frozen=True)
+class Margin:
+    """The winner's validation accuracy minus the defaults' trial's, on the same validation
+    images: McNemar's exact test on the images exactly one of them gets right."""
+
+    winner: int  # trial numbers
+    defaults: int
+    counts: PairedCounts  # A: the defaults, B: the winner
+    test: DifferenceTest
+
+    def line(self) -> str:
+        test = self.test
+        verdict = "significant" if test.significant else "not significant: within the noise"
+        return (
+            f"{test.difference:+.4f} val_accuracy over the defaults' trial {self.defaults}, "
+            f"{test.confidence:.0%} CI [{test.ci_low:+.4f}, {test.ci_high:+.4f}], "
+            f"p = {test.p_value:.3g}: {verdict} ({test.test}; of {self.counts.images} "
+            f"validation images, only the winner gets {self.counts.only_b_right} right, only "
+            f"the defaults {self.counts.only_a_right})"
+        )
+
+
+def margin_over_defaults(study, winner, params: Params, tune: TuneParams) -> Margin:
+    """The winner's margin over the trial of params.yaml's values (study.next_trial enqueues
+    it), from both trials' per-image validation predictions; raises NoMargin saying why
+    there is none."""
+    import optuna
+    from mlflow.exceptions import MlflowException
+
+    trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(DEFAULTS_ATTR)]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        if trials:
+            last = trials[-1]
+            why = last.user_attrs.get(ERROR_ATTR, "killed or interrupted")
+            raise NoMargin(f"the defaults' trial {last.number} ended {last.state.name} ({why})")
+        try:
+            search_space.encoded_defaults(params, tune.space)
+        except ValueError as outside:
+            raise NoMargin(f"the defaults are not a trial of this space ({outside})") from None
+        raise NoMargin("the study has no trial of the defaults (it began without one)")
+    defaults = complete[0]
+    if defaults.number == winner.number:
+        raise NoMargin(f"the defaults' trial {defaults.number} is the winner: no trial beat them")
+    loaded = []
+    for trial in (defaults, winner):
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        try:
+            found = predictions.load_predictions(run_id, predictions.VALIDATION_PREDICTIONS)
+        except MlflowException as error:  # The run is gone from the store, say.
+            raise NoMargin(f"trial {trial.number}'s run {run_id}: {first_line(error)}") from None
+        if found is None:
+            raise NoMargin(f"trial {trial.number}'s run {run_id} logged no validation predictions")
+        loaded.append(found)
+    if loaded[0].images_sha256 != loaded[1].images_sha256:
+        raise NoMargin(
+            f"trials {defaults.number} and {winner.number} were scored on different validation "
+            "images"
+        )
+    counts, test = statistics.mcnemar_exact(loaded[0].correct, loaded[1].correct)
+    return Margin(winner.number, defaults.number, counts, test)
+
+
+def log_margin(parent_run_id: str, margin: Margin) -> None:
+    """Records the margin on the study's parent run: MARGIN_METRICS and the test's name."""
+    from mlflow.tracking import MlflowClient
+
+    test = margin.test
+    values = (test.difference, test.ci_low, test.ci_high, test.p_value)
+    client = MlflowClient()
+    for name, value in zip(MARGIN_METRICS, values, strict=True):
+        client.log_metric(parent_run_id, name, value)
+    client.set_tag(parent_run_id, DEFAULTS_TRIAL_TAG, str(margin.defaults))
+    client.set_tag(parent_run_id, MARGIN_TEST_TAG, test.test)
 
 
 def write_figures(study, folder: Path) -> list[Path]:

@@ -48,6 +48,10 @@ UNSEARCHABLE_SECTIONS = "the space varies train.* and prepare.* params only"
 OPTUNA_CHOICE_TYPES = (type(None), bool, int, float, str)
 
 
+def _is_number(value: object, kind) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class FloatRange:
     """`uniform` or `log_uniform`: a float from low to high."""
@@ -64,6 +68,12 @@ class FloatRange:
 
     def decode(self, stored: object) -> object:
         return stored
+
+    def encode(self, value: object) -> object:
+        """What Optuna stores for `value`; ValueError when the range does not hold it."""
+        if _is_number(value, int | float) and self.low <= value <= self.high:
+            return float(value)
+        raise ValueError(f"{value!r} is outside {self}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,12 @@ class IntRange:
 
     def decode(self, stored: object) -> object:
         return stored
+
+    def encode(self, value: object) -> object:
+        """What Optuna stores for `value`; ValueError when the range does not hold it."""
+        if _is_number(value, int) and self.low <= value <= self.high:
+            return value
+        raise ValueError(f"{value!r} is outside {self}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,14 @@ class Choice:
             if option == stored and type(option) is type(stored):
                 return copy.deepcopy(value)
         raise ValueError(f"{stored!r} is none of the choices {list(self.options)}")
+
+    def encode(self, value: object) -> object:
+        """What Optuna stores for `value` (decode's inverse); ValueError when it is none of
+        the choices."""
+        for option, choice in zip(self.options, self.values, strict=True):
+            if choice == value and type(choice) is type(value):
+                return option
+        raise ValueError(f"{value!r} is none of {self}")
 
 
 Distribution = FloatRange | IntRange | Choice
@@ -327,6 +351,23 @@ def suggest(trial: optuna.Trial, space: dict[str, Distribution]) -> dict[str, ob
 def decode(space: dict[str, Distribution], stored: dict[str, object]) -> dict[str, object]:
     """The values a finished trial's Optuna params (`trial.params`) stand for."""
     return {name: space[name].decode(stored[name]) for name in space}
+
+
+def encoded_defaults(params: Params, space: dict[str, Distribution]) -> dict[str, object]:
+    """params.yaml's own values of the space's params, as Optuna stores them: what enqueuing
+    the defaults as a trial takes. Raises ValueError naming the first value the space does not
+    hold (Optuna would refuse a choice outside it, and a range's would be a trial outside the
+    space)."""
+    tree, encoded = params.model_dump(), {}
+    for name, distribution in space.items():
+        value = tree
+        for key in name.split("."):
+            value = value[key]
+        try:
+            encoded[name] = distribution.encode(value)
+        except ValueError as error:
+            raise ValueError(f"{name}: params.yaml's {error}") from None
+    return encoded
 
 
 def trial_params(params: Params, tune: TuneParams, values: dict[str, object]) -> Params:

@@ -33,6 +33,12 @@ share it. A worker's loop:
 What uses the budget: COMPLETE, PRUNED and RUNNING trials, and FAIL ones that failed by their
 own error (fail_trial). A trial failed as stale (its worker was killed) or interrupted (Ctrl-C,
 interrupt_trial) gives its budget back; WAITING (enqueued) trials use none until asked for.
+
+`next_trial(study, budget, defaults=values)` makes the study's first trial (Optuna's
+`enqueue_trial`, under the same lock, so once per study however many workers ask) the one of
+params.yaml's own values, marked with the DEFAULTS_ATTR user attr: the baseline the answer
+measures the winner against, on the same validation images. It counts in the budget like any
+trial; one given back (killed or interrupted) is enqueued again.
 """
 
 from __future__ import annotations
@@ -89,6 +95,8 @@ FAILURE_ATTR = "failure"
 ERROR_ATTR = "error"
 FAILED_BY_ERROR = "error"
 FAILED_BY_INTERRUPT = "interrupted"
+# The user attr (True) of the trial of params.yaml's own values.
+DEFAULTS_ATTR = "defaults"
 # The lock name under which a new storage's tables are created.
 _SETUP_LOCK_NAME = "optuna tables"
 
@@ -290,9 +298,13 @@ def study_lock(study: optuna.Study) -> Iterator[None]:
         yield
 
 
-def next_trial(study: optuna.Study, budget: int) -> optuna.Trial | None:
+def next_trial(
+    study: optuna.Study, budget: int, defaults: dict[str, object] | None = None
+) -> optuna.Trial | None:
     """A new trial of the study, or None once `budget` trials have used the budget (see the
-    module's docstring for what uses it), counted over all workers on all machines.
+    module's docstring for what uses it), counted over all workers on all machines. With
+    `defaults` (Optuna params), the trial of those values comes first unless the study has
+    one that used or uses its budget.
 
     While the budget is spent but other workers' trials still run, it waits (polling every
     heartbeat interval): one of them may die, and its budget come back to be run here. Each
@@ -306,7 +318,11 @@ def next_trial(study: optuna.Study, budget: int) -> optuna.Trial | None:
             optuna.storages.fail_stale_trials(study)
         with study_lock(study):
             summary = summarise(study)
-            trial = _ask(study, opened) if summary.spent < budget else None
+            trial = None
+            if summary.spent < budget:
+                if defaults is not None and not _has_defaults_trial(study):
+                    study.enqueue_trial(defaults, user_attrs={DEFAULTS_ATTR: True})
+                trial = _ask(study, opened)
         if trial is not None:
             # Its own seed: see open_study. Every suggestion of the trial is made by
             # study.sampler after ask(), and TPE and random samplers hold no state but their
@@ -316,6 +332,14 @@ def next_trial(study: optuna.Study, budget: int) -> optuna.Trial | None:
         if summary.running == 0:
             return None
         time.sleep(opened.storage.get_heartbeat_interval())
+
+
+def _has_defaults_trial(study: optuna.Study) -> bool:
+    """Whether the study has a defaults trial that waits, runs, or used its budget."""
+    return any(
+        trial.user_attrs.get(DEFAULTS_ATTR) and _budget_class(trial) != "given_back"
+        for trial in study.get_trials(deepcopy=False)
+    )
 
 
 def _ask(study: optuna.Study, opened: _OpenedStudy) -> optuna.Trial:

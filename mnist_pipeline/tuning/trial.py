@@ -61,10 +61,12 @@ class TrialPruned(Exception):
 class EpochReporter:
     """The trial's epoch callback (train_model's `callbacks`): reports each epoch's validation
     accuracy to Optuna (the pruner's evidence), stops a trial whose network diverged, and
-    raises TrialPruned when the pruner says the trial is hopeless."""
+    raises TrialPruned when the pruner says the trial is hopeless, unless not `prunable` (the
+    defaults' trial: the baseline the winner's margin is measured against needs its score)."""
 
-    def __init__(self, trial) -> None:
+    def __init__(self, trial, prunable: bool = True) -> None:
         self.trial = trial
+        self.prunable = prunable
         self.history: dict[str, list[float]] = {}
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
@@ -77,7 +79,7 @@ class EpochReporter:
                     "these params (a learning rate too large?)"
                 )
         self.trial.report(logs[OBJECTIVE], epoch + 1)
-        if self.trial.should_prune():
+        if self.prunable and self.trial.should_prune():
             raise TrialPruned(
                 f"pruned after epoch {epoch + 1}: {OBJECTIVE} {logs[OBJECTIVE]:.4f} is below the "
                 "median of earlier trials at that epoch",
@@ -140,7 +142,9 @@ def run_trial(
                 )
             fit_seconds = time.perf_counter() - started
             log_trained_model(model, history)
-            test_accuracy = evaluate_trained(model, history, params, data.test, run_id)
+            test_accuracy = evaluate_trained(
+                model, history, params, data.test, run_id, validation=data.validation
+            )
             mlflow.log_metric(FIT_SECONDS, fit_seconds)
             mlflow.set_tag(STATE_TAG, "complete")
         except BaseException as error:
@@ -158,14 +162,23 @@ def run_trial(
 
 
 def evaluate_trained(
-    model, history: dict[str, list[float]], params: Params, test: PreparedSplit, run_id: str
+    model,
+    history: dict[str, list[float]],
+    params: Params,
+    test: PreparedSplit,
+    run_id: str,
+    validation: PreparedSplit | None = None,
 ) -> float:
     """What the evaluate stage does with models/model.keras, for a model in memory: scores the
-    saved file, draws the figures and logs it all into the run; returns the test accuracy."""
+    saved file, draws the figures and logs it all into the run; returns the test accuracy.
+    With `validation`, also logs the saved file's per-image predictions on it
+    (predictions.VALIDATION_PREDICTIONS): what a study's answer compares two trials on."""
+    from mnist_pipeline.data.mnist import array_sha256
     from mnist_pipeline.modelling.figures import draw_evaluation_figures
     from mnist_pipeline.modelling.fitting import history_table
     from mnist_pipeline.modelling.metrics import evaluate_predictions
     from mnist_pipeline.modelling.scoring import predict_saved_model
+    from mnist_pipeline.tracking import predictions
     from mnist_pipeline.tracking.evaluate_logging import EVALUATION_FIGURES, log_test_results
 
     with tempfile.TemporaryDirectory(prefix="mnist-trial-") as folder:
@@ -179,5 +192,18 @@ def evaluate_trained(
         evaluation = evaluate_predictions(test.targets, probabilities)
         figure_files = {name: work / name for name in EVALUATION_FIGURES}
         draw_evaluation_figures(evaluation.confusion, work / "history.csv", *figure_files.values())
-        log_test_results(run_id, evaluation, figure_files, test, params.evaluate.batch_size)
+        log_test_results(
+            run_id, evaluation, figure_files, test, params.evaluate.batch_size, probabilities
+        )
+        if validation is not None:
+            validation_probabilities, _ = predict_saved_model(
+                work / "model.keras", validation.features, params.evaluate.batch_size
+            )
+            predictions.log_predictions(
+                run_id,
+                predictions.from_probabilities(
+                    validation.targets, validation_probabilities, array_sha256(validation.features)
+                ),
+                predictions.VALIDATION_PREDICTIONS,
+            )
     return evaluation.metrics["test_accuracy"]

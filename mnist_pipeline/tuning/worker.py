@@ -82,12 +82,20 @@ def work(
         **provenance.environment_tags(),
         STUDY_TAG: study.study_name,
     }
+    try:
+        # The study's first trial: params.yaml's own values, the winner's baseline.
+        defaults = search_space.encoded_defaults(params, tune.space)
+    except ValueError as outside:
+        log.info("the defaults are not a trial of this study: %s", outside)
+        defaults = None
     failures_in_a_row = 0
-    while (trial := studies.next_trial(study, tune.trials)) is not None:
+    while (trial := studies.next_trial(study, tune.trials, defaults)) is not None:
         values = search_space.suggest(trial, tune.space)
         trial.set_user_attr(PARAMS_ATTR, values)
         trial_params = search_space.trial_params(params, tune, values)
-        reporter = EpochReporter(trial)
+        # The defaults' trial trains to the end: the answer needs its score.
+        is_defaults = trial.user_attrs.get(studies.DEFAULTS_ATTR, False)
+        reporter = EpochReporter(trial, prunable=not is_defaults)
         try:
             with studies.heartbeat(study, trial):
                 result = run_trial(
