@@ -34,7 +34,7 @@ def test_promote_registers_the_best_run_on_validation_never_on_test(validated_st
     assert "1 run(s) validated on other images were not ranked" in lines[0]
     assert lines[1] == "gate: no champion yet: the first promotion needs no comparison"
     assert lines[2].startswith(
-        f"run {ids['better-s2']} (val_accuracy 0.91, test_accuracy 0.92) registered as "
+        f"run {ids['better-s2']} (val_accuracy 0.9100, test_accuracy 0.9200) registered as "
         f"{MODEL} version 1"
     )
     assert lines[-1] == CHAMPION == registry.champion_uri(MODEL)
@@ -73,7 +73,7 @@ def test_a_run_named_without_validation_is_promoted_with_the_reason_it_was_not_p
         "validation score (val_accuracy: it trained without a validation split), and runs are "
         "never chosen by test accuracy"
     )
-    assert f"run {ids['default-lr']} (val_accuracy None, test_accuracy 0.95) registered" in lines[2]
+    assert f"run {ids['default-lr']} (val_accuracy -, test_accuracy 0.9500) registered" in lines[2]
     version = champion(tiny_store_copy.uri)
     assert (str(version.version), version.run_id) == ("1", ids["default-lr"])
 

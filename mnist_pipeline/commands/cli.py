@@ -271,10 +271,16 @@ def promote(args: argparse.Namespace) -> None:
     promotion = registry.promote(plan.run, model_name, plan.evidence)
     how = "registered as" if promotion.newly_registered else "already registered as"
     print(f"gate: {plan.verdict.reason}")
+    scores = ", ".join(
+        f"{name} {value:.4f}" if value is not None else f"{name} -"
+        for name, value in [
+            ("val_accuracy", promotion.val_accuracy),
+            ("test_accuracy", promotion.test_accuracy),
+        ]
+    )
     print(
-        f"run {promotion.run_id} (val_accuracy {promotion.val_accuracy}, test_accuracy "
-        f"{promotion.test_accuracy}) {how} {promotion.model_name} version {promotion.version}; "
-        f"alias {registry.CHAMPION_ALIAS} now points at it"
+        f"run {promotion.run_id} ({scores}) {how} {promotion.model_name} version "
+        f"{promotion.version}; alias {registry.CHAMPION_ALIAS} now points at it"
     )
     print(promotion.uri)
 
