@@ -11,7 +11,7 @@ import pytest
 from conftest import assert_same_classes_where_clear, evaluate_argv, train_argv
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.modelling import fitting, metrics, scoring
-from mnist_pipeline.tracking import store as tracking
+from mnist_pipeline.tags import EVALUATION_ERROR_TAG
 from stages import evaluate, train
 
 
@@ -142,7 +142,7 @@ def test_evaluating_leaves_the_training_runs_status_and_times_alone(
         evaluate.main(evaluate_argv(tmp_path, tiny_params, prepared_tiny))
     failed = client.get_run(run_id)
     assert failed.info.status == "FINISHED" and failed.info.end_time == trained.end_time
-    assert failed.data.tags[tracking.EVALUATION_ERROR_TAG] == (
+    assert failed.data.tags[EVALUATION_ERROR_TAG] == (
         "drawing the figures failed (KeyError: 'loss'); run the stage again"
     )
     assert "test_accuracy" not in failed.data.metrics
@@ -152,7 +152,7 @@ def test_evaluating_leaves_the_training_runs_status_and_times_alone(
     evaluated = client.get_run(run_id)
     assert (evaluated.info.status, evaluated.info.end_time) == ("FINISHED", trained.end_time)
     assert evaluated.info.start_time == trained.start_time
-    assert tracking.EVALUATION_ERROR_TAG not in evaluated.data.tags
+    assert EVALUATION_ERROR_TAG not in evaluated.data.tags
     assert "test_accuracy" in evaluated.data.metrics
 
 

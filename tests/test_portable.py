@@ -15,6 +15,7 @@ import pytest
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.runtime import portable
 from mnist_pipeline.runtime.portable import BlasState
+from mnist_pipeline.tags import MODE_TAG
 
 PINNED = BlasState("Haswell", 2, "0.3.31", ("X86_V3",))
 # Another CPU model than any test machine's own is likely to be, Intel's server line.
@@ -90,8 +91,8 @@ def test_the_settings_are_read_back_from_this_process_libraries():
             assert (state.kernel, state.threads) == ("Haswell", threads)
             assert "X86_V3" in state.numpy_simd
     tags = portable.mode_tags("numpy", 2)
-    assert tags[portable.MODE_TAG] == "portable" and tags["portable.threads"] == "2"
-    assert portable.mode_tags("keras", 2) == {portable.MODE_TAG: "keras-xla"}
+    assert tags[MODE_TAG] == "portable" and tags["portable.threads"] == "2"
+    assert portable.mode_tags("keras", 2) == {MODE_TAG: "keras-xla"}
 
 
 def test_a_process_started_without_the_settings_refuses_portable_training():
@@ -211,7 +212,7 @@ def test_the_keras_path_gets_its_per_cpu_verdict_on_an_emulated_cpu(tmp_path, ca
     verdict = reproduce.judge(logged(native), logged(emulated))
     with capsys.disabled():
         print(f"\nKeras/XLA on {KERAS_EMULATED_CPU} (emulated) against native:\n{verdict.report()}")
-    assert native["tags"][portable.MODE_TAG] == emulated["tags"][portable.MODE_TAG] == "keras-xla"
+    assert native["tags"][MODE_TAG] == emulated["tags"][MODE_TAG] == "keras-xla"
     if native["weights"] == emulated["weights"]:
         assert verdict.case is reproduce.Case.IDENTICAL
     else:

@@ -14,7 +14,7 @@ from tiny_store import run_cli
 
 from mnist_pipeline.analysis.statistics import WELCH_TEST_NAME
 from mnist_pipeline.commands import registry
-from mnist_pipeline.tracking import store as tracking
+from mnist_pipeline.tags import EVALUATION_ERROR_TAG
 
 MODEL = "mnist-mlp"  # params.yaml's mlflow.registered_model_name
 CHAMPION = f"models:/{MODEL}@champion"
@@ -176,7 +176,7 @@ def test_runs_that_cannot_be_champions_are_refused(tiny_store_copy, capsys, run,
 def test_a_run_whose_evaluation_failed_says_why_it_cannot_be_promoted(tiny_store_copy, capsys):
     run_id = tiny_store_copy.run_ids["unevaluated"]
     client = mlflow.MlflowClient(tiny_store_copy.uri)
-    client.set_tag(run_id, tracking.EVALUATION_ERROR_TAG, "drawing the figures failed")
+    client.set_tag(run_id, EVALUATION_ERROR_TAG, "drawing the figures failed")
     assert run_cli("promote", "--run", run_id) == 2
     assert "its evaluation failed: drawing the figures failed" in capsys.readouterr().err
 

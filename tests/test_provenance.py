@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import git
+from mnist_pipeline.tags import LIBRARY_TAGS, MACHINE_PREFIX, MACHINE_TAGS
 from mnist_pipeline.tracking import provenance
 
 
@@ -158,8 +159,8 @@ def test_macos_cpu_name_flags_and_caches_come_from_sysctl():
 def test_every_training_records_its_machine_under_documented_tags(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
     tags = provenance.environment_tags()
-    machine = {name for name in tags if name.startswith(provenance.MACHINE_PREFIX)}
-    assert machine <= provenance.MACHINE_TAGS.keys()
+    machine = {name for name in tags if name.startswith(MACHINE_PREFIX)}
+    assert machine <= MACHINE_TAGS.keys()
     always = {
         "machine.cpu",
         "machine.isa",
@@ -171,7 +172,7 @@ def test_every_training_records_its_machine_under_documented_tags(monkeypatch):
     assert always | {"machine.xla_flags", "machine.tf_git_version"} <= machine
     assert tags["machine.xla_flags"] == "--xla_cpu_max_isa=AVX2"
     assert tags["machine.cpus"] == str(os.cpu_count())
-    assert set(provenance.LIBRARY_TAGS) <= tags.keys()
+    assert set(LIBRARY_TAGS) <= tags.keys()
     monkeypatch.delenv("XLA_FLAGS")
     assert "machine.xla_flags" not in provenance.machine_tags()
 

@@ -14,7 +14,7 @@ from tiny_store import run_cli
 from conftest import git
 from mnist_pipeline.commands import reproduce
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.tracking import provenance
+from mnist_pipeline.tags import MACHINE_CPU_TAG
 
 PARAMS_YAML = "train:\n  epochs: 1\n"
 
@@ -333,7 +333,7 @@ def test_the_reproduction_is_tagged_with_this_machine_when_mlflow_creates_it():
     # The settings the reproduction's stages get, not this process's.
     assert context["machine.xla_flags"] == "--xla_cpu_max_isa=AVX2"
     assert context["machine.intra_op_threads"] == "3"
-    assert provenance.MACHINE_CPU_TAG in context and "machine.isa" in context
+    assert MACHINE_CPU_TAG in context and "machine.isa" in context
 
 
 @pytest.mark.parametrize(

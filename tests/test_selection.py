@@ -8,8 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.commands import registry, selection
-from mnist_pipeline.tracking.groups import GROUP_TAG, SEED_PARAM
-from mnist_pipeline.tuning.trial import STATE_TAG, TRIAL_TAG
+from mnist_pipeline.tags import GROUP_TAG, STATE_TAG, TRIAL_TAG
+from mnist_pipeline.tracking.groups import SEED_PARAM
 
 
 def copy_of(client: MlflowClient, run_id: str, val_accuracy: float, **changes) -> str:

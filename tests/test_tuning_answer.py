@@ -8,6 +8,7 @@ import pytest
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
+from mnist_pipeline.tags import DEFAULTS_TRIAL_TAG, MARGIN_TEST_TAG
 from mnist_pipeline.tuning import answer
 from mnist_pipeline.tuning.study import DEFAULTS_ATTR
 
@@ -157,8 +158,8 @@ def test_the_margin_is_logged_on_the_study_s_parent_run(margin_inputs):
     assert logged.metrics["margin_over_defaults"] == pytest.approx(0.5)
     assert logged.metrics["margin_p_value"] == pytest.approx(1.0)  # one image says nothing
     assert {"margin_ci_low", "margin_ci_high"} <= set(logged.metrics)
-    assert logged.tags[answer.DEFAULTS_TRIAL_TAG] == "0"
-    assert "McNemar" in logged.tags[answer.MARGIN_TEST_TAG]
+    assert logged.tags[DEFAULTS_TRIAL_TAG] == "0"
+    assert "McNemar" in logged.tags[MARGIN_TEST_TAG]
 
 
 def test_without_a_scored_defaults_trial_the_margin_says_why(margin_inputs, params_tree):

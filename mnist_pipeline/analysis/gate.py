@@ -20,12 +20,12 @@ import math
 from dataclasses import dataclass
 
 from mnist_pipeline.analysis.statistics import DifferenceTest, GroupSummary, summarize, welch_test
+from mnist_pipeline.tags import PROMOTION_PREFIX
 
 MIN_SEEDS = 2
 # What the user runs to measure the noise (a command of its own: N seeds of one config).
 MORE_SEEDS = "mnist-pipeline repeat --seeds 5"
 FORCE = "--force"
-EVIDENCE_PREFIX = "promotion."
 NOT_APPLICABLE = "-"
 
 
@@ -150,7 +150,7 @@ def evidence_tags(
     champion: Contender | None,
     champion_version: str | None,
 ) -> dict[str, str]:
-    """The verdict as model version tags (EVIDENCE_PREFIX...), every key always written, so a
+    """The verdict as model version tags (PROMOTION_PREFIX...), every key always written, so a
     version promoted again shows its latest promotion's evidence and nothing older."""
 
     def number(value: float | None, digits: int = 4) -> str:
@@ -181,7 +181,7 @@ def evidence_tags(
         ),
     }
     # MLflow keeps a tag value up to 5,000 characters; a reason is one line, far shorter.
-    return {EVIDENCE_PREFIX + key: value for key, value in tags.items()}
+    return {PROMOTION_PREFIX + key: value for key, value in tags.items()}
 
 
 def _short(digest: str | None) -> str:

@@ -13,8 +13,8 @@ import pandas as pd
 from mnist_pipeline.analysis import statistics
 from mnist_pipeline.analysis.statistics import DifferenceTest, GroupSummary, PairedCounts
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.tracking.groups import GROUP_KEY_CHARS, GROUP_TAG, SEED_PARAM
-from mnist_pipeline.tuning.trial import STATE_TAG
+from mnist_pipeline.tags import GROUP_TAG, STATE_TAG
+from mnist_pipeline.tracking.groups import GROUP_KEY_CHARS, SEED_PARAM
 
 GROUP_COLUMN = f"tags.{GROUP_TAG}"
 SEED_COLUMN = f"params.{SEED_PARAM}"

@@ -13,6 +13,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.errors import PipelineError, first_line
+from mnist_pipeline.tags import EVALUATION_ERROR_TAG
 from mnist_pipeline.tracking import store as tracking
 
 CHAMPION_ALIAS = "champion"
@@ -73,7 +74,7 @@ def choose_run(run_id: str) -> Run:
             f"run {run_id} is {run.info.status}, not FINISHED; promote a finished run"
         )
     if "test_accuracy" not in run.data.metrics:
-        failure = run.data.tags.get(tracking.EVALUATION_ERROR_TAG)
+        failure = run.data.tags.get(EVALUATION_ERROR_TAG)
         why = f"its evaluation failed: {failure}" if failure else "it was never evaluated"
         raise PipelineError(
             f"run {run_id} has no test metrics ({why}); evaluate it with `dvc repro` first"

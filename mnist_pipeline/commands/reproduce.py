@@ -25,11 +25,19 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.errors import PipelineError, last_line
-from mnist_pipeline.runtime import portable
+from mnist_pipeline.tags import (
+    LIBRARY_TAGS,
+    MACHINE_CPU_TAG,
+    MACHINE_PREFIX,
+    MACHINE_TAGS,
+    MODE_TAG,
+    PORTABLE_MODE,
+    PORTABLE_TAGS,
+    REPRODUCTION_TAG,
+)
 from mnist_pipeline.tracking import provenance
 from mnist_pipeline.tracking import store as tracking
 
-REPRODUCTION_TAG = "reproduction_of"
 PARAMS_ARTIFACT = "params.yaml"
 # Stages up to `prepare` may be restored from DVC's run-cache (their outputs are checked by
 # digest); `train` and what follows must really run, or DVC would restore the original run's
@@ -141,7 +149,7 @@ def replayed_settings(run: Run) -> tuple[tuple[str, str | None], ...]:
     if threads and threads.isdigit():
         settings.append((provenance.INTRA_OP_THREADS_VARIABLE, threads))
     # A run with machine tags had no XLA_FLAGS when it has no machine.xla_flags.
-    if provenance.MACHINE_CPU_TAG in tags:
+    if MACHINE_CPU_TAG in tags:
         settings.append(("XLA_FLAGS", tags.get("machine.xla_flags")))
     return tuple(settings)
 
@@ -182,21 +190,21 @@ def environment_differences(original: Run, reproduced: Run) -> tuple[list[Check]
     unknown = [
         label
         for label, tags in (("original", before), ("reproduction", after))
-        if provenance.MACHINE_CPU_TAG not in tags
+        if MACHINE_CPU_TAG not in tags
     ]
-    names = [name for name in provenance.LIBRARY_TAGS if name in before and name in after]
+    names = [name for name in LIBRARY_TAGS if name in before and name in after]
     # The training mode and, in the portable mode, OpenBLAS's kernel, threads and build.
     names += [
         name
-        for name in (portable.MODE_TAG, *portable.PORTABLE_TAGS)
+        for name in (MODE_TAG, *PORTABLE_TAGS)
         if name in before or name in after
     ]
     if not unknown:
         recorded = {
-            name for name in (*before, *after) if name.startswith(provenance.MACHINE_PREFIX)
+            name for name in (*before, *after) if name.startswith(MACHINE_PREFIX)
         }
-        names += [name for name in provenance.MACHINE_TAGS if name in recorded]
-        names += sorted(recorded - provenance.MACHINE_TAGS.keys())
+        names += [name for name in MACHINE_TAGS if name in recorded]
+        names += sorted(recorded - MACHINE_TAGS.keys())
     checks = [Check(name, before.get(name), after.get(name)) for name in names]
     return [check for check in checks if check.original != check.reproduced], unknown
 
@@ -227,14 +235,14 @@ def judge(original: Run, reproduced: Run) -> Verdict:
 def is_portable(run: Run) -> bool:
     """Whether the run trained in the portable mode (same weights on any x86-64 CPU with AVX2
     and FMA), not with Keras/XLA (weights per CPU)."""
-    return run.data.tags.get(portable.MODE_TAG) == portable.PORTABLE_MODE
+    return run.data.tags.get(MODE_TAG) == PORTABLE_MODE
 
 
 # What a portable-mode run's weights may differ by: the code that computes them.
 PORTABLE_DECIDING_TAGS = (
-    *provenance.LIBRARY_TAGS,
-    portable.MODE_TAG,
-    *portable.PORTABLE_TAGS,
+    *LIBRARY_TAGS,
+    MODE_TAG,
+    *PORTABLE_TAGS,
 )
 
 

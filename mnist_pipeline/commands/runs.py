@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import OPTIMIZER_PARAMS
+from mnist_pipeline.tags import STATE_TAG, STUDY_TAG, TRIAL_TAG
 from mnist_pipeline.tracking import store as tracking
-from mnist_pipeline.tuning.trial import STATE_TAG, STUDY_TAG, TRIAL_TAG
 
 # Table column -> column of `mlflow.search_runs`. The one list of what a user compares: the
 # terminal table shows these, and the UI's shared view selects the same params and metrics.

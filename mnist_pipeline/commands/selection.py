@@ -19,8 +19,8 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline.analysis.gate import Contender, Verdict, evidence_tags, judge
 from mnist_pipeline.commands.registry import Champion, choose_run, current_champion
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.tracking.groups import GROUP_TAG, SEED_PARAM
-from mnist_pipeline.tuning.trial import STATE_TAG, TRIAL_TAG
+from mnist_pipeline.tags import GROUP_TAG, PRUNED_STATE, STATE_TAG, TRIAL_TAG
+from mnist_pipeline.tracking.groups import SEED_PARAM
 
 VALIDATION_METRIC = "val_accuracy"
 TEST_METRIC = "test_accuracy"
@@ -28,7 +28,6 @@ TEST_METRIC = "test_accuracy"
 VALIDATION_DIGEST = "data.validation_sha256"
 VALIDATED = f"attributes.status = 'FINISHED' and metrics.{VALIDATION_METRIC} >= 0"
 NOT_A_TRIAL = f"tags.`{TRIAL_TAG}` IS NULL"
-PRUNED = "pruned"
 # How many runs validated on other images the note counts before it says "or more".
 COUNTED_ELSEWHERE = 100
 # A group's runs read at most (seeds of one config: a handful, or a few dozen).
@@ -162,7 +161,8 @@ def contender(run: Run, with_trials: bool) -> Contender:
         members += [
             member
             for member in found
-            if member.info.run_id != run.info.run_id and member.data.tags.get(STATE_TAG) != PRUNED
+            if member.info.run_id != run.info.run_id
+            and member.data.tags.get(STATE_TAG) != PRUNED_STATE
         ]
     by_seed: dict[str | None, float] = {}
     for member in members:

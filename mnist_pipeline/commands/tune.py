@@ -16,6 +16,7 @@ from pathlib import Path
 from mnist_pipeline.errors import PipelineError, first_line, redacted
 from mnist_pipeline.params import load_params
 from mnist_pipeline.runtime import portable
+from mnist_pipeline.tags import BEST_TRIAL_TAG, RETRAIN_RUN_TAG
 from mnist_pipeline.tracking import store as tracking
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def _answer(args, study, tune, params, repo_root: Path, experiment_id: str) -> i
     else:
         print(f"trial {winner.number}'s margin: {margin.line()}")
     if parent:
-        client.set_tag(parent, answer.BEST_TRIAL_TAG, str(winner.number))
+        client.set_tag(parent, BEST_TRIAL_TAG, str(winner.number))
         client.log_metric(parent, "best_val_accuracy", winner.value)
         if margin:
             answer.log_margin(parent, margin)
@@ -223,7 +224,7 @@ def _answer(args, study, tune, params, repo_root: Path, experiment_id: str) -> i
         return 0
     retrained = answer.retrain(study.study_name, winner, tune, repo_root, experiment_id)
     if parent:
-        client.set_tag(parent, answer.RETRAIN_RUN_TAG, retrained.run_id)
+        client.set_tag(parent, RETRAIN_RUN_TAG, retrained.run_id)
     print(
         f"trial {winner.number} retrained on all training images as DVC experiment "
         f"{retrained.experiment} (MLflow run {retrained.run_id}): test accuracy "

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import Params, parse_params
+from mnist_pipeline.tags import REPEAT_TAG
 from mnist_pipeline.tracking import store as tracking
 from mnist_pipeline.tuning.trial import FIT_SECONDS, TrialData
 
 log = logging.getLogger(__name__)
 
 # A repeat run's tag: the batch (one `mnist-pipeline repeat`) it belongs to.
-REPEAT_TAG = "repeat.batch"
 MINIMUM_SEEDS = 2
 # The command's last timing line, which `make bench` (benchmarks/repeats.py) reads back: the
 # wall time from the command's start (imports, store, data and every seed) and the fits' sum.

@@ -30,6 +30,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.tags import KERAS_MODE, MODE_TAG, PORTABLE_MODE
 
 PORTABLE_KERNEL = "Haswell"
 X86_64_MACHINES = ("x86_64", "amd64")
@@ -42,14 +43,6 @@ PORTABLE_ENVIRONMENT = {
     "NPY_DISABLE_CPU_FEATURES": " ".join(NUMPY_DISABLED_FEATURES),
 }
 # The tags a run records (tracking/provenance.py logs them with the machine's).
-MODE_TAG = "training.mode"
-PORTABLE_MODE, KERAS_MODE = "portable", "keras-xla"
-PORTABLE_TAGS = {
-    "portable.kernel": "OpenBLAS's kernel, read back through threadpoolctl",
-    "portable.threads": "OpenBLAS's thread count during training, read back",
-    "portable.openblas": "the OpenBLAS build NumPy loaded",
-    "portable.numpy_simd": "NumPy's SIMD dispatch targets found (np.show_config)",
-}
 
 
 def missing_settings(environ: Mapping[str, str]) -> dict[str, str]:

@@ -18,6 +18,7 @@ from mnist_pipeline.data.mnist import array_sha256, weights_sha256
 from mnist_pipeline.data.splits import PreparedSplit
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.modelling.metrics import Evaluation
+from mnist_pipeline.tags import EVALUATION_ERROR_TAG, WEIGHTS_TAG
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ EVALUATION_FIGURES = ("confusion_matrix.png", "training_curves.png")
 def require_logged_weights(arrays: list[np.ndarray], run, model_path: Path) -> None:
     """Stops unless the arrays are the ones the training run logged (its `weights_sha256`):
     metrics must describe the run's own model, not a file replaced since."""
-    logged = run.data.tags.get("weights_sha256")
+    logged = run.data.tags.get(WEIGHTS_TAG)
     found = weights_sha256(arrays)
     if found != logged:
         raise PipelineError(
@@ -44,8 +45,6 @@ def failure_tagged(run) -> Iterator[None]:
     the run showed it when looked up). The run's status and times stay those of its training
     either way."""
     from mlflow.tracking import MlflowClient
-
-    from mnist_pipeline.tracking.store import EVALUATION_ERROR_TAG
 
     client, run_id = MlflowClient(), run.info.run_id
     try:

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 
 from mnist_pipeline.params import Params
 
-GROUP_TAG = "group"
 # What decides a run's result besides its seed and its data: the shared settings and how it
 # was trained (the sections the train stage reads). The data enter as their digests, so runs
 # on the same images group together however those images were fetched or prepared.

@@ -17,10 +17,10 @@ from ruamel.yaml.error import YAMLError
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import load_params, parse_params
+from mnist_pipeline.tags import SWEEP_TAG
 
 log = logging.getLogger(__name__)
 
-SWEEP_TAG = "sweep"
 # Changes that are not code: params are logged with the run, `dvc repro` rewrites dvc.lock and
 # writes a .gitignore beside each output.
 NOT_CODE = ("dvc.lock", "params.yaml", ".gitignore")
@@ -28,39 +28,8 @@ NOT_CODE = ("dvc.lock", "params.yaml", ".gitignore")
 # The machine a run trained on. XLA compiles the training for the CPU it runs on, so the same
 # commit, params and seed give bit-identical weights on the same kind of machine only; these
 # tags say whether two runs had the same one. Every tag is always set except where noted.
-MACHINE_PREFIX = "machine."
-MACHINE_TAGS = {
-    "machine.cpu": "the CPU model as the system names it (Linux: /proc/cpuinfo's `model name`; "
-    "macOS: machdep.cpu.brand_string), or 'unknown'",
-    "machine.cpu_id": "x86 Linux: vendor, family, model and stepping, which tell CPU generations "
-    "apart where a virtual machine names its CPU vaguely ('AMD EPYC'); ARM Linux: implementer, "
-    "part and revision (where reported)",
-    "machine.isa": "the best instruction set XLA's CPU compiler targets there, in the terms of "
-    "XLA_FLAGS=--xla_cpu_max_isa: AMX_FP16, AMX, AVX512_BF16, AVX512_VNNI, AVX512, AVX2, AVX, "
-    "SSE4_2 (x86); SVE2, SVE, NEON (ARM); or 'other'",
-    "machine.caches": "CPU 0's caches, e.g. 'L1d 32K, L1i 32K, L2 512K, L3 32768K' (where "
-    "reported)",
-    "machine.cpus": "os.cpu_count(): the CPUs the machine has",
-    "machine.usable_cpus": "the CPUs the training process could run on (Linux: its affinity)",
-    "machine.intra_op_threads": "the threads TensorFlow splits one operation over: "
-    "TF_NUM_INTRAOP_THREADS when set, else the usable CPUs (TensorFlow's default); the weights "
-    "depend on it (measured: 1 and 4 threads train other weights than 2)",
-    "machine.arch": "platform.machine(): x86_64, aarch64, arm64, ...",
-    "machine.xla_flags": "XLA_FLAGS, only when set (an --xla_cpu_max_isa there caps machine.isa)",
-    "machine.tf_git_version": "tf.version.GIT_VERSION: exactly which TensorFlow build",
-    "machine.tf_build": "tf.sysconfig.get_build_info()'s C++ compiler and CUDA version (where "
-    "present)",
-}
-MACHINE_CPU_TAG = "machine.cpu"
 INTRA_OP_THREADS_VARIABLE = "TF_NUM_INTRAOP_THREADS"
 # The library versions that decide the weights, beside TensorFlow's build (MLflow's does not).
-LIBRARY_TAGS = (
-    "python_version",
-    "numpy_version",
-    "tensorflow_version",
-    "keras_version",
-    "keras_backend",
-)
 # XLA's x86 ISA levels, best first, each with the CPU flags that mark it (flags lowercased,
 # without '_' and '.', so that Linux's `avx512_vnni` and macOS's `AVX512VNNI`, Linux's
 # `sse4_2` and macOS's `SSE4.2` read the same).

@@ -28,13 +28,12 @@ from mlflow.tracking import MlflowClient
 from mnist_pipeline.data.mnist import array_sha256
 from mnist_pipeline.errors import PipelineError, first_line, server_refusal
 from mnist_pipeline.runtime.environment import environment_set
+from mnist_pipeline.tags import EXPERIMENT_KIND_TAG, OWNER_HOST_TAG, OWNER_PID_TAG
 
 log = logging.getLogger(__name__)
 
 STORE_FILE = "mlflow.db"
-OWNER_HOST_TAG, OWNER_PID_TAG = "owner_host", "owner_pid"
 # Left on a training run whose evaluation failed, holding the one-line error.
-EVALUATION_ERROR_TAG = "evaluation_error"
 ARTIFACTS_DIR = "mlartifacts"
 # How much of a dataset's digest MLflow shows, as long as its own digests.
 DIGEST_CHARS = 8
@@ -43,7 +42,6 @@ DIGEST_CHARS = 8
 DATASET_LOG_ATTEMPTS = 3
 _DATASET_KEY_CONFLICT = re.compile(r'"dataset_pk"|UNIQUE constraint failed: datasets\.')
 # Makes MLflow 3's UI open the experiment on its runs table rather than the GenAI traces view.
-EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 
 
 def repo_root() -> Path:

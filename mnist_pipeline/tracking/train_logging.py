@@ -14,8 +14,9 @@ from mnist_pipeline.data.mnist import array_sha256
 from mnist_pipeline.data.splits import PreparedSplit
 from mnist_pipeline.params import Params
 from mnist_pipeline.runtime import portable
+from mnist_pipeline.tags import GROUP_TAG, WEIGHTS_TAG
 from mnist_pipeline.tracking import store as tracking
-from mnist_pipeline.tracking.groups import GROUP_TAG, group_key
+from mnist_pipeline.tracking.groups import group_key
 
 MODEL_ARTIFACT = "model"
 # The params sections train reads (as dvc.yaml declares); the rest belong to other stages.
@@ -55,7 +56,7 @@ def log_trained_model(model, history: dict[str, list[float]]) -> None:
 
     log_optimizer_config(model)
     log_curves(history)
-    mlflow.set_tag("weights_sha256", weights_sha256(model.get_weights()))
+    mlflow.set_tag(WEIGHTS_TAG, weights_sha256(model.get_weights()))
     log_model(model)
 
 

@@ -18,29 +18,19 @@ from mnist_pipeline.analysis import statistics
 from mnist_pipeline.analysis.statistics import DifferenceTest, PairedCounts
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import Params
+from mnist_pipeline.tags import DEFAULTS_TRIAL_TAG, MARGIN_TEST_TAG, RETRAIN_OF_TAG, STUDY_TAG
 from mnist_pipeline.tracking import predictions
 from mnist_pipeline.tuning import space as search_space
 from mnist_pipeline.tuning.space import TuneParams
 from mnist_pipeline.tuning.study import DEFAULTS_ATTR, ERROR_ATTR
-from mnist_pipeline.tuning.trial import (
-    FIT_SECONDS,
-    OBJECTIVE,
-    PARAMS_ATTR,
-    RUN_ID_ATTR,
-    STUDY_TAG,
-)
+from mnist_pipeline.tuning.trial import FIT_SECONDS, OBJECTIVE, PARAMS_ATTR, RUN_ID_ATTR
 
 log = logging.getLogger(__name__)
 
 FIGURES = ("optimization_history.png", "param_importances.png")
 # The parent run's tags naming the winner and its retraining.
-BEST_TRIAL_TAG = "tune.best_trial"
-RETRAIN_RUN_TAG = "tune.retrain_run"
-RETRAIN_OF_TAG = "tune.retrain_of"
 SHOWN_TRIALS = 5
 # The parent run's record of the winner's margin over the defaults' trial.
-DEFAULTS_TRIAL_TAG = "tune.defaults_trial"
-MARGIN_TEST_TAG = "tune.margin_test"
 MARGIN_METRICS = ("margin_over_defaults", "margin_ci_low", "margin_ci_high", "margin_p_value")
 
 

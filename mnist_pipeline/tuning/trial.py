@@ -13,14 +13,10 @@ from pathlib import Path
 from mnist_pipeline.data.splits import PreparedSplit
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import Params
+from mnist_pipeline.tags import ERROR_TAG, STATE_TAG
 from mnist_pipeline.tracking import store as tracking
 
 # Tags of a trial's run, and of the study's parent run (STUDY_TAG and ROLE_TAG).
-STUDY_TAG = "tune.study"
-TRIAL_TAG = "tune.trial"
-STATE_TAG = "tune.state"
-ROLE_TAG = "tune.role"
-ERROR_TAG = "tune.error"
 # The metric Optuna maximises: the last epoch's accuracy on the validation split.
 OBJECTIVE = "val_accuracy"
 # A trial's training time, compiling included (a metric of its run, a user attr of its trial).
@@ -105,11 +101,7 @@ def run_trial(
     import mlflow
 
     from mnist_pipeline.modelling.fitting import train_model
-    from mnist_pipeline.tracking.train_logging import (
-        log_curves,
-        log_run_inputs,
-        log_trained_model,
-    )
+    from mnist_pipeline.tracking.train_logging import log_curves, log_run_inputs, log_trained_model
 
     with tracking.tracked_run(
         experiment_id=experiment_id, run_name=run_name, parent_run_id=parent_run_id, tags=tags

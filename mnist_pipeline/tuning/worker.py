@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import Params
+from mnist_pipeline.tags import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 from mnist_pipeline.tracking import provenance
 from mnist_pipeline.tracking import store as tracking
 from mnist_pipeline.tuning import space as search_space
@@ -17,10 +18,7 @@ from mnist_pipeline.tuning.space import TuneParams
 from mnist_pipeline.tuning.trial import (
     FIT_SECONDS,
     PARAMS_ATTR,
-    ROLE_TAG,
     RUN_ID_ATTR,
-    STUDY_TAG,
-    TRIAL_TAG,
     EpochReporter,
     TrialData,
     TrialResult,
