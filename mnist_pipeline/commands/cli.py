@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,6 @@ from mnist_pipeline.tracking import store as tracking
 log = logging.getLogger(__name__)
 
 DEFAULT_COMPARISON = "runs_comparison.png"
-UI_PORT = int(os.environ.get("MLFLOW_UI_PORT", 5000))
 
 
 def check_params(args: argparse.Namespace) -> None:
@@ -198,7 +196,7 @@ def compare(args: argparse.Namespace) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plots.save_figure(comparison.comparison_figure(summaries), args.out)
     print(f"curves and test accuracy: {args.out}")
-    ui_link = runs.compare_page_link(f"http://127.0.0.1:{UI_PORT}", experiment_id, run_ids)
+    ui_link = runs.compare_page_link(f"http://127.0.0.1:{tracking.UI_PORT}", experiment_id, run_ids)
     print(f"side by side in the MLflow UI (`make ui`): {ui_link}")
 
 
@@ -337,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="interface to bind (default: loopback only; see the README before exposing it)",
     )
-    serve.add_argument("--port", type=int, default=UI_PORT)
+    serve.add_argument("--port", type=int, default=tracking.UI_PORT)
     serve.set_defaults(handler=ui)
 
     table = commands.add_parser("runs", help=list_runs.__doc__)

@@ -241,7 +241,6 @@ def _answer(args, study, tune, params, repo_root: Path, experiment_id: str) -> i
 def _print_study_link(study: str, experiment_id: str, param_names: list[str]) -> None:
     """Where to look at the study's trials in the MLflow UI (a saved view of them)."""
     from mnist_pipeline.commands import runs
-    from mnist_pipeline.commands.cli import UI_PORT
 
     try:
         key = runs.share_study_view(experiment_id, study, param_names)
@@ -250,6 +249,6 @@ def _print_study_link(study: str, experiment_id: str, param_names: list[str]) ->
         return
     uri = tracking.tracking_uri()
     served = uri.startswith(("http://", "https://"))
-    base = uri.rstrip("/") if served else f"http://127.0.0.1:{UI_PORT}"
+    base = uri.rstrip("/") if served else f"http://127.0.0.1:{tracking.UI_PORT}"
     where = "the MLflow UI" if served else "the MLflow UI (`mnist-pipeline ui`)"
     print(f"the study in {where}: {runs.runs_page_link(base, experiment_id, key)}")

@@ -33,6 +33,8 @@ from mnist_pipeline.tags import EXPERIMENT_KIND_TAG, OWNER_HOST_TAG, OWNER_PID_T
 log = logging.getLogger(__name__)
 
 STORE_FILE = "mlflow.db"
+# Where `mnist-pipeline ui` serves the local store, and the links printed for it point.
+UI_PORT = int(os.environ.get("MLFLOW_UI_PORT", 5000))
 # Left on a training run whose evaluation failed, holding the one-line error.
 ARTIFACTS_DIR = "mlartifacts"
 # How much of a dataset's digest MLflow shows, as long as its own digests.
