@@ -1,7 +1,7 @@
-"""The experiment loop end to end, as in the README's worked sweep: a real DVC queue runs a
-learning-rate sweep and one more experiment with three parallel workers on a brand-new store;
-then the runs are listed, compared, one is reproduced from its commit, the best on validation is
-promoted and it reads real MNIST digits saved as image files."""
+"""The experiment loop end to end, as in docs/experiments-and-comparison.md: a real DVC queue
+runs a learning-rate sweep and one more experiment with three parallel workers on a brand-new
+store; then the runs are listed, compared, one is reproduced from its commit, the best on
+validation is promoted and it reads real MNIST digits saved as image files."""
 
 from __future__ import annotations
 

@@ -189,7 +189,8 @@ def test_an_experiment_without_finished_runs_has_nothing_to_promote(mlflow_store
 
 @pytest.mark.slow
 def test_served_champion_answers_flattened_images_with_probabilities(tiny_store_copy, tmp_path):
-    """The README's serving command, as a real server, against the champion's own pyfunc."""
+    """docs/experiments-and-comparison.md's serving command, as a real server, against the
+    champion's own pyfunc."""
     assert run_cli("promote", "--run", tiny_store_copy.run_ids["default-lr"]) == 0
     port = free_port()
     command = [

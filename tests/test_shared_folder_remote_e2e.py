@@ -1,4 +1,4 @@
-"""The README's other DVC remote: a folder on a shared disk. alice runs the pipeline and pushes
+"""docs/team.md's other DVC remote: a folder on a shared disk. alice runs the pipeline and pushes
 to it with the run-cache; bob clones, pulls, and `dvc repro` runs nothing and shows her
 metrics. (The same flow over S3, with the team server, is test_team_flow_e2e.py.)"""
 

@@ -1,4 +1,4 @@
-"""End to end, the team flow of the README: alice trains with `dvc repro` against the team
+"""End to end, the team flow of docs/team.md: alice trains with `dvc repro` against the team
 server and shares the results through a DVC remote on S3; bob clones her repository, pulls,
 and finds nothing to run, her metrics and her run; and afterwards no password or secret key
 is anywhere it should not be (the clones, the commands' output, the server's log and state,

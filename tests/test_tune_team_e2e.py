@@ -55,7 +55,7 @@ def shared_study(tmp_path_factory, default_params, real_mnist, team_stack, team_
         grant_experiment(team_stack.tracking_uri, team_stack.admin, EXPERIMENT, user, "EDIT")
         for user in (team_users.alice.username, team_users.bob.username)
     ][0]
-    # The study's database, made as the README tells an admin to make it.
+    # The study's database, made as docs/tuning.md tells an admin to make it.
     made = subprocess.run(
         [sys.executable, "-m", "team.local_stack", "--state-dir", str(team_stack.state_dir)]
         + ["add-database", f"study_{uuid.uuid4().hex[:12]}"],
