@@ -4,7 +4,7 @@ A study is kept by Optuna's RDBStorage: a SQLite file (optuna.db at the reposito
 default) or a PostgreSQL database that workers on several machines reach. Optuna runs each
 trial (study.optimize) with a heartbeat; a RUNNING trial without one for GRACE_PERIOD_SECONDS
 belonged to a worker that died, and the next worker fails it and queues it again with the same
-params (RetryFailedTrialCallback).
+params (RetryHeartbeatStaleTrialCallback, Optuna 5's name for RetryFailedTrialCallback).
 
 What Optuna cannot guarantee is kept here. MaxTrialsCallback counts only after a trial ends,
 so W workers overshoot a budget by up to W - 1 trials (a budget of 4 shared by 3 workers could
@@ -148,7 +148,9 @@ def open_study(url: str, name: str, *, sampler: str, seed: int, pruner: str) -> 
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_INTERVAL_SECONDS,
                 grace_period=GRACE_PERIOD_SECONDS,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(MAX_RETRY),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    MAX_RETRY
+                ),,
             )
             study = optuna.create_study(
                 storage=storage,
