@@ -150,7 +150,7 @@ def open_study(url: str, name: str, *, sampler: str, seed: int, pruner: str) -> 
                 grace_period=GRACE_PERIOD_SECONDS,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                     MAX_RETRY
-                ),,
+                ),
             )
             study = optuna.create_study(
                 storage=storage,
