@@ -138,6 +138,9 @@ def open_study(url: str, name: str, *, sampler: str, seed: int, pruner: str) -> 
     engine_kwargs = {"connect_args": connect_args, "pool_pre_ping": postgres}
     engine = sqlalchemy.create_engine(url, **engine_kwargs) if postgres else None
     lock = StorageLock(url, name, engine)
+    # Optuna's own lines (a new study; each trial, a failure's with its traceback) repeat what
+    # the command says.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         # Workers opening a new database at once would all create Optuna's tables, or the
         # study, and all but one would fail: one at a time.

@@ -131,8 +131,6 @@ def work(
     except ValueError as outside:
         log.info("the defaults are not a trial of this study: %s", outside)
         defaults = None
-    # Optuna's per-trial log lines (a failure's with its traceback) repeat what `report` says.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     studies.run_trials(shared, tune.trials, objective, defaults)
 
 
