@@ -285,7 +285,6 @@ def test_a_diverging_network_fails_its_trials_and_three_in_a_row_stop_the_worker
     )
     trials = load_study(fault_repo, "diverging").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 3
-    assert all(t.user_attrs["failure"] == "error" for t in trials)  # they used their budget
     assert all("diverged" in t.user_attrs["error"] for t in trials)
     runs = [r for r in fault_repo.runs() if r.data.tags.get("tune.study") == "diverging"]
     assert sorted(r.info.status for r in runs if "tune.trial" in r.data.tags) == ["FAILED"] * 3
@@ -337,7 +336,7 @@ def test_a_worker_killed_mid_trial_gives_its_budget_back(fault_repo, tmp_path):
     study = load_study(fault_repo, "killed")
     states = {t.number: t.state for t in study.trials}
     assert states[victim.number] == optuna.trial.TrialState.FAIL
-    assert "failure" not in study.trials[victim.number].user_attrs  # failed by heartbeat
+    assert not {"error", "interrupted"} & set(study.trials[victim.number].user_attrs)  # stale
     complete = [n for n, state in states.items() if state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == TRIALS, (states, result.stdout)
     killed_runs = [
@@ -363,7 +362,7 @@ def test_ctrl_c_fails_the_trial_kills_its_run_and_gives_the_budget_back(fault_re
     assert "Traceback" not in output
     trial = load_study(fault_repo, "interrupted").trials[victim.number]
     assert trial.state == optuna.trial.TrialState.FAIL
-    assert trial.user_attrs["failure"] == "interrupted"
+    assert trial.user_attrs["interrupted"] is True
     (run,) = [
         run
         for run in fault_repo.runs()

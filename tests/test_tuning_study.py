@@ -10,7 +10,6 @@ import signal
 import socket
 import time
 import uuid
-import warnings
 
 import optuna
 import pytest
@@ -36,10 +35,11 @@ def study_url(request, tmp_path) -> str:
     return stack.create_database(f"study_{uuid.uuid4().hex[:12]}")
 
 
-def opened(url: str, name: str = "s", **kwargs) -> optuna.Study:
-    storage = tuning.open_storage(url, heartbeat_interval=INTERVAL, grace_period=GRACE)
+def opened(url: str, name: str = "s", **kwargs) -> tuning.SharedStudy:
+    # Short heartbeats (read when a study opens), so a killed worker's trial goes stale soon.
+    tuning.HEARTBEAT_INTERVAL_SECONDS, tuning.GRACE_PERIOD_SECONDS = INTERVAL, GRACE
     options = {"sampler": "random", "seed": 0, "pruner": "none", **kwargs}
-    return tuning.open_study(storage, name, **options)
+    return tuning.open_study(url, name, **options)
 
 
 # -- storage_url -------------------------------------------------------------------------------
@@ -102,7 +102,7 @@ def test_a_refused_postgresql_port_is_one_line_without_the_password_at_once():
     url = f"postgresql://alice:{PASSWORD}@127.0.0.1:{_free_port()}/studies"
     started = time.monotonic()
     with pytest.raises(PipelineError) as raised:
-        tuning.open_storage(url)
+        tuning.open_study(url, "s", sampler="tpe", seed=0, pruner="none")
     # It did not wait for the connect timeout: a bound that holds on a slow or emulated CPU too.
     assert time.monotonic() - started < tuning.CONNECT_TIMEOUT_SECONDS
     _assert_one_line_without_password(raised.value, "Connection refused", "127.0.0.1")
@@ -117,7 +117,7 @@ def test_a_postgresql_server_that_never_answers_gives_up_after_the_connect_timeo
         url = f"postgresql+psycopg://alice:{PASSWORD}@127.0.0.1:{silent.getsockname()[1]}/s"
         started = time.monotonic()
         with pytest.raises(PipelineError) as raised:
-            tuning.open_storage(url)
+            tuning.open_study(url, "s", sampler="tpe", seed=0, pruner="none")
         elapsed = time.monotonic() - started
     assert elapsed < tuning.CONNECT_TIMEOUT_SECONDS + 2
     _assert_one_line_without_password(raised.value, "timeout")
@@ -125,7 +125,7 @@ def test_a_postgresql_server_that_never_answers_gives_up_after_the_connect_timeo
 
 def test_a_sqlite_file_in_a_missing_folder_is_one_line(tmp_path):
     with pytest.raises(PipelineError, match="is unusable .*folder exists"):
-        tuning.open_storage(f"sqlite:///{tmp_path / 'no' / 'such' / 'study.db'}")
+        opened(f"sqlite:///{tmp_path / 'no' / 'such' / 'study.db'}")
 
 
 @pytest.mark.slow
@@ -135,12 +135,12 @@ def test_a_wrong_password_or_a_missing_database_is_one_line_without_the_password
     server = f"{HOST}:{team_stack.postgres_port}"
     wrong_password = f"postgresql+psycopg://{DATABASE_ROLE}:{PASSWORD}@{server}/mlflow"
     with pytest.raises(PipelineError) as raised:
-        tuning.open_storage(wrong_password)
+        opened(wrong_password)
     _assert_one_line_without_password(raised.value, "password authentication failed", "password")
 
     missing = team_stack.database_uri("no_such_database")
     with pytest.raises(PipelineError) as raised:
-        tuning.open_storage(missing)
+        opened(missing)
     assert "\n" not in str(raised.value)
     assert "does not exist" in str(raised.value) and "CREATE DATABASE" in str(raised.value)
 
@@ -150,9 +150,9 @@ def test_a_wrong_password_or_a_missing_database_is_one_line_without_the_password
 
 def test_open_study_creates_once_then_loads_the_same_study(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    first = opened(url, "lr-search")
+    first = opened(url, "lr-search").study
     first.set_user_attr("parent_run", "abc")
-    again = opened(url, "lr-search", sampler="tpe", pruner="median")
+    again = opened(url, "lr-search", sampler="tpe", pruner="median").study
     assert again.user_attrs == {"parent_run": "abc"}
     assert again.direction == optuna.study.StudyDirection.MAXIMIZE
     assert isinstance(again.pruner, optuna.pruners.MedianPruner)
@@ -165,159 +165,79 @@ def test_open_study_refuses_a_study_that_minimises(tmp_path):
         opened(url, "other")
 
 
+def _objective(seconds: float = 0.0, hang=None):
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if hang is not None:
+            hang.set()
+            time.sleep(600)
+        time.sleep(seconds)
+        return x
+
+    return objective
+
+
 def test_one_seed_repeats_the_params_and_trials_draw_different_ones(tmp_path):
     def draws(path):
-        study = opened(f"sqlite:///{path}", seed=7)
-        values = []
-        for _ in range(3):
-            trial = tuning.next_trial(study, budget=3)
-            values.append(trial.suggest_float("x", 0, 1))
-            study.tell(trial, 0.5)
-        return values
+        shared = opened(f"sqlite:///{path}", seed=7)
+        tuning.run_trials(shared, 3, _objective())
+        return [trial.params["x"] for trial in shared.study.trials]
 
     first, second = draws(tmp_path / "a.db"), draws(tmp_path / "b.db")
     assert first == second
     assert len(set(first)) == 3
 
 
-# -- the counting rule -------------------------------------------------------------------------
+def test_failures_by_error_use_the_budget_and_interrupted_trials_give_it_back(tmp_path):
+    shared = opened(f"sqlite:///{tmp_path / 'study.db'}")
+    calls = []
 
+    def objective(trial):
+        calls.append(trial.number)
+        if len(calls) == 1:
+            trial.set_user_attr(tuning.ERROR_ATTR, "diverged")
+            raise tuning.TrialFailed("diverged")
+        if len(calls) == 2:
+            trial.set_user_attr(tuning.INTERRUPTED_ATTR, True)
+            raise KeyboardInterrupt
+        return 0.5
 
-def _made(state: TrialState, **user_attrs) -> optuna.trial.FrozenTrial:
-    value = 0.9 if state == TrialState.COMPLETE else None
-    return optuna.trial.create_trial(state=state, value=value, user_attrs=user_attrs)
-
-
-def test_what_uses_the_budget_and_what_gives_it_back(tmp_path):
-    study = opened(f"sqlite:///{tmp_path / 'study.db'}")
-    failure = tuning.FAILURE_ATTR
-    for trial in [
-        _made(TrialState.COMPLETE),
-        _made(TrialState.COMPLETE),
-        _made(TrialState.PRUNED),
-        _made(TrialState.RUNNING),
-        _made(TrialState.FAIL, **{failure: "error", tuning.ERROR_ATTR: "loss is NaN"}),
-        _made(TrialState.FAIL, **{failure: "interrupted"}),
-        _made(TrialState.FAIL),  # Failed as stale by a heartbeat: no attrs.
-        _made(TrialState.WAITING),
-    ]:
-        study.add_trial(trial)
-    summary = tuning.summarise(study)
-    assert summary == tuning.StudySummary(
-        complete=2, pruned=1, running=1, failed=1, given_back=2, waiting=1
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run_trials(shared, 3, objective)
+    tuning.run_trials(shared, 3, objective)  # the interrupted trial's budget is run again
+    states = [trial.state for trial in shared.study.trials]
+    assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert tuning.spent(shared.study) == 3
+    assert (
+        "3 trials used the budget: 2 complete, 0 pruned, 0 running, 1 failed; 1 gave it back"
+        in (tuning.summary(shared.study))
     )
-    assert tuning.spent(study) == summary.spent == 5
-    assert str(summary).startswith("5 trials used the budget: 2 complete, 1 pruned, 1 running")
 
 
-def test_fail_trial_uses_the_budget_and_interrupt_trial_gives_it_back(tmp_path):
-    study = opened(f"sqlite:///{tmp_path / 'study.db'}")
-    failed = tuning.next_trial(study, budget=2)
-    tuning.fail_trial(study, failed, "ValueError: the loss became NaN\nTraceback ...")
-    interrupted = tuning.next_trial(study, budget=2)
-    tuning.interrupt_trial(study, interrupted)
+def test_the_defaults_trial_comes_first_and_an_interrupted_one_comes_again(tmp_path):
+    shared = opened(f"sqlite:///{tmp_path / 'study.db'}")
 
-    trials = study.get_trials()
-    assert [trial.state for trial in trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert trials[0].user_attrs == {"failure": "error", "error": "ValueError: the loss became NaN"}
-    assert trials[1].user_attrs == {"failure": "interrupted"}
-    assert tuning.spent(study) == 1
-    last = tuning.next_trial(study, budget=2)
-    study.tell(last, 0.5)
-    assert tuning.next_trial(study, budget=2) is None
+    def interrupted(trial):
+        trial.suggest_float("x", 0, 1)
+        raise KeyboardInterrupt
 
-
-def test_ending_a_trial_that_was_failed_as_stale_keeps_its_budget_given_back(tmp_path):
-    study = opened(f"sqlite:///{tmp_path / 'study.db'}")
-    trial = tuning.next_trial(study, budget=1)
-    study.tell(trial, state=TrialState.FAIL)  # As fail_stale_trials does.
-    tuning.fail_trial(study, trial, "too late")
-    assert tuning.summarise(study).given_back == 1
-
-
-def test_the_defaults_trial_comes_first_once_per_study_and_uses_the_budget(tmp_path):
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    study, other_worker = opened(url), opened(url)
-    defaults = {"x": 0.25}
-    first = tuning.next_trial(study, budget=3, defaults=defaults)
-    assert first.user_attrs == {tuning.DEFAULTS_ATTR: True}
-    assert first.suggest_float("x", 0, 1) == 0.25
-    study.tell(first, 0.5)
-    for worker in (study, other_worker):
-        trial = tuning.next_trial(worker, budget=3, defaults=defaults)
-        assert tuning.DEFAULTS_ATTR not in trial.user_attrs
-        worker.tell(trial, trial.suggest_float("x", 0, 1))
-    assert tuning.next_trial(study, budget=3, defaults=defaults) is None
-    marked = [t.number for t in study.get_trials() if t.user_attrs.get(tuning.DEFAULTS_ATTR)]
-    assert marked == [0] and len(study.get_trials()) == 3
-
-
-def test_an_interrupted_defaults_trial_comes_again_and_a_failed_one_does_not(tmp_path):
-    study = opened(f"sqlite:///{tmp_path / 'study.db'}")
-    defaults = {"x": 0.25}
-    tuning.interrupt_trial(study, tuning.next_trial(study, budget=2, defaults=defaults))
-    again = tuning.next_trial(study, budget=2, defaults=defaults)
-    assert again.user_attrs.get(tuning.DEFAULTS_ATTR)  # its budget came back: it runs again
-    tuning.fail_trial(study, again, "loss is nan")
-    last = tuning.next_trial(study, budget=2, defaults=defaults)
-    assert tuning.DEFAULTS_ATTR not in last.user_attrs  # it used its budget: the search goes on
-    study.tell(last, 0.5)
-    assert tuning.next_trial(study, budget=2, defaults=defaults) is None
-    assert tuning.summarise(study).waiting == 0  # a spent budget enqueues nothing
-
-
-def test_next_trial_needs_a_study_from_open_study(tmp_path):
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    plain = optuna.create_study(storage=url, study_name="plain", direction="maximize")
-    with pytest.raises(ValueError, match="open_study"):
-        tuning.next_trial(plain, budget=1)
-
-
-# -- heartbeats and stale trials ---------------------------------------------------------------
-
-
-def test_a_trial_without_heartbeats_goes_stale_and_gives_its_budget_back(tmp_path):
-    """A worker that died right after next_trial: its first heartbeat was recorded there."""
-    study = opened(f"sqlite:///{tmp_path / 'study.db'}")
-    abandoned = tuning.next_trial(study, budget=1)
-    started = time.monotonic()
-    replacement = tuning.next_trial(study, budget=1)  # Waits until `abandoned` is stale.
-    assert GRACE <= time.monotonic() - started < GRACE + 3 * INTERVAL
-    assert study.get_trials()[abandoned.number].state == TrialState.FAIL
-    study.tell(replacement, 0.5)
-    assert tuning.next_trial(study, budget=1) is None
-    assert tuning.summarise(study) == tuning.StudySummary(complete=1, given_back=1)
-
-
-def test_a_heartbeating_trial_outlives_the_grace_period(tmp_path):
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    study = opened(url)
-    trial = tuning.next_trial(study, budget=2)
-    other_worker = opened(url)
-    with tuning.heartbeat(study, trial):
-        time.sleep(GRACE + 1.5)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(other_worker)
-        assert other_worker.get_trials()[0].state == TrialState.RUNNING
-    study.tell(trial, 0.5)
+    with pytest.raises(KeyboardInterrupt):
+        tuning.run_trials(shared, 2, interrupted, defaults={"x": 0.25})
+    tuning.run_trials(shared, 2, _objective(), defaults={"x": 0.25})
+    trials = shared.study.trials
+    marked = [trial.number for trial in trials if trial.user_attrs.get(tuning.DEFAULTS_ATTR)]
+    assert marked == [0, 1]  # the interrupted one, then it again
+    assert trials[1].params == {"x": 0.25} and trials[1].state == TrialState.COMPLETE
+    assert [trial.state for trial in trials[1:]] == [TrialState.COMPLETE] * 2
 
 
 # -- workers in processes ----------------------------------------------------------------------
 
 
-def _worker(url: str, budget: int, seconds: float, started=None, hang: bool = False) -> None:
-    """A worker's loop with a trivial objective, in a process of its own. With `hang` it sets
-    `started` inside its first trial and then sleeps, to be killed."""
-    study = opened(url, "shared")
-    while (trial := tuning.next_trial(study, budget)) is not None:
-        with tuning.heartbeat(study, trial):
-            x = trial.suggest_float("x", 0, 1)
-            if hang:
-                started.set()
-                time.sleep(600)
-            time.sleep(seconds)
-        study.tell(trial, x)
+def _worker(url: str, budget: int, seconds: float, hang=None) -> None:
+    """A worker with a trivial objective, in a process of its own; with `hang` it sets it inside
+    its first trial and then sleeps, to be killed."""
+    tuning.run_trials(opened(url, "shared"), budget, _objective(seconds, hang), {"x": 0.5})
 
 
 def _run_workers(url: str, count: int, budget: int, seconds: float) -> None:
@@ -330,20 +250,19 @@ def _run_workers(url: str, count: int, budget: int, seconds: float) -> None:
     assert [worker.exitcode for worker in workers] == [0] * count
 
 
-@pytest.mark.parametrize(("workers", "budget"), [(4, 6)])
-def test_workers_racing_on_one_study_run_exactly_the_budget(study_url, workers, budget):
-    _run_workers(study_url, workers, budget, seconds=0.3)
-    trials = opened(study_url, "shared").get_trials()
-    assert len(trials) == budget
+def test_workers_racing_on_one_study_run_exactly_the_budget_and_the_defaults_once(study_url):
+    """What Optuna's MaxTrialsCallback cannot promise: 4 workers, a budget of 6, 6 trials."""
+    _run_workers(study_url, 4, 6, seconds=0.3)
+    trials = opened(study_url, "shared").study.get_trials()
+    assert sorted(trial.number for trial in trials) == list(range(6))
     assert {trial.state for trial in trials} == {TrialState.COMPLETE}
-    assert sorted(trial.number for trial in trials) == list(range(budget))
+    assert [t.number for t in trials if t.user_attrs.get(tuning.DEFAULTS_ATTR)] == [0]
 
 
-def test_the_study_lock_excludes_other_processes(study_url):
-    """While one process holds the lock, another's study_lock waits for it."""
+def test_the_storage_lock_excludes_other_processes(study_url):
     context = multiprocessing.get_context("spawn")
-    study = opened(study_url, "shared")
-    with tuning.study_lock(study):
+    shared = opened(study_url, "shared")
+    with shared.lock:
         waiter = context.Process(target=_hold_lock_once, args=(study_url,))
         started = time.monotonic()
         waiter.start()
@@ -354,37 +273,40 @@ def test_the_study_lock_excludes_other_processes(study_url):
 
 
 def _hold_lock_once(url: str) -> None:
-    with tuning.study_lock(opened(url, "shared")):
+    with opened(url, "shared").lock:
         pass
 
 
-def test_a_sigkilled_workers_trial_is_failed_and_its_budget_run_again(study_url):
+def test_a_sigkilled_workers_trial_is_failed_and_run_again_with_its_params(study_url):
     context = multiprocessing.get_context("spawn")
     started = context.Event()
-    doomed = context.Process(target=_worker, args=(study_url, 3, 0, started, True))
+    doomed = context.Process(target=_worker, args=(study_url, 3, 0, started))
     doomed.start()
-    assert started.wait(timeout=30)
+    assert started.wait(timeout=60)
     os.kill(doomed.pid, signal.SIGKILL)
     doomed.join(timeout=10)
 
     _run_workers(study_url, 1, budget=3, seconds=0.1)
-    study = opened(study_url, "shared")
-    assert tuning.summarise(study) == tuning.StudySummary(complete=3, given_back=1)
-    assert study.get_trials()[0].state == TrialState.FAIL
+    trials = opened(study_url, "shared").study.get_trials()
+    assert [trial.state for trial in trials].count(TrialState.COMPLETE) == 3
+    assert (
+        trials[0].state == TrialState.FAIL and tuning.spent(opened(study_url, "shared").study) == 3
+    )
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retried) == 1 and retried[0].params == trials[0].params  # Optuna's retry
 
 
 def test_the_median_pruner_waits_for_five_trials_and_the_third_epoch(tmp_path):
     """Steps are epochs from 1: a trial trailing every earlier one is left alone in epochs 1
     and 2 (a slow starter may catch up) and pruned from epoch 3; and not at all before five
     trials have reported."""
-    storage = tuning.open_storage(tuning.storage_url(None, tmp_path))
-    opened = tuning.open_study(storage, "pruning", sampler="random", seed=0, pruner="median")
+    study = opened(tuning.storage_url(None, tmp_path), "pruning", pruner="median").study
     for count in range(tuning.MEDIAN_STARTUP_TRIALS + 1):
-        trial = opened.ask()
+        trial = study.ask()
         for epoch in (1, 2, 3):
             trial.report(0.1 if count == tuning.MEDIAN_STARTUP_TRIALS else 0.9, epoch)
             if count < tuning.MEDIAN_STARTUP_TRIALS:
                 assert not trial.should_prune()  # too few trials to judge
             else:
                 assert bool(trial.should_prune()) == (epoch >= 3), epoch
-        opened.tell(trial, 0.9)
+        study.tell(trial, 0.9)

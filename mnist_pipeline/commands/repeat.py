@@ -28,7 +28,6 @@ def run(args: argparse.Namespace) -> None:
     """Train params.yaml's configuration once per seed and say its group's seed noise."""
     from mnist_pipeline.commands import groups as group_tables
     from mnist_pipeline.repeats import runner
-    from mnist_pipeline.tuning.data import load_trial_data
 
     started = time.perf_counter()
     # Everything that can refuse is asked before any training: seeds, params, store, data.
@@ -36,21 +35,24 @@ def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     repo_root = tracking.repo_root()
     experiment_id = tracking.connect(params.mlflow.experiment_name)
-    data = load_trial_data(repo_root, params.prepare)
+    data = runner.load_splits(repo_root, params.prepare)
     import mnist_pipeline.modelling.network  # noqa: F401  (TensorFlow, once for every seed)
     from mnist_pipeline.tracking import provenance
 
     tracking.mark_stale_runs([experiment_id])
     batch = runner.new_batch_name()
-    print(f"{batch}: {len(seeds)} seeds ({', '.join(map(str, seeds))}) of params.yaml's "
-          "configuration", flush=True)
+    print(
+        f"{batch}: {len(seeds)} seeds ({', '.join(map(str, seeds))}) of params.yaml's "
+        "configuration",
+        flush=True,
+    )
 
-    def show(result: runner.RepeatResult) -> None:
+    def show(seed: int, result: runner.Scored) -> None:
         validation = (
             "" if result.val_accuracy is None else f", val_accuracy {result.val_accuracy:.4f}"
         )
         print(
-            f"seed {result.seed}: test_accuracy {result.test_accuracy:.4f}{validation} (fit "
+            f"seed {seed}: test_accuracy {result.test_accuracy:.4f}{validation} (fit "
             f"{result.fit_seconds:.1f} s, run {result.run_id})",
             flush=True,
         )
@@ -60,7 +62,10 @@ def run(args: argparse.Namespace) -> None:
         params, data, seeds, experiment_id=experiment_id, batch=batch, tags=tags, on_result=show
     )
     fits = sum(result.fit_seconds for result in results)
-    print(runner.TIME_MESSAGE % (len(results), time.perf_counter() - started, fits), flush=True)
+    took = time.perf_counter() - started
+    print(
+        f"repeated {len(results)} seeds in {took:.1f} s; their fits took {fits:.1f} s", flush=True
+    )
     group = group_tables.group_of_run(results[0].run_id)
     table = group_tables.group_table(group_tables.group_runs(experiment_id, group))
     print(f"group {group} (every run of this configuration, one per seed):")

@@ -6,59 +6,60 @@ DVC experiment, whose test accuracy is the only test number a study quotes."""
 from __future__ import annotations
 
 import json
-import logging
-import os
+import socket
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
 
 from mnist_pipeline.analysis import statistics
 from mnist_pipeline.analysis.statistics import DifferenceTest, PairedCounts
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import Params
-from mnist_pipeline.tags import DEFAULTS_TRIAL_TAG, MARGIN_TEST_TAG, RETRAIN_OF_TAG, STUDY_TAG
+from mnist_pipeline.repeats.runner import declared_paths
+from mnist_pipeline.tags import (
+    BEST_TRIAL_TAG,
+    DEFAULTS_TRIAL_TAG,
+    MARGIN_TEST_TAG,
+    RETRAIN_OF_TAG,
+    RETRAIN_RUN_TAG,
+    STUDY_TAG,
+)
 from mnist_pipeline.tracking import predictions
 from mnist_pipeline.tuning import space as search_space
 from mnist_pipeline.tuning.space import TuneParams
-from mnist_pipeline.tuning.study import DEFAULTS_ATTR, ERROR_ATTR
-from mnist_pipeline.tuning.trial import FIT_SECONDS, OBJECTIVE, PARAMS_ATTR, RUN_ID_ATTR
-
-log = logging.getLogger(__name__)
+from mnist_pipeline.tuning.study import DEFAULTS_ATTR, ERROR_ATTR, SharedStudy, spent, summary
+from mnist_pipeline.tuning.trial import OBJECTIVE
+from mnist_pipeline.tuning.worker import FIT_SECONDS_ATTR, PARAMS_ATTR, PARENT_RUN_ATTR, RUN_ID_ATTR
 
 FIGURES = ("optimization_history.png", "param_importances.png")
-# The parent run's tags naming the winner and its retraining.
 SHOWN_TRIALS = 5
-# The parent run's record of the winner's margin over the defaults' trial.
-MARGIN_METRICS = ("margin_over_defaults", "margin_ci_low", "margin_ci_high", "margin_p_value")
+# The study's user attr naming the clone that answers its budget: {"trials": N, "by": clone}.
+ANSWERED_ATTR = "answered_at_trials"
+# The folder of each study's figures, under the repository root (git-ignored).
+STUDIES_FOLDER = Path("reports") / "studies"
 
 
-@dataclass(frozen=True)
-class Retrained:
-    experiment: str
-    run_id: str
-    test_accuracy: float
-
-
-def finished_trials(study) -> list:
-    import optuna
-
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+def finished_trials(study: optuna.Study) -> list:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return sorted(complete, key=lambda trial: trial.value, reverse=True)
 
 
-def best_trials_table(study, count: int = SHOWN_TRIALS) -> str:
+def best_trials_table(study: optuna.Study, count: int = SHOWN_TRIALS) -> str:
     """The best trials by validation accuracy: params, val accuracy, fit time, MLflow run."""
     rows = []
     for trial in finished_trials(study)[:count]:
-        values = ", ".join(
-            f"{name}={value!r}" for name, value in trial.user_attrs.get(PARAMS_ATTR, {}).items()
-        )
+        values = trial.user_attrs.get(PARAMS_ATTR, {}).items()
         rows.append(
             f"  trial {trial.number:>3}  {OBJECTIVE} {trial.value:.4f}  "
-            f"{trial.user_attrs.get(FIT_SECONDS, float('nan')):6.1f} s  "
-            f"run {trial.user_attrs.get(RUN_ID_ATTR, '?')}  {values}"
+            f"{trial.user_attrs.get(FIT_SECONDS_ATTR, float('nan')):6.1f} s  "
+            f"run {trial.user_attrs.get(RUN_ID_ATTR, '?')}  "
+            + ", ".join(f"{name}={value!r}" for name, value in values)
         )
     return "\n".join(rows) or "  (no trial completed)"
 
@@ -78,26 +79,24 @@ class Margin:
     test: DifferenceTest
 
     def line(self) -> str:
-        test = self.test
+        test, counts = self.test, self.counts
         verdict = "significant" if test.significant else "not significant: within the noise"
         return (
             f"{test.difference:+.4f} val_accuracy over the defaults' trial {self.defaults}, "
             f"{test.confidence:.0%} CI [{test.ci_low:+.4f}, {test.ci_high:+.4f}], "
-            f"p = {test.p_value:.3g}: {verdict} ({test.test}; of {self.counts.images} "
-            f"validation images, only the winner gets {self.counts.only_b_right} right, only "
-            f"the defaults {self.counts.only_a_right})"
+            f"p = {test.p_value:.3g}: {verdict} ({test.test}; of {counts.images} validation "
+            f"images, only the winner gets {counts.only_b_right} right, only the defaults "
+            f"{counts.only_a_right})"
         )
 
 
 def margin_over_defaults(study, winner, params: Params, tune: TuneParams) -> Margin:
-    """The winner's margin over the trial of params.yaml's values (study.next_trial enqueues
-    it), from both trials' per-image validation predictions; raises NoMargin saying why
-    there is none."""
-    import optuna
+    """The winner's margin over the trial of params.yaml's values, from both trials' per-image
+    validation predictions; raises NoMargin saying why there is none."""
     from mlflow.exceptions import MlflowException
 
     trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(DEFAULTS_ATTR)]
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
         if trials:
             last = trials[-1]
@@ -131,45 +130,39 @@ def margin_over_defaults(study, winner, params: Params, tune: TuneParams) -> Mar
 
 
 def log_margin(parent_run_id: str, margin: Margin) -> None:
-    """Records the margin on the study's parent run: MARGIN_METRICS and the test's name."""
+    """Records the margin on the study's parent run: its metrics and the test's name."""
     from mlflow.tracking import MlflowClient
 
-    test = margin.test
-    values = (test.difference, test.ci_low, test.ci_high, test.p_value)
-    client = MlflowClient()
-    for name, value in zip(MARGIN_METRICS, values, strict=True):
+    client, test = MlflowClient(), margin.test
+    for name, value in (
+        ("margin_over_defaults", test.difference),
+        ("margin_ci_low", test.ci_low),
+        ("margin_ci_high", test.ci_high),
+        ("margin_p_value", test.p_value),
+    ):
         client.log_metric(parent_run_id, name, value)
     client.set_tag(parent_run_id, DEFAULTS_TRIAL_TAG, str(margin.defaults))
     client.set_tag(parent_run_id, MARGIN_TEST_TAG, test.test)
 
 
-def write_figures(study, folder: Path) -> list[Path]:
+def write_figures(study: optuna.Study, folder: Path) -> list[Path]:
     """Optuna's optimization history and param importances as PNGs (importances need two
-    completed trials); returns the files written."""
+    completed trials: Optuna would draw equal ones from one); returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import optuna
     from optuna.visualization import matplotlib as optuna_plots
 
     folder.mkdir(parents=True, exist_ok=True)
+    drawings = [optuna_plots.plot_optimization_history]
+    if len(finished_trials(study)) >= 2:
+        drawings.append(optuna_plots.plot_param_importances)
     written = []
-    drawings = (optuna_plots.plot_optimization_history, optuna_plots.plot_param_importances)
-    for name, draw in zip(FIGURES, drawings, strict=True):
-        if draw is optuna_plots.plot_param_importances and len(finished_trials(study)) < 2:
-            # Optuna 5 would draw equal importances from one trial, which says nothing.
-            log.info("no %s: importances need two completed trials", name)
-            continue
-        try:
-            # Optuna marks its matplotlib plots experimental; the warning is noise here.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                axes = draw(study, target_name=OBJECTIVE)
-        except (ValueError, RuntimeError) as error:
-            log.warning("no %s: %s", name, first_line(error))
-            continue
-        figure = axes.figure if hasattr(axes, "figure") else axes[0].figure
+    for name, draw in zip(FIGURES, drawings, strict=False):
+        with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            figure = draw(study, target_name=OBJECTIVE).figure
         figure.set_size_inches(8, 5)
         figure.tight_layout()
         figure.savefig(folder / name, dpi=110)
@@ -178,79 +171,124 @@ def write_figures(study, folder: Path) -> list[Path]:
     return written
 
 
-def retrain(
-    study_name: str, trial, tune: TuneParams, repo_root: Path, experiment_id: str
-) -> Retrained:
-    """Retrains the trial's params on every training image as a DVC experiment in a temporary
-    copy of the workspace (`dvc exp run --temp`), so the workspace is left as it was; returns
-    the experiment, and the MLflow run and test accuracy its outputs record.
+def claim(shared: SharedStudy, clone: str) -> tuple[int, str | None]:
+    """Once no worker anywhere runs a trial of the study, one clone answers each budget: the
+    first to ask. Returns the trials still running, and the clone that answers."""
+    with shared.lock:
+        study = shared.study
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        claimed = study.user_attrs.get(ANSWERED_ATTR) or {}
+        if running:
+            return running, None
+        if claimed.get("trials") != spent(study):
+            claimed = {"trials": spent(study), "by": clone}
+            study.set_user_attr(ANSWERED_ATTR, claimed)
+    return 0, claimed["by"]
 
-    Those are read from the experiment's own outputs (models/mlflow_run.json and
-    reports/metrics.json at its revision), not looked up by its name: when DVC's run cache
-    already holds a run of exactly these params and code (another study's winner, say), the
-    experiment restores that run's outputs instead of training, and its record names that
-    run. A winner retrained already by an earlier answer is not retrained again."""
+
+def answer(
+    shared: SharedStudy,
+    tune: TuneParams,
+    params: Params,
+    repo_root: Path,
+    say: Callable[[str], None],
+) -> optuna.trial.FrozenTrial | None:
+    """Says the best trials and, when this clone answers the study, the winner's margin over
+    the defaults; logs them and the figures to the parent run and ends it. Returns the winner
+    when this clone answers (for it to retrain), else None."""
+    from mlflow.tracking import MlflowClient
+
+    study, clone = shared.study, f"{socket.gethostname()}:{repo_root}"
+    running, by = claim(shared, clone)
+    say(f"study {study.study_name}: {summary(study)}")
+    say("best trials by val_accuracy (test accuracy is never used to choose):")
+    say(best_trials_table(study))
+    if running:
+        say(f"{running} trial(s) still running on other workers: the last to finish answers")
+        return None
+    if by != clone:
+        say(f"{by} answers this study's budget (retraining its winner there)")
+        return None
+    best = finished_trials(study)
+    if not best:
+        raise PipelineError(f"study {study.study_name}: no trial completed; see the errors above")
+    client, parent = MlflowClient(), study.user_attrs.get(PARENT_RUN_ATTR)
+    for figure in write_figures(study, repo_root / STUDIES_FOLDER / study.study_name):
+        say(f"wrote {figure.relative_to(repo_root)}")
+        if parent:
+            client.log_artifact(parent, str(figure), "tuning")
+    winner = best[0]
+    try:
+        margin = margin_over_defaults(study, winner, params, tune)
+        say(f"trial {winner.number}'s margin: {margin.line()}")
+    except NoMargin as why:
+        margin = None
+        say(f"trial {winner.number}'s margin over the defaults: unavailable: {why}")
+    if parent:
+        client.set_tag(parent, BEST_TRIAL_TAG, str(winner.number))
+        client.log_metric(parent, "best_val_accuracy", winner.value)
+        if margin:
+            log_margin(parent, margin)
+        client.set_terminated(parent, status="FINISHED")
+    return winner
+
+
+@dataclass(frozen=True)
+class Retrained:
+    experiment: str
+    run_id: str
+    test_accuracy: float
+
+
+def retrain(study_name: str, trial, repo_root: Path, parent_run_id: str | None) -> Retrained:
+    """Retrains the trial's params on every training image as a DVC experiment in a temporary
+    copy of the workspace (`dvc exp run --temp`), leaving the workspace as it was; a winner
+    retrained by an earlier answer is not retrained again.
+
+    The MLflow run and test accuracy are read from the experiment's own outputs, not looked up
+    by its name: when DVC's run cache holds a run of these params and code (another study's
+    winner), the experiment restores that run's outputs instead of training."""
+    import dvc.api
     from mlflow.tracking import MlflowClient
 
     name = f"{study_name}-trial-{trial.number}"
-    if name in _experiment_names(repo_root):
-        log.info("trial %d was retrained already as DVC experiment %s", trial.number, name)
-    else:
-        command = [sys.executable, "-m", "dvc", "exp", "run", "--temp", "--name", name]
+    listed = _dvc("exp", "list", "--name-only", cwd=repo_root, capture_output=True, text=True)
+    if name not in listed.stdout.split():
+        command = ["exp", "run", "--temp", "--name", name]
         for argument in search_space.final_overrides(trial.user_attrs[PARAMS_ATTR]):
             command += ["--set-param", argument]
-        log.info("retraining trial %d on all training images: dvc exp run %s", trial.number, name)
-        result = subprocess.run(command, cwd=repo_root, env=os.environ.copy())
-        if result.returncode != 0:
+        if _dvc(*command, cwd=repo_root).returncode != 0:
             raise PipelineError(
                 f"`dvc exp run --temp --name {name}` failed (see its output above); the "
                 "study's trials are kept: fix it and run `mnist-pipeline tune` again to retrain"
             )
-    run_id, test_accuracy = _experiment_results(repo_root, name)
-    client = MlflowClient()
-    tags = client.get_run(run_id).data.tags
-    if RETRAIN_OF_TAG not in tags:  # The first study to retrain these params names the run.
-        client.set_tag(run_id, RETRAIN_OF_TAG, f"{study_name}/{trial.number}")
-        client.set_tag(run_id, STUDY_TAG, study_name)
-    return Retrained(name, run_id, test_accuracy)
-
-
-def _experiment_results(repo_root: Path, experiment: str) -> tuple[str, float]:
-    """The MLflow run and test accuracy the DVC experiment's outputs record."""
-    import dvc.api
-
-    from mnist_pipeline.tuning.data import declared_paths
-
     paths = declared_paths(repo_root)
-
-    def read(name: str) -> dict:
-        return json.loads(dvc.api.read(paths[name], repo=str(repo_root), rev=experiment))
-
     try:
-        record, metrics = read("run_record"), read("metrics")
+        record, metrics = (
+            json.loads(dvc.api.read(paths[output], repo=str(repo_root), rev=name))
+            for output in ("run_record", "metrics")
+        )
     except Exception as error:  # DVC raises many kinds for a missing revision or file.
         raise PipelineError(
-            f"DVC experiment {experiment} has no run record or metrics ({first_line(error)}); "
-            f"see `dvc exp show`, and remove it (`dvc exp remove {experiment}`) to retrain"
+            f"DVC experiment {name} has no run record or metrics ({first_line(error)}); "
+            f"see `dvc exp show`, and remove it (`dvc exp remove {name}`) to retrain"
         ) from None
-    return record["run_id"], float(metrics["test_accuracy"])
-
-
-def _experiment_names(repo_root: Path) -> set[str]:
-    listed = subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "list", "--name-only"],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-    )
-    return set(listed.stdout.split())
+    client = MlflowClient()
+    run_id = record["run_id"]
+    if RETRAIN_OF_TAG not in client.get_run(run_id).data.tags:  # The first study names it.
+        client.set_tag(run_id, RETRAIN_OF_TAG, f"{study_name}/{trial.number}")
+        client.set_tag(run_id, STUDY_TAG, study_name)
+    if parent_run_id:
+        client.set_tag(parent_run_id, RETRAIN_RUN_TAG, run_id)
+    return Retrained(name, run_id, float(metrics["test_accuracy"]))
 
 
 def apply(experiment: str, repo_root: Path) -> None:
     """`dvc exp apply`: the workspace takes the experiment's params and outputs, so
     `dvc repro` reproduces it and `promote` registers it."""
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "apply", experiment], cwd=repo_root
-    )
-    if result.returncode != 0:
+    if _dvc("exp", "apply", experiment, cwd=repo_root).returncode != 0:
         raise PipelineError(f"`dvc exp apply {experiment}` failed (see its output above)")
+
+
+def _dvc(*arguments: str, **options) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvc", *arguments], **options)

@@ -1,135 +1,157 @@
 """A tuning worker: one long-lived process that imports TensorFlow, connects to MLflow and
 prepares the data once, then runs trial after trial of a shared study until its budget is
-spent - however many workers, on however many machines, share it."""
+spent, however many workers on however many machines share it; and `--workers N` of them."""
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from mnist_pipeline.errors import PipelineError, first_line
+import optuna
+
+from mnist_pipeline.errors import PipelineError, first_line, redacted
 from mnist_pipeline.params import Params
+from mnist_pipeline.repeats.runner import load_splits
 from mnist_pipeline.tags import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 from mnist_pipeline.tracking import provenance
 from mnist_pipeline.tracking import store as tracking
 from mnist_pipeline.tuning import space as search_space
 from mnist_pipeline.tuning import study as studies
 from mnist_pipeline.tuning.space import TuneParams
-from mnist_pipeline.tuning.trial import (
-    FIT_SECONDS,
-    PARAMS_ATTR,
-    RUN_ID_ATTR,
-    EpochReporter,
-    TrialData,
-    TrialResult,
-    run_trial,
-)
+from mnist_pipeline.tuning.trial import OBJECTIVE, EpochReporter, run_trial
 
 log = logging.getLogger(__name__)
 
-# The study's user attribute holding its MLflow parent run, shared by every worker.
+# The study's user attr holding its MLflow parent run, shared by every worker.
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
-# A worker stops after this many trials in a row failed.
+# Trial user attrs: its params as params.yaml spells them, its MLflow run and fit time.
+PARAMS_ATTR = "params"
+RUN_ID_ATTR = "mlflow_run_id"
+FIT_SECONDS_ATTR = "fit_seconds"
+# A worker stops after this many trials in a row failed: something else is wrong (the store,
+# the data), and the budget should not burn on it.
 FAILURES_IN_A_ROW = 3
+THREADS_VARIABLE = "TF_NUM_INTRAOP_THREADS"
+
+# What a worker says of each trial: its number, values, and its outcome (a line).
+Report = Callable[[int, dict, str], None]
 
 
-def parent_run(study, experiment_id: str) -> str:
-    """The study's one MLflow parent run, created by whichever worker gets there first (under
-    the study's lock) and reopened if an earlier round of the study ended it."""
+def parent_run(shared: studies.SharedStudy, experiment_id: str) -> str:
+    """The study's one MLflow parent run, created by the first worker and reopened if an
+    earlier round of the study ended it (MLflow nests runs only under a running parent)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
-    with studies.study_lock(study):
+    client, study = MlflowClient(), shared.study
+    with shared.lock:
         run_id = study.user_attrs.get(PARENT_RUN_ATTR)
         if run_id is None:
-            run = client.create_run(
-                experiment_id,
-                run_name=study.study_name,
-                tags={STUDY_TAG: study.study_name, ROLE_TAG: "study", **provenance.git_tags()},
-            )
-            run_id = run.info.run_id
+            tags = {STUDY_TAG: study.study_name, ROLE_TAG: "study", **provenance.git_tags()}
+            run_id = client.create_run(experiment_id, run_name=study.study_name, tags=tags)
+            run_id = run_id.info.run_id
             study.set_user_attr(PARENT_RUN_ATTR, run_id)
-            log.info("study %s: parent MLflow run %s", study.study_name, run_id)
         elif client.get_run(run_id).info.status != "RUNNING":
-            # MLflow nests runs only under a running parent.
             client.update_run(run_id, status="RUNNING")
     return run_id
 
 
 def work(
-    study,
+    shared: studies.SharedStudy,
     tune: TuneParams,
     params: Params,
-    data: TrialData,
-    *,
+    repo_root: Path,
     experiment_id: str,
-    on_result: Callable[[int, dict, TrialResult | None, str | None], None] | None = None,
+    report: Report,
 ) -> None:
     """Runs trials of the study until its budget (`tune.trials`, over all workers) is spent.
 
-    A trial that fails (its network diverged, say) is recorded failed with its one-line error
-    and the search goes on; Ctrl-C fails the current trial, gives its budget back, and
-    propagates."""
-    import optuna
+    A trial that fails (its network diverged) is recorded failed with its one-line error and
+    the search goes on; Ctrl-C fails the current trial, gives its budget back, and propagates."""
+    study = shared.study
+    # The arrays every trial shares, split by the study's own validation size.
+    splits = load_splits(repo_root, search_space.trial_params(params, tune, {}).prepare)
+    import mnist_pipeline.modelling.network  # noqa: F401  (TensorFlow, once per worker)
 
     # A trial's run left RUNNING by a worker on this machine that was killed ends KILLED.
     tracking.mark_stale_runs([experiment_id])
-    parent_run_id = parent_run(study, experiment_id)
-    tags = {
-        **provenance.git_tags(),
-        **provenance.environment_tags(),
-        STUDY_TAG: study.study_name,
-    }
+    parent_run_id = parent_run(shared, experiment_id)
+    tags = {**provenance.git_tags(), **provenance.environment_tags(), STUDY_TAG: study.study_name}
+    failures = []
+
+    def objective(trial: optuna.Trial) -> float:
+        values = search_space.suggest(trial, tune.space)
+        trial.set_user_attr(PARAMS_ATTR, values)
+        # The defaults' trial trains to the end: the answer needs its score.
+        reporter = EpochReporter(trial, prunable=not trial.user_attrs.get(studies.DEFAULTS_ATTR))
+        try:
+            scored = run_trial(
+                search_space.trial_params(params, tune, values),
+                splits,
+                reporter,
+                experiment_id=experiment_id,
+                run_name=f"{study.study_name}-{trial.number}",
+                parent_run_id=parent_run_id,
+                tags={**tags, TRIAL_TAG: str(trial.number)},
+            )
+        except optuna.TrialPruned:
+            failures.clear()
+            epochs = reporter.history[OBJECTIVE]
+            report(trial.number, values, f"pruned after {len(epochs)} epochs, "
+                   f"{OBJECTIVE} {epochs[-1]:.4f}")  # fmt: skip
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr(studies.INTERRUPTED_ATTR, True)
+            raise
+        except Exception as error:
+            message = redacted(first_line(error))[:300]
+            trial.set_user_attr(studies.ERROR_ATTR, message)
+            report(trial.number, values, f"failed: {message}")
+            failures.append(message)
+            if len(failures) >= FAILURES_IN_A_ROW:
+                raise PipelineError(
+                    f"study {study.study_name}: {len(failures)} trials in a row failed, the "
+                    f"last with: {message}; fix that and run the command again"
+                ) from None
+            raise studies.TrialFailed(message) from None
+        failures.clear()
+        trial.set_user_attr(RUN_ID_ATTR, scored.run_id)
+        trial.set_user_attr(FIT_SECONDS_ATTR, scored.fit_seconds)
+        trial.set_user_attr("test_accuracy", scored.test_accuracy)
+        report(trial.number, values, f"{OBJECTIVE} {scored.history[OBJECTIVE][-1]:.4f} (fit "
+               f"{scored.fit_seconds:.1f} s, run {scored.run_id})")  # fmt: skip
+        return scored.history[OBJECTIVE][-1]
+
     try:
         # The study's first trial: params.yaml's own values, the winner's baseline.
         defaults = search_space.encoded_defaults(params, tune.space)
     except ValueError as outside:
         log.info("the defaults are not a trial of this study: %s", outside)
         defaults = None
-    failures_in_a_row = 0
-    while (trial := studies.next_trial(study, tune.trials, defaults)) is not None:
-        values = search_space.suggest(trial, tune.space)
-        trial.set_user_attr(PARAMS_ATTR, values)
-        trial_params = search_space.trial_params(params, tune, values)
-        # The defaults' trial trains to the end: the answer needs its score.
-        is_defaults = trial.user_attrs.get(studies.DEFAULTS_ATTR, False)
-        reporter = EpochReporter(trial, prunable=not is_defaults)
-        try:
-            with studies.heartbeat(study, trial):
-                result = run_trial(
-                    trial_params,
-                    data,
-                    reporter,
-                    experiment_id=experiment_id,
-                    run_name=f"{study.study_name}-{trial.number}",
-                    parent_run_id=parent_run_id,
-                    tags={**tags, TRIAL_TAG: str(trial.number)},
-                )
-        except KeyboardInterrupt:
-            studies.interrupt_trial(study, trial)
-            raise
-        except Exception as error:
-            # A combination of params the network cannot train with fails its trial, and the
-            # search goes on; failures in a row mean something else is wrong (the store, the
-            # data), so the worker stops rather than burn the budget on them.
-            message = first_line(error)
-            studies.fail_trial(study, trial, message)
-            failures_in_a_row += 1
-            if on_result:
-                on_result(trial.number, values, None, message)
-            if failures_in_a_row >= FAILURES_IN_A_ROW:
-                raise PipelineError(
-                    f"study {study.study_name}: {failures_in_a_row} trials in a row failed, the "
-                    f"last with: {message}; fix that and run the command again"
-                ) from None
-            continue
-        failures_in_a_row = 0
-        trial.set_user_attr(RUN_ID_ATTR, result.run_id)
-        trial.set_user_attr(FIT_SECONDS, result.fit_seconds)
-        if result.pruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
-        else:
-            trial.set_user_attr("test_accuracy", result.test_accuracy)
-            study.tell(trial, result.val_accuracy, skip_if_finished=True)
-        if on_result:
-            on_result(trial.number, values, result, None)
+    studies.run_trials(shared, tune.trials, objective, defaults)
+
+
+def start_workers(count: int, arguments: list[str], env: dict[str, str]) -> None:
+    """Starts `count` processes of `mnist-pipeline ARGUMENTS` with `env` added (the study URL
+    travels there, never in argv, which `ps` shows) and waits for them. Each worker gets its
+    share of the cores unless the thread count is set."""
+    env = {**os.environ, **env}
+    env.setdefault(THREADS_VARIABLE, str(max(1, len(os.sched_getaffinity(0)) // count)))
+    command = [sys.executable, "-m", "mnist_pipeline", *arguments]
+    workers = [subprocess.Popen(command, env=env) for _ in range(count)]
+    try:
+        statuses = [worker.wait() for worker in workers]
+    except KeyboardInterrupt:
+        # Ctrl-C reached the workers too (one process group): each fails its trial and exits.
+        for worker in workers:
+            worker.wait()
+        raise
+    failed = [status for status in statuses if status != 0]
+    if failed:
+        raise PipelineError(
+            f"{len(failed)} of {count} workers failed (exit {failed[0]}; see their output "
+            "above); the study keeps every finished trial: run the command again to go on"
+        )
