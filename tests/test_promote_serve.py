@@ -13,7 +13,7 @@ from local_server import free_port, post_json, serving
 from tiny_store import run_cli
 
 from mnist_pipeline.analysis.statistics import WELCH_TEST_NAME
-from mnist_pipeline.commands import registry
+from mnist_pipeline.registry import promotion as registry
 from mnist_pipeline.tags import EVALUATION_ERROR_TAG
 
 MODEL = "mnist-mlp"  # params.yaml's mlflow.registered_model_name
