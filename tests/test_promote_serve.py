@@ -222,7 +222,7 @@ def test_a_server_denying_the_promotion_is_one_line_naming_the_grants(
     def denied(run, model_name, evidence):
         raise MlflowException("Permission denied", error_code=PERMISSION_DENIED)
 
-    monkeypatch.setattr(registry, "_register_and_alias", denied)
+    monkeypatch.setattr(registry, "register_and_alias", denied)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
     assert run_cli("promote", "--run", tiny_store_copy.run_ids["default-lr"]) == 2
     error = capsys.readouterr().err
