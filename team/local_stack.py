@@ -319,8 +319,8 @@ def server_environment(state_dir: Path, auth_config: Path, extra: Mapping[str, s
         MLFLOW_FLASK_SERVER_SECRET_KEY=secret(state_dir, FLASK_KEY, create=True),
         # GenAI evaluation jobs, which the pipeline never submits: no job runner beside workers.
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-        **extra,
     )
+    environment.update(extra)  # The caller's settings win.
     # Needed only while the admin user does not exist yet; MLflow ignores it afterwards.
     if (password := secret(state_dir, ADMIN_PASSWORD, create=False)) is not None:
         environment["MLFLOW_AUTH_ADMIN_PASSWORD"] = password
