@@ -2,25 +2,19 @@
 store and the basic-auth app's users and permissions, and `mlflow server --app-name basic-auth`
 in front of it, proxying artifacts to a folder or an S3 bucket.
 
-It is for trying team mode on one machine and for the tests (tests/team_stack.py), which start
-it exactly as `make team-server` does. A shared deployment runs the same two programs with the
-same settings on a host the team can reach.
+For trying team mode on one machine and for the tests (tests/team_stack.py), which start it as
+`make team-server` does; a shared deployment runs the same two programs on a host the team
+can reach.
 
     python -m team.local_stack start [--state-dir .team] [--port 5050]
     python -m team.local_stack add-user alice --grant mnist-mlp=EDIT
     python -m team.local_stack stop
 
-Everything lives in the state folder (git-ignored `.team/` by default):
-
-    stack.json         ports, process id and URIs of the running stack (no secrets)
-    secrets/           0700; every file in it 0600
-      admin_password   the MLflow admin's password, unless MLFLOW_AUTH_ADMIN_PASSWORD is set
-      pgpass           the `mlflow` database role's password, read by libpq (never in a URI)
-      flask_secret_key the auth app's CSRF key, unless MLFLOW_FLASK_SERVER_SECRET_KEY is set
-      auth.ini         the auth app's configuration (MLFLOW_AUTH_CONFIG_PATH)
-    postgres/          the database cluster and its log (owned by `postgres` when run as root)
-    artifacts/         the artifacts, unless --artifacts-destination names another place
-    mlflow.log         the server's log
+Everything lives in the state folder (git-ignored `.team/` by default): stack.json (ports,
+process id and URIs, no secrets); secrets/ (0700, each file 0600: admin_password unless
+MLFLOW_AUTH_ADMIN_PASSWORD is set, pgpass for the `mlflow` role, read by libpq and never put in
+a URI, flask_secret_key unless MLFLOW_FLASK_SERVER_SECRET_KEY is set, auth.ini); postgres/ (the
+cluster and its log, owned by `postgres` when run as root); artifacts/; mlflow.log.
 """
 
 from __future__ import annotations
@@ -34,6 +28,7 @@ import pwd
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,13 +53,17 @@ AUTH_DATABASE = "mlflow_auth"
 ADMIN_USERNAME = "admin"
 HOST = "127.0.0.1"
 DEFAULT_STATE_DIR = Path(".team")
-# The auth app's default for a user without a grant: nothing, so each experiment is shared
-# explicitly (the admin grants READ, EDIT or MANAGE per user).
+# A user without a grant gets nothing: the admin shares each experiment explicitly.
 DEFAULT_PERMISSION = "NO_PERMISSIONS"
-# How long a worker of the server trusts a password it has checked (see _write_auth_config).
+# How long a worker of the server trusts a password it has checked (see write_auth_config).
 AUTH_CACHE_SECONDS = 60
 # A Unix socket's path is limited to 107 bytes (108 with the terminating NUL on Linux).
 MAX_SOCKET_PATH = 107
+# Inside the state folder.
+SECRETS, CLUSTER, RECORD, LOG = "secrets", "postgres", "stack.json", "mlflow.log"
+# The secrets an environment variable may give instead of a file.
+ADMIN_PASSWORD = ("admin_password", "MLFLOW_AUTH_ADMIN_PASSWORD")
+FLASK_KEY = ("flask_secret_key", "MLFLOW_FLASK_SERVER_SECRET_KEY")
 
 
 class TeamStackError(RuntimeError):
@@ -95,15 +94,14 @@ class TeamStack:
         return Credentials(ADMIN_USERNAME, admin_password(self.state_dir))
 
     def database_uri(self, database: str = TRACKING_DATABASE) -> str:
-        """An SQLAlchemy URI for one of the stack's databases; the password stays in pgpass."""
         return database_uri(self.state_dir, self.postgres_port, database)
 
     def create_database(self, database: str) -> str:
-        """Creates an empty database owned by the `mlflow` role (for a store of its own, such
-        as an Optuna study's) and returns its URI."""
+        """Creates an empty database owned by the `mlflow` role (an Optuna study's store, say)
+        and returns its URI."""
         from psycopg import sql
 
-        with _superuser_connection(self.state_dir, self.postgres_port) as connection:
+        with superuser_connection(self.state_dir, self.postgres_port) as connection:
             connection.execute(
                 sql.SQL("CREATE DATABASE {} OWNER {}").format(
                     sql.Identifier(database), sql.Identifier(DATABASE_ROLE)
@@ -112,102 +110,82 @@ class TeamStack:
         return self.database_uri(database)
 
 
-# -- paths -------------------------------------------------------------------------------------
-
-
-def _secrets_dir(state_dir: Path) -> Path:
-    return state_dir / "secrets"
-
-
-def _postgres_dir(state_dir: Path) -> Path:
-    return state_dir / "postgres"
-
-
-def _record_path(state_dir: Path) -> Path:
-    return state_dir / "stack.json"
-
-
-def _log_path(state_dir: Path) -> Path:
-    return state_dir / "mlflow.log"
-
-
 def database_uri(state_dir: Path, postgres_port: int, database: str) -> str:
-    passfile = urllib.parse.quote(str(_secrets_dir(state_dir).resolve() / "pgpass"))
+    """An SQLAlchemy URI for one of the stack's databases; the password stays in pgpass."""
+    passfile = urllib.parse.quote(str((state_dir / SECRETS).resolve() / "pgpass"))
     return (
         f"postgresql+psycopg://{DATABASE_ROLE}@{HOST}:{postgres_port}/{database}"
         f"?passfile={passfile}"
     )
 
 
+def cluster_data(state_dir: Path) -> Path:
+    return (state_dir / CLUSTER / "data").resolve()
+
+
 # -- secrets -----------------------------------------------------------------------------------
 
 
-def _write_secret(path: Path, text: str) -> None:
+def write_secret(path: Path, text: str) -> None:
     """Writes `text` to a file only its owner can read, created that way (never widened later)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.parent.chmod(0o700)
     temporary = path.with_name(f".tmp-{path.name}")
     temporary.unlink(missing_ok=True)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as stream:
-        stream.write(text)
+    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
     temporary.replace(path)
 
 
-def _secret(state_dir: Path, name: str, environment_variable: str, *, create: bool) -> str | None:
-    """The secret from `environment_variable`, else from secrets/<name>, else (with `create`) a
-    new random one written there; None when there is none and `create` is false."""
-    if os.environ.get(environment_variable):
-        return os.environ[environment_variable]
-    path = _secrets_dir(state_dir) / name
+def secret(state_dir: Path, which: tuple[str, str], *, create: bool) -> str | None:
+    """The secret from its environment variable, else from secrets/<name>, else (with `create`)
+    a new random one written there; None when there is none and `create` is false."""
+    name, variable = which
+    if os.environ.get(variable):
+        return os.environ[variable]
+    path = state_dir / SECRETS / name
     if path.exists():
         return path.read_text().strip()
     if not create:
         return None
     value = secrets.token_urlsafe(24)
-    _write_secret(path, value + "\n")
+    write_secret(path, value + "\n")
     return value
 
 
 def admin_password(state_dir: Path) -> str:
     """The MLflow admin's password: MLFLOW_AUTH_ADMIN_PASSWORD, or the one `start` generated."""
-    password = _secret(state_dir, "admin_password", "MLFLOW_AUTH_ADMIN_PASSWORD", create=False)
+    password = secret(state_dir, ADMIN_PASSWORD, create=False)
     if password is None:
         raise TeamStackError(
             f"no admin password: set MLFLOW_AUTH_ADMIN_PASSWORD, or restore "
-            f"{_secrets_dir(state_dir) / 'admin_password'}"
+            f"{state_dir / SECRETS / 'admin_password'}"
         )
     return password
 
 
-def _database_password(state_dir: Path) -> str:
-    """The `mlflow` role's password, kept in a pgpass file that libpq reads (so it never
-    appears in a URI, a command line or a log); made on first use."""
-    path = _secrets_dir(state_dir) / "pgpass"
+def database_password(state_dir: Path) -> str:
+    """The `mlflow` role's password, in a pgpass file that libpq reads (so it never appears in
+    a URI, a command line or a log); made on first use."""
+    path = state_dir / SECRETS / "pgpass"
     if path.exists():
         return path.read_text().strip().rsplit(":", 1)[1]
     password = secrets.token_hex(24)
     # host:port:database:user:password; any port, since each start may pick a free one.
-    _write_secret(path, f"{HOST}:*:*:{DATABASE_ROLE}:{password}\n")
+    write_secret(path, f"{HOST}:*:*:{DATABASE_ROLE}:{password}\n")
     return password
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 
-def _as_postgres_user(command: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return command
-    return ["runuser", "-u", POSTGRES_OS_USER, "--", *command]
+def run_postgres_tool(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    if os.geteuid() == 0:
+        command = ["runuser", "-u", POSTGRES_OS_USER, "--", *command]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
 
 
-def _run_postgres_tool(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        _as_postgres_user(command), cwd=cwd, capture_output=True, text=True, check=False
-    )
-
-
-def _prepare_postgres_dir(folder: Path) -> None:
+def prepare_cluster_folder(folder: Path) -> None:
     """Makes the cluster's folder, owned by the user PostgreSQL runs as."""
     folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
@@ -220,8 +198,7 @@ def _prepare_postgres_dir(folder: Path) -> None:
             "it as: install Debian's postgresql package, or start the stack as another user"
         ) from None
     os.chown(folder, owner.pw_uid, owner.pw_gid)
-    reachable = _run_postgres_tool(["test", "-w", str(folder.resolve())], cwd=Path("/"))
-    if reachable.returncode != 0:
+    if run_postgres_tool(["test", "-w", str(folder.resolve())], cwd=Path("/")).returncode != 0:
         raise TeamStackError(
             f"the '{POSTGRES_OS_USER}' user cannot write to {folder.resolve()} (a folder above "
             "it is closed to other users): choose a state folder it can reach, such as one "
@@ -229,120 +206,85 @@ def _prepare_postgres_dir(folder: Path) -> None:
         )
 
 
-def _start_postgres(state_dir: Path, port: int, postgres_bin: Path) -> None:
-    folder = _postgres_dir(state_dir)
-    data = (folder / "data").resolve()
+def start_postgres(state_dir: Path, port: int, postgres_bin: Path) -> None:
+    folder, data = state_dir / CLUSTER, cluster_data(state_dir)
     if not (postgres_bin / "initdb").exists():
         raise TeamStackError(
             f"no PostgreSQL in {postgres_bin}: install PostgreSQL 15 (Debian: apt-get install "
             "postgresql), or point TEAM_POSTGRES_BIN at the folder holding its initdb"
         )
-    socket = data / f".s.PGSQL.{port}"
-    if len(str(socket)) > MAX_SOCKET_PATH:
+    socket_path = data / f".s.PGSQL.{port}"
+    if len(str(socket_path)) > MAX_SOCKET_PATH:
         raise TeamStackError(
-            f"the state folder's path is too long for PostgreSQL's socket ({socket}): "
+            f"the state folder's path is too long for PostgreSQL's socket ({socket_path}): "
             "choose a shorter one"
         )
-    _prepare_postgres_dir(folder)
+    prepare_cluster_folder(folder)
     if not (data / "PG_VERSION").exists():
-        # Peer-free local logins on the socket, which lies in the cluster's own 0700 folder so
-        # that only its owner (and root) can use it; passwords on TCP.
-        initialised = _run_postgres_tool(
-            [
-                str(postgres_bin / "initdb"),
-                f"--pgdata={data}",
-                "--username=postgres",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "--encoding=UTF8",
-                "--no-locale",
-                "--no-instructions",
-            ],
-            cwd=folder,
-        )
+        # Trusted logins on the socket, which lies in the cluster's own 0700 folder (only its
+        # owner and root can use it); passwords on TCP.
+        initdb = [str(postgres_bin / "initdb"), f"--pgdata={data}", "--username=postgres"]
+        initdb += ["--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8"]
+        initialised = run_postgres_tool([*initdb, "--no-locale", "--no-instructions"], folder)
         if initialised.returncode != 0:
             raise TeamStackError(f"initdb failed:\n{initialised.stdout}{initialised.stderr}")
-    options = (
-        f"-p {port} -c listen_addresses={HOST} -c unix_socket_directories={shlex.quote(str(data))}"
-    )
-    started = _run_postgres_tool(
-        [
-            str(postgres_bin / "pg_ctl"),
-            f"--pgdata={data}",
-            f"--log={folder.resolve() / 'postgres.log'}",
-            f"--options={options}",
-            "--wait",
-            "--timeout=60",
-            "start",
-        ],
-        cwd=folder,
-    )
+    options = f"-p {port} -c listen_addresses={HOST} -c unix_socket_directories="
+    log = folder.resolve() / "postgres.log"
+    pg_ctl = [str(postgres_bin / "pg_ctl"), f"--pgdata={data}", f"--log={log}", "--wait"]
+    options += shlex.quote(str(data))
+    started = run_postgres_tool([*pg_ctl, f"--options={options}", "--timeout=60", "start"], folder)
     if started.returncode != 0:
         raise TeamStackError(
             f"PostgreSQL did not start on {HOST}:{port}:\n{started.stdout}{started.stderr}"
-            f"{_tail(folder / 'postgres.log')}"
+            f"{tail(log)}"
         )
 
 
-def _create_databases(state_dir: Path, port: int) -> bool:
+def create_databases(state_dir: Path, port: int) -> bool:
     """Creates (or updates) the `mlflow` role and its two databases; returns whether the auth
     database is new, that is whether the MLflow admin user is still to be made."""
     from psycopg import sql
 
-    password = _database_password(state_dir)
-    with _superuser_connection(state_dir, port) as connection:
+    password = database_password(state_dir)
+    with superuser_connection(state_dir, port) as connection:
         role_exists = connection.execute(
             "SELECT 1 FROM pg_roles WHERE rolname = %s", (DATABASE_ROLE,)
         ).fetchone()
-        verb = "ALTER" if role_exists else "CREATE"
         connection.execute(
-            sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+            sql.SQL(("ALTER" if role_exists else "CREATE") + " ROLE {} LOGIN PASSWORD {}").format(
                 sql.Identifier(DATABASE_ROLE), sql.Literal(password)
             )
         )
-        existing = {
-            name for (name,) in connection.execute("SELECT datname FROM pg_database").fetchall()
-        }
-        for database in (TRACKING_DATABASE, AUTH_DATABASE):
-            if database not in existing:
-                connection.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(database), sql.Identifier(DATABASE_ROLE)
-                    )
+        existing = {name for (name,) in connection.execute("SELECT datname FROM pg_database")}
+        for database in {TRACKING_DATABASE, AUTH_DATABASE} - existing:
+            connection.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(database), sql.Identifier(DATABASE_ROLE)
                 )
+            )
     return AUTH_DATABASE not in existing
 
 
 @contextlib.contextmanager
-def _superuser_connection(state_dir: Path, port: int) -> Iterator:
+def superuser_connection(state_dir: Path, port: int) -> Iterator:
     """A psycopg connection (autocommit) as the cluster's superuser, on its Unix socket."""
     import psycopg
 
-    socket_dir = (_postgres_dir(state_dir) / "data").resolve()
     with psycopg.connect(
-        host=str(socket_dir), port=port, user="postgres", dbname="postgres", autocommit=True
+        host=str(cluster_data(state_dir)), port=port, user="postgres", dbname="postgres",
+        autocommit=True,
     ) as connection:
         yield connection
 
 
-def _postgres_running(state_dir: Path, postgres_bin: Path) -> bool:
-    data = (_postgres_dir(state_dir) / "data").resolve()
+def stop_postgres(state_dir: Path, postgres_bin: Path) -> None:
+    data = cluster_data(state_dir)
+    pg_ctl = [str(postgres_bin / "pg_ctl"), f"--pgdata={data}"]
     if not (data / "postmaster.pid").exists():
-        return False
-    status = _run_postgres_tool(
-        [str(postgres_bin / "pg_ctl"), f"--pgdata={data}", "status"], cwd=data.parent
-    )
-    return status.returncode == 0
-
-
-def _stop_postgres(state_dir: Path, postgres_bin: Path) -> None:
-    if not _postgres_running(state_dir, postgres_bin):
         return
-    data = (_postgres_dir(state_dir) / "data").resolve()
-    stopped = _run_postgres_tool(
-        [str(postgres_bin / "pg_ctl"), f"--pgdata={data}", "--mode=fast", "--wait", "stop"],
-        cwd=data.parent,
-    )
+    if run_postgres_tool([*pg_ctl, "status"], data.parent).returncode != 0:
+        return
+    stopped = run_postgres_tool([*pg_ctl, "--mode=fast", "--wait", "stop"], data.parent)
     if stopped.returncode != 0:
         raise TeamStackError(f"pg_ctl stop failed:\n{stopped.stdout}{stopped.stderr}")
 
@@ -350,79 +292,57 @@ def _stop_postgres(state_dir: Path, postgres_bin: Path) -> None:
 # -- MLflow ------------------------------------------------------------------------------------
 
 
-def _write_auth_config(state_dir: Path, postgres_port: int) -> Path:
-    path = _secrets_dir(state_dir) / "auth.ini"
+def write_auth_config(state_dir: Path, postgres_port: int) -> Path:
+    path = state_dir / SECRETS / "auth.ini"
     # configparser reads '%' as interpolation: a percent-quoted path must be doubled.
     uri = database_uri(state_dir, postgres_port, AUTH_DATABASE).replace("%", "%%")
-    _write_secret(
+    write_secret(
         path,
         "[mlflow]\n"
         f"default_permission = {DEFAULT_PERMISSION}\n"
         f"database_uri = {uri}\n"
         f"admin_username = {ADMIN_USERNAME}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        # MLflow checks the password hash on every request, about 0.24 s of scrypt on a
-        # 2-core machine: a run's twenty-odd requests would spend 5 s on it. A good check is
-        # cached per worker for AUTH_CACHE_SECONDS (MLflow's own option); a password change
-        # through the API takes effect at once on the worker that made it, on others within it.
+        # MLflow checks the password hash on every request, about 0.24 s of scrypt on 2 cores:
+        # a run's twenty-odd requests would spend 5 s on it. MLflow's own option caches a good
+        # check per worker; a password change reaches other workers within AUTH_CACHE_SECONDS.
         f"auth_cache_ttl_seconds = {AUTH_CACHE_SECONDS}\n",
     )
     return path
 
 
-def _server_environment(state_dir: Path, auth_config: Path, extra: Mapping[str, str]) -> dict:
+def server_environment(state_dir: Path, auth_config: Path, extra: Mapping[str, str]) -> dict:
     # The server acts as nobody's client: a tracking URI or login of the caller's is irrelevant.
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
     environment.update(
         MLFLOW_AUTH_CONFIG_PATH=str(auth_config.resolve()),
-        MLFLOW_FLASK_SERVER_SECRET_KEY=_secret(
-            state_dir, "flask_secret_key", "MLFLOW_FLASK_SERVER_SECRET_KEY", create=True
-        ),
-        # Job execution runs GenAI evaluation jobs, which the pipeline never submits; off, the
-        # server spawns no job runner beside its workers.
+        MLFLOW_FLASK_SERVER_SECRET_KEY=secret(state_dir, FLASK_KEY, create=True),
+        # GenAI evaluation jobs, which the pipeline never submits: no job runner beside workers.
         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
     )
-    environment.update(extra)
-    # Only needed while the admin user does not exist yet; MLflow ignores it afterwards.
-    password = _secret(state_dir, "admin_password", "MLFLOW_AUTH_ADMIN_PASSWORD", create=False)
-    if password is not None:
+    environment.update(extra)  # The caller's settings win.
+    # Needed only while the admin user does not exist yet; MLflow ignores it afterwards.
+    if (password := secret(state_dir, ADMIN_PASSWORD, create=False)) is not None:
         environment["MLFLOW_AUTH_ADMIN_PASSWORD"] = password
     return environment
 
 
-def _server_command(
+def server_command(
     state_dir: Path, port: int, postgres_port: int, artifacts_destination: str, workers: int
 ) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--app-name",
-        "basic-auth",
-        "--backend-store-uri",
-        database_uri(state_dir, postgres_port, TRACKING_DATABASE),
-        "--serve-artifacts",
-        "--artifacts-destination",
-        artifacts_destination,
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--allowed-hosts",
-        f"{HOST}:{port},localhost:{port}",
-    ]
+    command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth"]
+    command += ["--backend-store-uri", database_uri(state_dir, postgres_port, TRACKING_DATABASE)]
+    command += ["--serve-artifacts", "--artifacts-destination", artifacts_destination]
+    command += ["--host", HOST, "--port", str(port), "--workers", str(workers)]
+    return [*command, "--allowed-hosts", f"{HOST}:{port},localhost:{port}"]
 
 
-def _wait_until_healthy(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+def wait_until_healthy(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise TeamStackError(
-                f"mlflow server exited with status {process.returncode}{_tail(log)}"
-            )
+            status = process.returncode
+            raise TeamStackError(f"mlflow server exited with status {status}{tail(log)}")
         with (
             contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
             urllib.request.urlopen(url, timeout=5) as response,
@@ -430,10 +350,10 @@ def _wait_until_healthy(process: subprocess.Popen, url: str, log: Path, timeout:
             if response.status == 200:
                 return
         time.sleep(0.25)
-    raise TeamStackError(f"mlflow server did not answer {url} within {timeout:.0f} s{_tail(log)}")
+    raise TeamStackError(f"mlflow server did not answer {url} within {timeout:.0f} s{tail(log)}")
 
 
-def _tail(log: Path, lines: int = 30) -> str:
+def tail(log: Path, lines: int = 30) -> str:
     if not log.exists():
         return ""
     last = log.read_text(errors="replace").splitlines()[-lines:]
@@ -443,10 +363,8 @@ def _tail(log: Path, lines: int = 30) -> str:
 # -- processes ---------------------------------------------------------------------------------
 
 
-def _port(requested: int | None, what: str) -> int:
+def free_port(requested: int | None, what: str) -> int:
     """`requested` if nothing listens there, or (None) a port that is free now."""
-    import socket
-
     with socket.socket() as probe:
         # As servers bind: a port that only lingers in TIME_WAIT counts as free.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -459,25 +377,24 @@ def _port(requested: int | None, what: str) -> int:
         return probe.getsockname()[1]
 
 
-def _is_mlflow_process(pid: int) -> bool:
+def is_mlflow_process(pid: int) -> bool:
     """Whether `pid` is alive and an MLflow server (not a process that reused a stale id)."""
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return False  # It was our child and has just been reaped.
-    listed = subprocess.run(
-        ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False
-    )
+    command = ["ps", "-o", "command=", "-p", str(pid)]
+    listed = subprocess.run(command, capture_output=True, text=True)
     return listed.returncode == 0 and "mlflow" in listed.stdout
 
 
-def _stop_process_group(pid: int, timeout: float = 20) -> None:
+def stop_process_group(pid: int, timeout: float = 20) -> None:
     """SIGTERM to the server's process group (it and its workers), then SIGKILL."""
     for sent in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _is_mlflow_process(pid):
+            if not is_mlflow_process(pid):
                 return
             time.sleep(0.1)
 
@@ -487,12 +404,12 @@ def _stop_process_group(pid: int, timeout: float = 20) -> None:
 
 def running(state_dir: Path = DEFAULT_STATE_DIR) -> TeamStack | None:
     """The stack recorded in `state_dir` when its server is still alive, else None."""
-    record = _record_path(state_dir)
+    record = state_dir / RECORD
     if not record.exists():
         return None
     fields = json.loads(record.read_text())
     stack = TeamStack(**{**fields, "state_dir": Path(fields["state_dir"])})
-    return stack if _is_mlflow_process(stack.mlflow_pid) else None
+    return stack if is_mlflow_process(stack.mlflow_pid) else None
 
 
 def start(
@@ -506,12 +423,10 @@ def start(
     postgres_bin: Path = POSTGRES_BIN,
     timeout: float = 120,
 ) -> TeamStack:
-    """Starts PostgreSQL and the MLflow server with logins, in the background, on 127.0.0.1;
-    returns once the server answers /health. Ports not given are picked free. The server keeps
-    running after this process exits; `stop(state_dir)` ends both.
-
-    `extra_environment` goes to the server only (e.g. AWS_* and MLFLOW_S3_ENDPOINT_URL for an
-    `s3://` artifacts destination)."""
+    """Starts PostgreSQL and the MLflow server with logins in the background, on 127.0.0.1
+    (on free ports unless given); returns once the server answers /health. The server outlives
+    this process; `stop(state_dir)` ends both. `extra_environment` goes to the server only
+    (e.g. AWS_* and MLFLOW_S3_ENDPOINT_URL for an `s3://` artifacts destination)."""
     state_dir = Path(state_dir).resolve()
     if (already := running(state_dir)) is not None:
         raise TeamStackError(
@@ -519,27 +434,27 @@ def start(
             "stop it first (make team-server-stop)"
         )
     # A stack whose server died leaves PostgreSQL running: stop it, then start afresh.
-    _stop_postgres(state_dir, postgres_bin)
+    stop_postgres(state_dir, postgres_bin)
     state_dir.mkdir(parents=True, exist_ok=True)
-    port = _port(port, "the server's")
-    postgres_port = _port(postgres_port, "PostgreSQL's")
+    port = free_port(port, "the server's")
+    postgres_port = free_port(postgres_port, "PostgreSQL's")
     if postgres_port == port:  # Two free-port probes may be handed the same port.
-        postgres_port = _port(None, "PostgreSQL's")
+        postgres_port = free_port(None, "PostgreSQL's")
     if artifacts_destination is None:
         (state_dir / "artifacts").mkdir(exist_ok=True)
         artifacts_destination = str(state_dir / "artifacts")
 
-    _start_postgres(state_dir, postgres_port, postgres_bin)
+    start_postgres(state_dir, postgres_port, postgres_bin)
     try:
-        if _create_databases(state_dir, postgres_port):
-            _secret(state_dir, "admin_password", "MLFLOW_AUTH_ADMIN_PASSWORD", create=True)
-        auth_config = _write_auth_config(state_dir, postgres_port)
-        log = _log_path(state_dir)
+        if create_databases(state_dir, postgres_port):
+            secret(state_dir, ADMIN_PASSWORD, create=True)
+        auth_config = write_auth_config(state_dir, postgres_port)
+        log = state_dir / LOG
         with open(log, "w") as output:
             # Its own session: it outlives this process, and stop() ends its workers with it.
             process = subprocess.Popen(
-                _server_command(state_dir, port, postgres_port, artifacts_destination, workers),
-                env=_server_environment(state_dir, auth_config, extra_environment or {}),
+                server_command(state_dir, port, postgres_port, artifacts_destination, workers),
+                env=server_environment(state_dir, auth_config, extra_environment or {}),
                 cwd=state_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
@@ -547,17 +462,16 @@ def start(
                 start_new_session=True,
             )
         try:
-            _wait_until_healthy(process, f"http://{HOST}:{port}/health", log, timeout)
+            wait_until_healthy(process, f"http://{HOST}:{port}/health", log, timeout)
         except BaseException:
-            _stop_process_group(process.pid)
+            stop_process_group(process.pid)
             raise
     except BaseException:
-        _stop_postgres(state_dir, postgres_bin)
+        stop_postgres(state_dir, postgres_bin)
         raise
     stack = TeamStack(state_dir, port, postgres_port, process.pid, artifacts_destination)
-    _record_path(state_dir).write_text(
-        json.dumps({**asdict(stack), "state_dir": str(state_dir)}, indent=2) + "\n"
-    )
+    fields = {**asdict(stack), "state_dir": str(state_dir)}
+    (state_dir / RECORD).write_text(json.dumps(fields, indent=2) + "\n")
     return stack
 
 
@@ -566,9 +480,9 @@ def stop(state_dir: Path = DEFAULT_STATE_DIR, *, postgres_bin: Path = POSTGRES_B
     state_dir = Path(state_dir).resolve()
     stack = running(state_dir)
     if stack is not None:
-        _stop_process_group(stack.mlflow_pid)
-    _stop_postgres(state_dir, postgres_bin)
-    _record_path(state_dir).unlink(missing_ok=True)
+        stop_process_group(stack.mlflow_pid)
+    stop_postgres(state_dir, postgres_bin)
+    (state_dir / RECORD).unlink(missing_ok=True)
     return stack is not None
 
 
@@ -577,9 +491,8 @@ def stop(state_dir: Path = DEFAULT_STATE_DIR, *, postgres_bin: Path = POSTGRES_B
 
 @contextlib.contextmanager
 def logged_in(credentials: Credentials) -> Iterator[None]:
-    """MLflow's clients (MlflowClient, the auth app's client) as `credentials` for the block:
-    they read MLFLOW_TRACKING_USERNAME/PASSWORD from the environment, so this sets and restores
-    them (for the whole process: not for use from several threads)."""
+    """MLflow's clients as `credentials` for the block: they read MLFLOW_TRACKING_USERNAME and
+    _PASSWORD from the environment (the whole process's: not for use from several threads)."""
     names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     with environment_set(dict(zip(names, credentials, strict=True))):
         yield
@@ -597,8 +510,8 @@ def grant_experiment(
     tracking_uri: str, admin: Credentials, experiment_name: str, username: str, permission: str
 ) -> str:
     """Gives `username` `permission` on the experiment (replacing the one they had), creating
-    the experiment if it is not there yet; returns its id. The server refuses a permission it
-    does not know, saying which it accepts (READ, USE, EDIT, MANAGE, DENY)."""
+    the experiment if need be; returns its id. The server refuses a permission it does not know,
+    saying which it accepts."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.server import get_app_client
@@ -626,23 +539,21 @@ def grant_experiment(
 # -- command line ------------------------------------------------------------------------------
 
 
-def _print_started(stack: TeamStack) -> None:
-    from_environment = bool(os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"))
-    password_hint = (
-        "the MLFLOW_AUTH_ADMIN_PASSWORD you set"
-        if from_environment
-        else f"cat {_secrets_dir(stack.state_dir) / 'admin_password'}"
-    )
+def print_started(stack: TeamStack) -> None:
+    if os.environ.get(ADMIN_PASSWORD[1]):
+        password = f"the {ADMIN_PASSWORD[1]} you set"
+    else:
+        password = f"cat {stack.state_dir / SECRETS / ADMIN_PASSWORD[0]}"
     print(f"team server: {stack.tracking_uri}  (MLflow with logins, bound to {HOST} only)")
     print(
         f"  tracking store: PostgreSQL on {HOST}:{stack.postgres_port}, artifacts in "
         f"{stack.artifacts_destination}"
     )
-    print(f"  admin user: {ADMIN_USERNAME}; password: {password_hint}")
-    print(f"  log: {_log_path(stack.state_dir)}; stop with: make team-server-stop")
+    print(f"  admin user: {ADMIN_USERNAME}; password: {password}")
+    print(f"  log: {stack.state_dir / LOG}; stop with: make team-server-stop")
 
 
-def _read_new_password(username: str) -> str:
+def read_new_password(username: str) -> str:
     password = getpass.getpass(f"password for {username}: ")
     if sys.stdin.isatty() and password != getpass.getpass("again: "):
         raise TeamStackError("the two passwords differ")
@@ -651,7 +562,7 @@ def _read_new_password(username: str) -> str:
     return password
 
 
-def _parse_grant(text: str) -> tuple[str, str]:
+def parse_grant(text: str) -> tuple[str, str]:
     from mlflow.server.auth.permissions import RESOURCE_GRANTABLE_PERMISSIONS
 
     experiment, separator, permission = text.rpartition("=")
@@ -663,7 +574,7 @@ def _parse_grant(text: str) -> tuple[str, str]:
     return experiment, permission
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m team.local_stack", description=__doc__.split("\n\n")[0]
     )
@@ -679,73 +590,64 @@ def main(argv: list[str] | None = None) -> int:
     user = commands.add_parser("add-user", help="create a user (asks for the password)")
     user.add_argument("username")
     user.add_argument(
-        "--grant",
-        type=_parse_grant,
-        action="append",
-        default=[],
-        dest="grants",
+        "--grant", type=parse_grant, action="append", default=[], dest="grants",
         metavar="EXPERIMENT=PERMISSION",
     )
     grant = commands.add_parser("grant", help="give a user a permission on an experiment")
     grant.add_argument("username")
-    grant.add_argument("grants", type=_parse_grant, nargs="+", metavar="EXPERIMENT=PERMISSION")
+    grant.add_argument("grants", type=parse_grant, nargs="+", metavar="EXPERIMENT=PERMISSION")
     database = commands.add_parser(
         "add-database", help="create a database (an Optuna study store) and print its URI"
     )
     database.add_argument("name")
-    arguments = parser.parse_args(argv)
+    return parser
 
+
+def run_command(arguments: argparse.Namespace) -> int:
+    if arguments.command == "start":
+        settings = ("port", "postgres_port", "artifacts_destination", "workers")
+        print_started(start(arguments.state_dir, **{k: getattr(arguments, k) for k in settings}))
+        return 0
+    if arguments.command == "stop":
+        was_running = stop(arguments.state_dir)
+        print("team server stopped" if was_running else "team server was not running")
+        return 0
+    stack = running(arguments.state_dir)
+    if stack is None and arguments.command == "status":
+        print("team server is not running")
+        return 1
+    if stack is None:
+        raise TeamStackError("the team server is not running: make team-server")
+    if arguments.command == "status":
+        print_started(stack)
+    if arguments.command == "add-database":
+        uri = stack.create_database(arguments.name)
+        # The password stays in the stack's pgpass file, which the URI names.
+        print(f"created database {arguments.name}; for `mnist-pipeline tune`:")
+        print(f"export OPTUNA_STORAGE='{uri}'")
+    if arguments.command == "add-user":
+        password = read_new_password(arguments.username)
+        create_user(stack.tracking_uri, stack.admin, Credentials(arguments.username, password))
+        print(f"created user {arguments.username}")
+    user = getattr(arguments, "username", None)
+    for experiment, permission in getattr(arguments, "grants", []):
+        grant_experiment(stack.tracking_uri, stack.admin, experiment, user, permission)
+        print(f"{user}: {permission} on experiment {experiment}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        if arguments.command == "start":
-            _print_started(
-                start(
-                    arguments.state_dir,
-                    port=arguments.port,
-                    postgres_port=arguments.postgres_port,
-                    artifacts_destination=arguments.artifacts_destination,
-                    workers=arguments.workers,
-                )
-            )
-        elif arguments.command == "stop":
-            was_running = stop(arguments.state_dir)
-            print("team server stopped" if was_running else "team server was not running")
-        else:
-            stack = running(arguments.state_dir)
-            if stack is None:
-                if arguments.command == "status":
-                    print("team server is not running")
-                    return 1
-                raise TeamStackError("the team server is not running: make team-server")
-            if arguments.command == "status":
-                _print_started(stack)
-            if arguments.command == "add-database":
-                uri = stack.create_database(arguments.name)
-                # The password stays in the stack's pgpass file, which the URI names.
-                print(f"created database {arguments.name}; for `mnist-pipeline tune`:")
-                print(f"export OPTUNA_STORAGE='{uri}'")
-            if arguments.command == "add-user":
-                create_user(
-                    stack.tracking_uri,
-                    stack.admin,
-                    Credentials(arguments.username, _read_new_password(arguments.username)),
-                )
-                print(f"created user {arguments.username}")
-            for experiment, permission in getattr(arguments, "grants", []):
-                grant_experiment(
-                    stack.tracking_uri, stack.admin, experiment, arguments.username, permission
-                )
-                print(f"{arguments.username}: {permission} on experiment {experiment}")
+        return run_command(build_parser().parse_args(argv))
     except TeamStackError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
     except Exception as error:  # The server refused (a taken name, a wrong password): one line.
         from mlflow.exceptions import MlflowException
 
         if not isinstance(error, MlflowException):
             raise
         print(f"error: {error.message}", file=sys.stderr)
-        return 1
-    return 0
+    return 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from tiny_store import run_cli
 
-from mnist_pipeline.commands import compare
+from mnist_pipeline.analysis import comparison as compare
 from mnist_pipeline.modelling import figures as plots
 
 
@@ -129,7 +129,7 @@ def test_a_tuning_trial_is_never_among_the_best_even_with_the_highest_accuracy(v
     shares best_on_validation) leaves them out, even on the same validation images."""
     from mlflow.tracking import MlflowClient
 
-    from mnist_pipeline.commands import selection
+    from mnist_pipeline.registry import selection
 
     client = MlflowClient(validated_store.uri)
     better = client.get_run(validated_store.run_ids["better-s2"])

@@ -1,4 +1,4 @@
-"""mnist_pipeline.commands.groups: group tables and the verdicts of `runs --groups` and `compare`,
+"""mnist_pipeline.analysis.groups: group tables and the verdicts of `runs --groups` and `compare`,
 on frames shaped like MLflow's search frame (known answers), and on the tiny store."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 from tiny_store import run_cli
 
-from mnist_pipeline.analysis import statistics
-from mnist_pipeline.commands import groups
+from mnist_pipeline.analysis import groups, statistics
 from mnist_pipeline.tracking import predictions
 
 TEST_SET, OTHER_TEST_SET = "t" * 64, "u" * 64
@@ -202,24 +201,3 @@ def test_compare_of_one_group_is_one_error_line(tiny_store, tmp_path, capsys):
     assert run_cli("compare", "--groups", run, run, "--out", str(tmp_path / "g.png")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "all of group" in err[0]
-
-
-def test_the_groups_view_uses_mlflows_own_group_by_on_the_group_tag(tiny_store_copy):
-    import json
-
-    import mlflow
-
-    from mnist_pipeline.commands import cli
-
-    link = cli.groups_link("http://127.0.0.1:5000", "mnist-mlp")
-    assert link.endswith(f"viewStateShareKey={groups.GROUPS_VIEW_KEY}")
-    tags = (
-        mlflow.MlflowClient(tiny_store_copy.uri).get_experiment(tiny_store_copy.experiment_id).tags
-    )
-    state = json.loads(tags[f"mlflow.sharedViewState.{groups.GROUPS_VIEW_KEY}"])
-    # The shape of MLflow 3's UI state (its runs-table group-by selector writes the same).
-    assert state["groupBy"] == {
-        "aggregateFunction": "average",
-        "groupByKeys": [{"mode": "tag", "groupByData": "group"}],
-    }
-    assert "metrics.`test_accuracy`" in state["selectedColumns"]

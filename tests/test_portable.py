@@ -194,7 +194,7 @@ def test_the_keras_path_gets_its_per_cpu_verdict_on_an_emulated_cpu(tmp_path, ca
     of both sides read the same: a difference in weights then reads as 'the same machine'.)"""
     import mlflow
 
-    from mnist_pipeline.commands import reproduce
+    from mnist_pipeline.tracking import reproduction as reproduce
 
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}
     native = run_python(KERAS_SCRIPT, env=env)

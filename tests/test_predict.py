@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps
 from tiny_store import run_cli
 
-from mnist_pipeline.commands import predict
+from mnist_pipeline.registry import prediction as predict
 
 
 def drawn_seven(size: int = 200) -> Image.Image:

@@ -13,7 +13,7 @@ from local_server import free_port, post_json, serving
 from tiny_store import run_cli
 
 from mnist_pipeline.analysis.statistics import WELCH_TEST_NAME
-from mnist_pipeline.commands import registry
+from mnist_pipeline.registry import promotion as registry
 from mnist_pipeline.tags import EVALUATION_ERROR_TAG
 
 MODEL = "mnist-mlp"  # params.yaml's mlflow.registered_model_name
@@ -223,7 +223,7 @@ def test_a_server_denying_the_promotion_is_one_line_naming_the_grants(
     def denied(run, model_name, evidence):
         raise MlflowException("Permission denied", error_code=PERMISSION_DENIED)
 
-    monkeypatch.setattr(registry, "_register_and_alias", denied)
+    monkeypatch.setattr(registry, "register_and_alias", denied)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
     assert run_cli("promote", "--run", tiny_store_copy.run_ids["default-lr"]) == 2
     error = capsys.readouterr().err

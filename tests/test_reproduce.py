@@ -12,9 +12,9 @@ import pytest
 from tiny_store import run_cli
 
 from conftest import git
-from mnist_pipeline.commands import reproduce
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.tags import MACHINE_CPU_TAG
+from mnist_pipeline.tracking import reproduction as reproduce
 
 PARAMS_YAML = "train:\n  epochs: 1\n"
 

@@ -1,18 +1,18 @@
-"""`mnist-pipeline runs`: the experiment's runs as a table, best on validation first, and the
-same columns as the MLflow UI's shared runs view."""
+"""`mnist-pipeline runs` (analysis/tables.py): the experiment's runs as a table, best on
+validation first."""
 
 from __future__ import annotations
 
 import io
-import json
 
 import mlflow
 import pandas as pd
 import pytest
 from tiny_store import run_cli
 
-from mnist_pipeline.commands import cli, runs
+from mnist_pipeline.analysis import tables as runs
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.tracking import store
 
 HEADER = [
     "run_id",
@@ -123,7 +123,7 @@ def test_missing_store_or_experiment_says_what_to_do(tmp_path, monkeypatch, mlfl
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.delenv("DVC_ROOT", raising=False)
     with pytest.raises(PipelineError, match="no MLflow store at .*run the pipeline first"):
-        runs.open_experiment("mnist-mlp")
+        store.open_experiment("mnist-mlp")
     assert not (tmp_path / "repo" / "mlflow.db").exists()  # Looking does not create a store.
 
 
@@ -161,43 +161,6 @@ def test_runs_table_from_mlflows_frame():
     assert table["epochs"].isna().all()  # not logged: an empty column, not an error
     ordered = runs.sort_table(table)
     assert ordered["run_id"].tolist() == ["a", "b"]
-
-
-def test_shared_view_shows_the_same_columns_validation_accuracy_first():
-    state = runs.shared_view_state()
-    params = [
-        f"params.`{s.removeprefix('params.')}`" for s in runs.COLUMNS.values() if "params." in s
-    ]
-    settings = [f"params.`train.optimizer.{name}`" for name in runs.OPTIMIZER_SETTINGS]
-    metrics = ["metrics.`val_accuracy`", "metrics.`test_accuracy`"]
-    expected = [*metrics, *params, "attributes.`Dataset`", *settings]
-    assert state["selectedColumns"] == state["columnOrder"] == expected
-    assert params[:4] == [
-        "params.`train.framework`",
-        "params.`train.hidden_units`",
-        "params.`train.dropout`",
-        "params.`train.optimizer.name`",
-    ]
-    # Every optimizer's settings, each once, whichever optimizer a run used.
-    assert runs.OPTIMIZER_SETTINGS == [
-        "rho", "momentum", "epsilon", "centered", "nesterov", "beta_1", "beta_2", "amsgrad"
-    ]  # fmt: skip
-    assert state["orderByKey"] == "metrics.`val_accuracy`" and state["orderByAsc"] is False
-
-
-def test_ui_link_opens_the_runs_table_with_the_shared_view(tiny_store_copy):
-    link = cli.experiment_link("http://127.0.0.1:5000", "mnist-mlp")
-    experiment_id = tiny_store_copy.experiment_id
-    assert link == (
-        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-        f"&viewStateShareKey={runs.SHARED_VIEW_KEY}"
-    )
-    tags = mlflow.MlflowClient(tiny_store_copy.uri).get_experiment(experiment_id).tags
-    assert json.loads(tags[runs.SHARED_VIEW_PREFIX + runs.SHARED_VIEW_KEY]) == (
-        runs.shared_view_state()
-    )
-    assert tags["mlflow.experimentKind"] == "custom_model_development"
-    assert cli.experiment_link("http://127.0.0.1:5000", "absent") == "http://127.0.0.1:5000"
 
 
 @pytest.mark.parametrize("ascending", [False, True])

@@ -1,4 +1,4 @@
-"""Choosing without the test set (mnist_pipeline/commands/selection.py): the reference
+"""Choosing without the test set (mnist_pipeline/registry/selection.py): the reference
 validation images, and each run's group of seeds as the promotion gate sees it. The commands'
 choices (promote, runs --best, compare --best) are tested with them."""
 
@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from mnist_pipeline.commands import registry, selection
+from mnist_pipeline.registry import promotion as registry
+from mnist_pipeline.registry import selection
 from mnist_pipeline.tags import GROUP_TAG, STATE_TAG, TRIAL_TAG
 from mnist_pipeline.tracking.groups import SEED_PARAM
 

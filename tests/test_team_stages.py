@@ -165,7 +165,7 @@ def test_postgresql_down_behind_a_running_server_is_one_line_before_training(wor
 
     stack = local_stack.start(state_folder, workers=1)
     try:
-        local_stack._stop_postgres(stack.state_dir, local_stack.POSTGRES_BIN)
+        local_stack.stop_postgres(stack.state_dir, local_stack.POSTGRES_BIN)
         folder = work["folder"] / "database-down"
         folder.mkdir()
         argv = train_argv(folder, work["params"], work["prepared"])

@@ -15,7 +15,7 @@ import pytest
 from local_server import free_port, serving
 
 from conftest import REPO_ROOT
-from mnist_pipeline.commands import runs
+from mnist_pipeline.analysis import views
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +96,7 @@ def ui(tiny_store_copy, tmp_path):
 def test_runs_table_and_comparison_page_show_the_runs(chromium, ui, tmp_path_factory):
     link, store = ui
     base_url = link.split("/#/")[0]
-    assert link == runs.runs_page_link(base_url, store.experiment_id)
+    assert link == views.runs_page_link(base_url, store.experiment_id)
     assert base_url.startswith("http://127.0.0.1:")  # loopback only
 
     table = browse(chromium, link)
@@ -107,7 +107,7 @@ def test_runs_table_and_comparison_page_show_the_runs(chromium, ui, tmp_path_fac
     assert "test_accuracy" in table and "0.95" in table and "0.0005" in table
     assert "mnist-train" in table  # the Dataset column: the data each run used
 
-    compare_link = runs.compare_page_link(
+    compare_link = views.compare_page_link(
         base_url, store.experiment_id, list(store.run_ids.values())
     )
     comparison = browse(chromium, compare_link)

@@ -1,2 +1,2 @@
-"""What the logged runs say: statistics over scores (seed noise, whether a difference is larger
-than it), with no MLflow or TensorFlow in it."""
+"""What the logged runs say: their tables and UI views, comparisons, seed statistics and the
+promotion gate."""

@@ -1,21 +1,16 @@
 """The promotion gate: whether a candidate run may replace the champion, judged on validation
 scores only, and the evidence to record on the model version. Pure functions on scores.
 
-A candidate replaces the champion only when its group's mean val_accuracy is higher than the
-champion group's and Welch's t-test says the difference is larger than the seed noise
-(p < 0.05). A group is the runs that differ only in their seed (the `group` tag), validated on
-the same images; the gate needs at least two seeds a side to measure that noise. `force`
-replaces the champion whatever the verdict, and is recorded as such.
-
-MLflow's own gate, `mlflow.validate_evaluation_results` with `mlflow.models.MetricThreshold`,
-does not fit: it compares one candidate value with a fixed threshold and one baseline value
-(at least a fixed absolute or relative change), with no notion of N or spread, so it cannot
-say whether a difference is larger than the noise; fed a p-value as if it were a model's
-metric, it would only wrap the `p < 0.05` below in an exception.
+The candidate's group (its runs differing only in their seed, validated on the same images)
+must have a higher mean val_accuracy than the champion's, and Welch's t-test must call the
+difference larger than the seed noise (p < 0.05), which needs two seeds a side. MLflow's own
+gate (`mlflow.validate_evaluation_results`) compares single values with a fixed threshold: it
+has no notion of N or spread. `force` passes the gate, and is recorded as such.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -32,8 +27,7 @@ NOT_APPLICABLE = "-"
 @dataclass(frozen=True)
 class Contender:
     """One side of the gate: a run, its group and validation images, its own val_accuracy
-    (None without a validation split) and the val_accuracy of each seed of its group, itself
-    included."""
+    (None without a validation split) and that of each seed of its group, itself included."""
 
     run_id: str
     group: str | None
@@ -60,20 +54,14 @@ def judge(candidate: Contender, champion: Contender | None, force: bool = False)
         return Verdict(True, "no champion yet: the first promotion needs no comparison")
     if candidate.run_id == champion.run_id:
         return Verdict(True, "it is the champion already")
-    verdict = _compare(candidate, champion)
+    verdict = compare(candidate, champion)
     if verdict.promote or not force:
         return verdict
-    return Verdict(
-        True,
-        f"forced ({FORCE}) past the gate, which said: {verdict.reason}",
-        True,
-        verdict.candidate,
-        verdict.champion,
-        verdict.test,
-    )
+    reason = f"forced ({FORCE}) past the gate, which said: {verdict.reason}"
+    return dataclasses.replace(verdict, promote=True, reason=reason, forced=True)
 
 
-def _compare(candidate: Contender, champion: Contender) -> Verdict:
+def compare(candidate: Contender, champion: Contender) -> Verdict:
     fix = f"or pass {FORCE} to promote it anyway"
     if candidate.val_accuracy is None:
         return Verdict(
@@ -125,23 +113,14 @@ def _compare(candidate: Contender, champion: Contender) -> Verdict:
         f"{test.test} p={test.p_value:.3g}"
     )
     if test.difference > 0 and test.significant:
-        return Verdict(
-            True,
-            f"better beyond the seed noise: {figures}",
-            False,
-            candidate_summary,
-            champion_summary,
-            test,
+        reason = f"better beyond the seed noise: {figures}"
+    else:
+        reason = (
+            f"not better beyond the seed noise ({figures}; promoting needs a higher mean and "
+            f"p < {1 - test.confidence:.2g}): run more seeds (`{MORE_SEEDS}`), {fix}"
         )
-    return Verdict(
-        False,
-        f"not better beyond the seed noise ({figures}; promoting needs a higher mean and "
-        f"p < {1 - test.confidence:.2g}): run more seeds (`{MORE_SEEDS}`), {fix}",
-        False,
-        candidate_summary,
-        champion_summary,
-        test,
-    )
+    promote = test.difference > 0 and test.significant
+    return Verdict(promote, reason, False, candidate_summary, champion_summary, test)
 
 
 def evidence_tags(
@@ -150,8 +129,8 @@ def evidence_tags(
     champion: Contender | None,
     champion_version: str | None,
 ) -> dict[str, str]:
-    """The verdict as model version tags (PROMOTION_PREFIX...), every key always written, so a
-    version promoted again shows its latest promotion's evidence and nothing older."""
+    """The verdict as model version tags (PROMOTION_PREFIX...), every key always written: a
+    version promoted again shows only its latest promotion's evidence."""
 
     def number(value: float | None, digits: int = 4) -> str:
         return NOT_APPLICABLE if value is None or math.isnan(value) else f"{value:.{digits}f}"
@@ -180,7 +159,6 @@ def evidence_tags(
             else NOT_APPLICABLE
         ),
     }
-    # MLflow keeps a tag value up to 5,000 characters; a reason is one line, far shorter.
     return {PROMOTION_PREFIX + key: value for key, value in tags.items()}
 
 

@@ -1,12 +1,6 @@
-"""How large the seed noise is, and whether a difference is larger than it: pure functions on
-scores, with scipy's tests doing the statistics.
-
-- `summarize`: a group of runs that differ only in their seed: N, mean, standard deviation and
-  a Student-t confidence interval of the mean.
-- `welch_test`: two such groups (unpaired, unequal variances): Welch's t-test.
-- `mcnemar_exact`: two models scored on the same images (paired): McNemar's exact test on the
-  images that exactly one of them gets right.
-"""
+"""How large the seed noise is, and whether a difference is larger than it, with scipy's tests:
+`summarize` a group of seeds (N, mean, std, Student-t interval of the mean), `welch_test` two
+such groups (unpaired, unequal variances), `mcnemar_exact` two models on the same images."""
 
 from __future__ import annotations
 
@@ -24,8 +18,7 @@ MCNEMAR_TEST_NAME = "McNemar's exact test (scipy.stats.binomtest)"
 
 @dataclass(frozen=True)
 class GroupSummary:
-    """N scores' mean, sample standard deviation and the confidence interval of the mean
-    (NaN where N is too small to say: the deviation and interval need two scores)."""
+    """N scores' mean, sample standard deviation and the interval of the mean (NaN below two)."""
 
     count: int
     mean: float
@@ -41,8 +34,7 @@ class GroupSummary:
 
 @dataclass(frozen=True)
 class DifferenceTest:
-    """Whether `difference` (B minus A: positive when B scores higher) is larger than the
-    noise: the test's name, its p-value and the confidence interval of the difference."""
+    """A test of `difference` (B minus A): its name, p-value and the difference's interval."""
 
     test: str
     difference: float
@@ -58,8 +50,7 @@ class DifferenceTest:
 
 @dataclass(frozen=True)
 class PairedCounts:
-    """On the same images: how many only A gets right, and how many only B gets right (the
-    images both get right or both get wrong say nothing about which is better)."""
+    """On the same images: how many only A gets right, and how many only B gets right."""
 
     only_a_right: int
     only_b_right: int
@@ -76,8 +67,7 @@ def _finite_scores(scores: Sequence[float], name: str) -> np.ndarray:
 
 
 def summarize(scores: Sequence[float], confidence: float = CONFIDENCE) -> GroupSummary:
-    """The group's N, mean, standard deviation (ddof=1) and the Student-t interval of its
-    mean; with one score, the deviation and interval are NaN."""
+    """The group's N, mean, standard deviation (ddof=1) and the Student-t interval of its mean."""
     from scipy import stats
 
     values = _finite_scores(scores, "scores")
@@ -97,8 +87,7 @@ def summarize(scores: Sequence[float], confidence: float = CONFIDENCE) -> GroupS
 def welch_test(
     group_a: Sequence[float], group_b: Sequence[float], confidence: float = CONFIDENCE
 ) -> DifferenceTest:
-    """Welch's t-test of mean(B) - mean(A), which assumes neither equal group sizes nor equal
-    spreads; each group needs at least two scores."""
+    """Welch's t-test of mean(B) - mean(A); each group needs at least two scores."""
     from scipy import stats
 
     a, b = _finite_scores(group_a, "group A"), _finite_scores(group_b, "group B")
@@ -126,8 +115,7 @@ def welch_test(
 
 
 def paired_counts(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> PairedCounts:
-    """Counts the images only A gets right and only B gets right; both sequences score the
-    same images in the same order."""
+    """Counts the images only A and only B get right, both scored on the same images in order."""
     a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(
@@ -141,9 +129,8 @@ def mcnemar_exact(
     a_correct: Sequence[bool], b_correct: Sequence[bool], confidence: float = CONFIDENCE
 ) -> tuple[PairedCounts, DifferenceTest]:
     """McNemar's exact test of two models on the same images: under "equally good", each image
-    that exactly one gets right is B's with probability 1/2, so the split of those images is
-    binomial. The difference is B's accuracy minus A's; its interval is the exact
-    (Clopper-Pearson) interval of that split, turned into accuracy."""
+    exactly one gets right is B's with probability 1/2. The difference is B's accuracy minus
+    A's, with the exact (Clopper-Pearson) interval of that binomial split."""
     from scipy import stats
 
     counts = paired_counts(a_correct, b_correct)

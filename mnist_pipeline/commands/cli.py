@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
+
 from mnist_pipeline.commands import repeat as repeats
 from mnist_pipeline.commands import tune as tuning
-from mnist_pipeline.errors import PipelineError, first_line
-from mnist_pipeline.params import load_params
+from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.params import Params, load_params
 from mnist_pipeline.runtime.stage_runner import run_stage
-from mnist_pipeline.tracking import store as tracking
+from mnist_pipeline.tracking import store
 
-log = logging.getLogger(__name__)
-
-DEFAULT_COMPARISON = "runs_comparison.png"
+UI_HOST = "127.0.0.1"
 
 
 def check_params(args: argparse.Namespace) -> None:
@@ -44,191 +42,115 @@ def check_params(args: argparse.Namespace) -> None:
         print(note)
 
 
-def experiment_link(base_url: str, experiment_name: str) -> str:
-    """The experiment's runs table with the columns a user compares (saved into the experiment
-    as a shared view), or the home page when the experiment does not exist yet."""
-    import mlflow
-
-    from mnist_pipeline.commands import runs
-
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    experiment = mlflow.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        return base_url
-    try:
-        runs.share_runs_view(experiment.experiment_id)
-    except mlflow.exceptions.MlflowException as error:
-        # A shared server may not let this user tag the experiment: the plain table will do.
-        log.warning("could not save the runs view (%s)", first_line(error))
-    return runs.runs_page_link(base_url, experiment.experiment_id)
-
-
-def groups_link(base_url: str, experiment_name: str) -> str | None:
-    """The experiment's runs grouped by configuration (a saved view using MLflow's own
-    group-by), or None when there is no experiment or the view cannot be saved."""
-    import mlflow
-
-    from mnist_pipeline.commands import groups, runs
-
-    experiment = mlflow.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        return None
-    try:
-        key = groups.share_groups_view(experiment.experiment_id)
-    except mlflow.exceptions.MlflowException as error:
-        log.warning("could not save the groups view (%s)", first_line(error))
-        return None
-    return runs.runs_page_link(base_url, experiment.experiment_id, key)
-
-
 def ui(args: argparse.Namespace) -> None:
     """Serves the MLflow UI for this repository's store, on loopback unless asked otherwise; with
     a tracking server, prints the link to its own UI instead."""
+    from mnist_pipeline.analysis import views
+
     params = load_params(args.params)
-    uri = tracking.tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        # A tracking server serves its own UI (with its logins): nothing to start here.
+    uri = store.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    # A tracking server serves its own UI (with its logins): nothing to start here.
+    served = uri.startswith(("http://", "https://"))
+    base_url = uri.rstrip("/") if served else f"http://{args.host}:{args.port}"
+    runs_link, groups_link = views.experiment_links(base_url, params.mlflow.experiment_name)
+    if served:
         print(f"the MLflow UI is the tracking server's own: sign in at {uri}")
-        print(f"runs: {experiment_link(uri.rstrip('/'), params.mlflow.experiment_name)}")
-        if link := groups_link(uri.rstrip("/"), params.mlflow.experiment_name):
-            print(f"groups (runs differing only in their seed): {link}")
-        return
-    base_url = f"http://{args.host}:{args.port}"
-    print(f"MLflow UI for {uri}")
-    print(f"runs: {experiment_link(base_url, params.mlflow.experiment_name)}")
-    if link := groups_link(base_url, params.mlflow.experiment_name):
-        print(f"groups (runs differing only in their seed): {link}")
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
-    if uri == tracking.default_tracking_uri():
-        command += ["--artifacts-destination", str(tracking.repo_root() / tracking.ARTIFACTS_DIR)]
-    try:
-        subprocess.run(command, check=True)
-    except KeyboardInterrupt:
-        pass
-    except subprocess.CalledProcessError as error:
-        raise PipelineError(
-            f"the MLflow UI stopped with status {error.returncode}; is port {args.port} in use? "
-            "try --port 5001"
-        ) from None
+    else:
+        print(f"MLflow UI for {uri}")
+    print(f"runs: {runs_link}")
+    if groups_link:
+        print(f"groups (runs differing only in their seed): {groups_link}")
+    if not served:
+        store.serve_ui(uri, args.host, args.port)
+
+
+def best_runs(params: Params, experiment_id: str, count: int, fix: str):
+    """The `count` best runs on validation (registry.selection.Choice)."""
+    from mnist_pipeline.registry import promotion, selection
+
+    champion = promotion.current_champion(params.mlflow.registered_model_name)
+    return selection.best_on_validation(experiment_id, count, champion, fix)
 
 
 def list_runs(args: argparse.Namespace) -> None:
     """Prints the experiment's runs as a table, best validation accuracy first."""
-    from mnist_pipeline.commands import registry, runs, selection
+    from mnist_pipeline.analysis import groups, tables
 
     params = load_params(args.params)
-    experiment_id = runs.open_experiment(params.mlflow.experiment_name)
+    experiment_id = store.open_experiment(params.mlflow.experiment_name)
     if args.groups:
         if args.best is not None:
             raise PipelineError("give --groups or --best N, not both")
-        from mnist_pipeline.commands import groups
-
-        table = groups.group_table(runs.search(experiment_id, args.where))
-        print(table.to_csv(index=False) if args.csv else groups.format_group_table(table), end=(
-            "" if args.csv else "\n"))
-        return
-    if args.best is not None:
+        table = groups.group_table(store.search_runs(experiment_id, args.where))
+        shown = tables.format_table(table, groups.NO_GROUPS, ".4f")
+    elif args.best is not None:
         if args.sort or args.where or args.limit or args.ascending:
             raise PipelineError(
                 "--best N picks by validation accuracy: give it without --sort, --where, --limit "
                 "and --ascending"
             )
-        champion = registry.current_champion(params.mlflow.registered_model_name)
-        choice = selection.best_on_validation(
-            experiment_id, args.best, champion, "list them all: `mnist-pipeline runs`"
-        )
-        found = runs.search(experiment_id, runs.run_id_filter(choice.run_ids))
-        table = runs.in_order(runs.runs_table(found), choice.run_ids)
+        choice = best_runs(params, experiment_id, args.best, "list them all: `mnist-pipeline runs`")
+        table = tables.chosen_table(experiment_id, choice.run_ids)
         print(choice.note(), file=sys.stderr)
+        shown = tables.format_table(table)
     else:
-        # With a limit the store sends only the runs shown, where it can order them itself: a
-        # team server's experiment may hold thousands.
-        sort = args.sort or runs.DEFAULT_SORT
-        order = runs.server_order(sort, args.ascending) if (args.limit or 0) >= 1 else None
-        found = runs.search(
-            experiment_id, args.where, order_by=order, max_results=args.limit if order else None
+        table = tables.experiment_table(
+            experiment_id, args.where, args.sort, args.ascending, args.limit
         )
-        table = runs.sort_table(runs.runs_table(found), sort, args.ascending, args.limit)
-    if args.csv:
-        print(table.to_csv(index=False), end="")
-    else:
-        print(runs.format_table(table))
+        shown = tables.format_table(table)
+    print(table.to_csv(index=False) if args.csv else f"{shown}\n", end="")
 
 
 def compare(args: argparse.Namespace) -> None:
     """Plots runs' training curves and test accuracy side by side; prints the params that differ."""
-    from mnist_pipeline.commands import compare as comparison
-    from mnist_pipeline.commands import groups, registry, runs, selection
-    from mnist_pipeline.modelling import figures as plots
+    from mnist_pipeline.analysis import comparison, groups, tables, views
+    from mnist_pipeline.modelling.figures import save_figure
 
     params = load_params(args.params)
-    experiment_id = runs.open_experiment(params.mlflow.experiment_name)
+    experiment_id = store.open_experiment(params.mlflow.experiment_name)
     if bool(args.run_ids) == (args.best is not None):
         raise PipelineError("give either run ids or --best N, not both and not neither")
     run_ids = args.run_ids
     if args.best is not None:
-        champion = registry.current_champion(params.mlflow.registered_model_name)
-        choice = selection.best_on_validation(
-            experiment_id, args.best, champion, "name the runs: compare RUN_ID RUN_ID ..."
+        choice = best_runs(
+            params, experiment_id, args.best, "name the runs: compare RUN_ID RUN_ID ..."
         )
         run_ids = choice.run_ids
         print(choice.note())
     if args.groups or any(groups.is_group_key(given) for given in run_ids):
-        compare_groups(args, experiment_id, run_ids)
+        # Each group's seeds, and whether each later group differs from the first by more than
+        # the noise (Welch's t-test); the figure shows each group's mean with its 95% interval.
+        compared = groups.compare_given(experiment_id, run_ids)
+        print(tables.format_table(compared.table, groups.NO_GROUPS, ".4f"))
+        first, *others = compared.keys
+        for index, (key, verdicts) in enumerate(zip(others, compared.verdicts, strict=True), 2):
+            print(f"group {index} (B: {key}) against group 1 (A: {first}):")
+            for verdict in verdicts:
+                print(f"  {verdict.line()}")
+        print(comparison.format_diff(compared.diff, "groups"))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        save_figure(comparison.group_comparison_figure(compared.views), args.out)
+        print(f"each group's mean and 95% interval over its seeds: {args.out}")
         return
     summaries = comparison.load_summaries(run_ids)
-    diff = comparison.param_diff({summary.label: summary.params for summary in summaries})
-    print(comparison.format_diff(diff))
+    print(comparison.format_diff(comparison.param_diff({s.label: s.params for s in summaries})))
     if len(run_ids) == 2:
         verdict = groups.compare_runs_paired(*run_ids)
         print(f"run 2 (B) against run 1 (A) on the same test images:\n  {verdict.line()}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    plots.save_figure(comparison.comparison_figure(summaries), args.out)
+    save_figure(comparison.comparison_figure(summaries), args.out)
     print(f"curves and test accuracy: {args.out}")
-    ui_link = runs.compare_page_link(f"http://127.0.0.1:{tracking.UI_PORT}", experiment_id, run_ids)
-    print(f"side by side in the MLflow UI (`make ui`): {ui_link}")
-
-
-def compare_groups(args: argparse.Namespace, experiment_id: str, given: list[str]) -> None:
-    """Compares groups (group keys, or the groups of the runs given): each group's seeds, and
-    whether each later group differs from the first by more than the noise (Welch's t-test);
-    the figure shows each group's mean with its 95% interval."""
-    from mnist_pipeline.commands import compare as comparison
-    from mnist_pipeline.commands import groups
-    from mnist_pipeline.modelling import figures as plots
-
-    compared = groups.compare_given(experiment_id, given)
-    print(groups.format_group_table(compared.table))
-    first, *others = compared.keys
-    for index, (key, verdicts) in enumerate(zip(others, compared.verdicts, strict=True), start=2):
-        print(f"group {index} (B: {key}) against group 1 (A: {first}):")
-        for verdict in verdicts:
-            print(f"  {verdict.line()}")
-    print(comparison.format_diff(compared.diff).replace("the runs have", "the groups have"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    plots.save_figure(comparison.group_comparison_figure(compared.views), args.out)
-    print(f"each group's mean and 95% interval over its seeds: {args.out}")
+    link = views.compare_page_link(f"http://{UI_HOST}:{store.UI_PORT}", experiment_id, run_ids)
+    print(f"side by side in the MLflow UI (`make ui`): {link}")
 
 
 def reproduce(args: argparse.Namespace) -> int:
     """Runs a logged run again from its commit and params; exit status 1 unless its weights are
     identical, or differ on another machine with test accuracy within tolerance."""
-    import mlflow
+    from mnist_pipeline.tracking import reproduction
 
-    from mnist_pipeline.commands import reproduce as reproduction
-
-    uri = tracking.tracking_uri()
+    uri = store.tracking_uri()
     mlflow.set_tracking_uri(uri)
     original, recipe = reproduction.load_recipe(args.run_id)
     for warning in recipe.warnings:
@@ -239,7 +161,7 @@ def reproduce(args: argparse.Namespace) -> int:
     )
     if (settings := reproduction.settings_line(recipe)) is not None:
         print(settings, flush=True)
-    new = reproduction.reproduce(recipe, tracking.repo_root(), uri, keep=args.keep)
+    new = reproduction.reproduce(recipe, store.repo_root(), uri, keep=args.keep)
     print(f"reproduction: run {new.info.run_id} ({new.info.run_name})")
     verdict = reproduction.judge(original, new)
     print(verdict.report())
@@ -249,10 +171,10 @@ def reproduce(args: argparse.Namespace) -> int:
 def promote(args: argparse.Namespace) -> None:
     """Registers the best run on validation (or --run's) and makes it the champion, if it beats
     the champion beyond the seed noise (or --force)."""
-    from mnist_pipeline.commands import registry, runs, selection
+    from mnist_pipeline.registry import promotion, selection
 
     params = load_params(args.params)
-    experiment_id = runs.open_experiment(params.mlflow.experiment_name)
+    experiment_id = store.open_experiment(params.mlflow.experiment_name)
     model_name = params.mlflow.registered_model_name
     plan = selection.plan_promotion(experiment_id, args.run, model_name, args.force)
     run_id = plan.run.info.run_id
@@ -266,32 +188,27 @@ def promote(args: argparse.Namespace) -> None:
             f"run {run_id} not promoted (champion: {model_name} {champion}): "
             f"{plan.verdict.reason}"
         )
-    promotion = registry.promote(plan.run, model_name, plan.evidence)
-    how = "registered as" if promotion.newly_registered else "already registered as"
+    promoted = promotion.promote(plan.run, model_name, plan.evidence)
+    how = "registered as" if promoted.newly_registered else "already registered as"
     print(f"gate: {plan.verdict.reason}")
+    metrics = plan.run.data.metrics
     scores = ", ".join(
-        f"{name} {value:.4f}" if value is not None else f"{name} -"
-        for name, value in [
-            ("val_accuracy", promotion.val_accuracy),
-            ("test_accuracy", promotion.test_accuracy),
-        ]
+        f"{name} {metrics[name]:.4f}" if name in metrics else f"{name} -"
+        for name in ("val_accuracy", "test_accuracy")
     )
     print(
-        f"run {promotion.run_id} ({scores}) {how} {promotion.model_name} version "
-        f"{promotion.version}; alias {registry.CHAMPION_ALIAS} now points at it"
+        f"run {run_id} ({scores}) {how} {model_name} version {promoted.version}; alias "
+        f"{promotion.CHAMPION_ALIAS} now points at it"
     )
-    print(promotion.uri)
+    print(promotion.champion_uri(model_name))
 
 
 def predict(args: argparse.Namespace) -> int:
     """Predicts the digit in each PNG/JPEG image; exit status 1 if any file could not be read."""
-    import mlflow
+    from mnist_pipeline.registry import prediction, promotion
 
-    from mnist_pipeline.commands import predict as prediction
-    from mnist_pipeline.commands import registry
-
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    model = args.model or registry.champion_uri(
+    mlflow.set_tracking_uri(store.tracking_uri())
+    model = args.model or promotion.champion_uri(
         load_params(args.params).mlflow.registered_model_name
     )
     results = prediction.predict_files(args.images, prediction.load_classifier(model))
@@ -305,13 +222,10 @@ def predict(args: argparse.Namespace) -> int:
 
 def doctor(args: argparse.Namespace) -> None:
     """Marks KILLED the RUNNING runs whose process died, in every experiment of the store."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    uri = tracking.tracking_uri()
+    uri = store.tracking_uri()
     mlflow.set_tracking_uri(uri)
-    experiment_ids = [e.experiment_id for e in MlflowClient().search_experiments()]
-    stale = tracking.mark_stale_runs(experiment_ids) if experiment_ids else []
+    experiment_ids = [e.experiment_id for e in mlflow.search_experiments()]
+    stale = store.mark_stale_runs(experiment_ids) if experiment_ids else []
     print(f"checked the RUNNING runs of {len(experiment_ids)} experiment(s) in {uri}")
     for run_id in stale:
         print(f"marked run {run_id} KILLED: its process on this machine had died")
@@ -325,17 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--params", default="params.yaml", help="params file (default: %(default)s)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-
-    check = commands.add_parser("check-params", help=check_params.__doc__)
-    check.set_defaults(handler=check_params)
+    commands.add_parser("check-params", help=check_params.__doc__).set_defaults(
+        handler=check_params
+    )
 
     serve = commands.add_parser("ui", help=ui.__doc__)
     serve.add_argument(
         "--host",
-        default="127.0.0.1",
+        default=UI_HOST,
         help="interface to bind (default: loopback only; see the README before exposing it)",
     )
-    serve.add_argument("--port", type=int, default=tracking.UI_PORT)
+    serve.add_argument("--port", type=int, default=store.UI_PORT)
     serve.set_defaults(handler=ui)
 
     table = commands.add_parser("runs", help=list_runs.__doc__)
@@ -377,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(from `runs --groups`) given as RUN_ID is compared as a group anyway",
     )
     side_by_side.add_argument(
-        "--out", type=Path, default=Path(DEFAULT_COMPARISON), help="PNG (default: %(default)s)"
+        "--out", type=Path, default=Path("runs_comparison.png"), help="PNG (default: %(default)s)"
     )
     side_by_side.set_defaults(handler=compare)
 
@@ -404,9 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     digits.set_defaults(handler=predict)
 
-    checkup = commands.add_parser("doctor", help=doctor.__doc__)
-    checkup.set_defaults(handler=doctor)
-
+    commands.add_parser("doctor", help=doctor.__doc__).set_defaults(handler=doctor)
     tuning.add_parser(commands)
     repeats.add_parser(commands)
     return parser
@@ -414,8 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def dispatch(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    status = args.handler(args)
-    if status:
+    if status := args.handler(args):
         sys.exit(status)
 
 

@@ -1,6 +1,5 @@
-"""`mnist-pipeline repeat --seeds N`: params.yaml's configuration trained once per seed, in one
-process, each seed an ordinary MLflow run of the configuration's group; then the group's mean,
-spread and confidence interval (the seed noise any difference must beat)."""
+"""`mnist-pipeline repeat --seeds N`: params.yaml's configuration trained once per seed, each an
+ordinary MLflow run of its group; then the group's seed noise, which any difference must beat."""
 
 from __future__ import annotations
 
@@ -26,7 +25,7 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Train params.yaml's configuration once per seed and say its group's seed noise."""
-    from mnist_pipeline.commands import groups as group_tables
+    from mnist_pipeline.analysis import groups, tables
     from mnist_pipeline.repeats import runner
 
     started = time.perf_counter()
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"repeated {len(results)} seeds in {took:.1f} s; their fits took {fits:.1f} s", flush=True
     )
-    group = group_tables.group_of_run(results[0].run_id)
-    table = group_tables.group_table(group_tables.group_runs(experiment_id, group))
+    group = groups.group_of_run(results[0].run_id)
+    table = groups.group_table(groups.group_runs(experiment_id, group))
     print(f"group {group} (every run of this configuration, one per seed):")
-    print(group_tables.format_group_table(table))
+    print(tables.format_table(table, groups.NO_GROUPS, ".4f"))

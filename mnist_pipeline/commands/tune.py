@@ -114,10 +114,10 @@ def run(args: argparse.Namespace) -> int:
 
 def print_study_link(study: str, experiment_id: str, param_names: list[str]) -> None:
     """Where to look at the study's trials in the MLflow UI (a saved view of them)."""
-    from mnist_pipeline.commands import runs
+    from mnist_pipeline.analysis import views
 
     try:
-        key = runs.share_study_view(experiment_id, study, param_names)
+        key = views.share_study_view(experiment_id, study, param_names)
     except Exception as error:  # A shared server may not let this user tag the experiment.
         log.warning("could not save the study's view in MLflow (%s)", first_line(error))
         return
@@ -125,4 +125,4 @@ def print_study_link(study: str, experiment_id: str, param_names: list[str]) -> 
     served = uri.startswith(("http://", "https://"))
     base = uri.rstrip("/") if served else f"http://127.0.0.1:{tracking.UI_PORT}"
     where = "the MLflow UI" if served else "the MLflow UI (`mnist-pipeline ui`)"
-    print(f"the study in {where}: {runs.runs_page_link(base, experiment_id, key)}")
+    print(f"the study in {where}: {views.runs_page_link(base, experiment_id, key)}")

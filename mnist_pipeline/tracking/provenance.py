@@ -25,14 +25,9 @@ log = logging.getLogger(__name__)
 # writes a .gitignore beside each output.
 NOT_CODE = ("dvc.lock", "params.yaml", ".gitignore")
 
-# The machine a run trained on. XLA compiles the training for the CPU it runs on, so the same
-# commit, params and seed give bit-identical weights on the same kind of machine only; these
-# tags say whether two runs had the same one. Every tag is always set except where noted.
 INTRA_OP_THREADS_VARIABLE = "TF_NUM_INTRAOP_THREADS"
-# The library versions that decide the weights, beside TensorFlow's build (MLflow's does not).
-# XLA's x86 ISA levels, best first, each with the CPU flags that mark it (flags lowercased,
-# without '_' and '.', so that Linux's `avx512_vnni` and macOS's `AVX512VNNI`, Linux's
-# `sse4_2` and macOS's `SSE4.2` read the same).
+# XLA's x86 ISA levels, best first, each with the CPU flags that mark it (normalized_flags:
+# Linux's `avx512_vnni` and macOS's `AVX512VNNI` read the same).
 X86_ISA_LEVELS = (
     ("AMX_FP16", {"amxfp16"}),
     ("AMX", {"amxbf16", "amxint8"}),
@@ -45,7 +40,7 @@ X86_ISA_LEVELS = (
 )
 ARM_ISA_LEVELS = (("SVE2", {"sve2"}), ("SVE", {"sve"}), ("NEON", {"asimd"}))
 CACHE_KINDS = {"Data": "d", "Instruction": "i", "Unified": ""}
-# What macOS's sysctl reports for the tags (macOS has no /proc or /sys to read instead).
+# What macOS's sysctl reports for the tags (it has no /proc or /sys).
 MACOS_CACHES = {
     "hw.l1dcachesize": "L1d",
     "hw.l1icachesize": "L1i",
@@ -61,8 +56,7 @@ MACOS_SYSCTL_KEYS = (
 
 
 def git_tags(cwd: Path | None = None) -> dict[str, str]:
-    """The commit a run was made from, and whether code differed from it (params and
-    dvc.lock do not count: the run records its params)."""
+    """The commit a run was made from, and whether code (not params or dvc.lock) differed."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -108,17 +102,15 @@ def environment_tags() -> dict[str, str]:
 
 
 def intra_op_threads(environ: Mapping[str, str], usable_cpus: int) -> int:
-    """The intra-op thread count TensorFlow will use: TF_NUM_INTRAOP_THREADS when it is a
-    positive integer (TensorFlow reads it at start-up; 0 or anything else means its default),
-    else its default, one thread per usable CPU."""
+    """The intra-op threads TensorFlow will use: TF_NUM_INTRAOP_THREADS when a positive
+    integer, else its default, one per usable CPU."""
     value = environ.get(INTRA_OP_THREADS_VARIABLE, "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else usable_cpus
 
 
 def machine_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The machine.* tags (MACHINE_TAGS) of this machine, except TensorFlow's build, for a
-    process with `environ` (default: this one's). Reads a few small files on Linux (no
-    subprocess: it runs in every training); one sysctl on macOS."""
+    """The machine.* tags (tags.MACHINE_TAGS) but TensorFlow's build, for a process with
+    `environ` (default: this one's). No subprocess on Linux: it runs in every training."""
     environ = os.environ if environ is None else environ
     arch = platform.machine()
     if sys.platform == "darwin":
@@ -141,14 +133,11 @@ def machine_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         "machine.usable_cpus": str(usable),
         "machine.intra_op_threads": str(intra_op_threads(environ, usable)),
         "machine.arch": arch,
+        "machine.cpu_id": cpu_id,
+        "machine.caches": caches,
+        "machine.xla_flags": environ.get("XLA_FLAGS"),
     }
-    if cpu_id:
-        tags["machine.cpu_id"] = cpu_id
-    if caches:
-        tags["machine.caches"] = caches
-    if environ.get("XLA_FLAGS"):
-        tags["machine.xla_flags"] = environ["XLA_FLAGS"]
-    return tags
+    return {name: value for name, value in tags.items() if value}
 
 
 def tensorflow_build_tags(tf) -> dict[str, str]:
@@ -179,8 +168,8 @@ def normalized_flags(flags: str) -> set[str]:
 
 
 def first_cpu_fields(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
-    """The fields of the first processor in /proc/cpuinfo. Reading stops at its end: the
-    kernel writes the file one processor at a time, which on a big machine takes a while."""
+    """The fields of the first processor in /proc/cpuinfo (read no further: on a big machine
+    the kernel takes a while to write the rest)."""
     fields: dict[str, str] = {}
     try:
         with open(cpuinfo, encoding="utf-8", errors="replace") as lines:
@@ -250,10 +239,9 @@ def macos_cpu(values: dict[str, str]) -> tuple[str, set[str], str]:
 
 
 def sweep_tag(params_file: str = "params.yaml") -> dict[str, str]:
-    """In a DVC experiment, `sweep`: the baseline commit and the params the experiment changed
-    from it, e.g. `1a2b3c4:train.optimizer.learning_rate`. Every run queued by one
-    `dvc exp run -S key=a,b,c --queue` shares it (DVC gives no sweep id of its own). Nothing
-    outside an experiment, or when the baseline's params cannot be read."""
+    """In a DVC experiment, `sweep`: the baseline commit and the params changed from it, e.g.
+    `1a2b3c4:train.optimizer.learning_rate`, shared by every run of one `dvc exp run -S
+    key=a,b,c --queue` (DVC has no sweep id). Nothing outside an experiment."""
     baseline = os.environ.get("DVC_EXP_BASELINE_REV")
     if not baseline:
         return {}

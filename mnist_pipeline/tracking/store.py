@@ -1,9 +1,5 @@
-"""Where runs are tracked, and the small file that ties a DVC stage's outputs to its MLflow run.
-
-The default store is a SQLite file at the repository root. DVC runs queued experiments in
-temporary copies of the repository and sets DVC_ROOT to the real one: resolving the store from
-it keeps those runs in the user's store instead of a copy that is deleted afterwards.
-"""
+"""Where runs are tracked (a SQLite file at the repository root, or a team server), opening
+them, and the small file that ties a DVC stage's outputs to its MLflow run."""
 
 from __future__ import annotations
 
@@ -14,6 +10,8 @@ import logging
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
 import urllib.parse
 import warnings
@@ -22,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import RunStatus
+import pandas as pd
+from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.data.mnist import array_sha256
@@ -33,21 +32,20 @@ from mnist_pipeline.tags import EXPERIMENT_KIND_TAG, OWNER_HOST_TAG, OWNER_PID_T
 log = logging.getLogger(__name__)
 
 STORE_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
 # Where `mnist-pipeline ui` serves the local store, and the links printed for it point.
 UI_PORT = int(os.environ.get("MLFLOW_UI_PORT", 5000))
-# Left on a training run whose evaluation failed, holding the one-line error.
-ARTIFACTS_DIR = "mlartifacts"
-# How much of a dataset's digest MLflow shows, as long as its own digests.
+# A dataset digest as long as MLflow's own.
 DIGEST_CHARS = 8
-# Tries of logging a dataset input, and the store's words for the race _lost_dataset_race
-# retries: PostgreSQL names the key, SQLite its columns.
+# Tries of logging a dataset input, and the store's words for the race log_dataset retries:
+# PostgreSQL names the key, SQLite its columns.
 DATASET_LOG_ATTEMPTS = 3
-_DATASET_KEY_CONFLICT = re.compile(r'"dataset_pk"|UNIQUE constraint failed: datasets\.')
-# Makes MLflow 3's UI open the experiment on its runs table rather than the GenAI traces view.
+DATASET_KEY_CONFLICT = re.compile(r'"dataset_pk"|UNIQUE constraint failed: datasets\.')
 
 
 def repo_root() -> Path:
-    """The user's repository, also from inside a DVC experiment's temporary copy."""
+    """The user's repository, also from a DVC experiment's temporary copy (DVC_ROOT names the
+    real one: runs go to the user's store, not to a copy that is deleted afterwards)."""
     if os.environ.get("DVC_ROOT"):
         return Path(os.environ["DVC_ROOT"]).resolve()
     here = Path.cwd().resolve()
@@ -62,11 +60,9 @@ def default_tracking_uri() -> str:
 
 
 def tracking_uri() -> str:
-    """The store's URI, never with a password in it. Credentials written into
-    MLFLOW_TRACKING_URI (`https://alice:secret@host`, which MLflow's HTTP client honours and
-    would print in its "View run at" lines) move to MLFLOW_TRACKING_USERNAME and
-    MLFLOW_TRACKING_PASSWORD, where MLflow's client reads them and nothing prints them; a
-    username or password already set there wins, as it does in MLflow's client."""
+    """The store's URI, never with a password in it: credentials in MLFLOW_TRACKING_URI
+    (which MLflow would print in its "View run at" lines) move to MLFLOW_TRACKING_USERNAME and
+    _PASSWORD, where MLflow's client reads them; values already set there win, as in MLflow."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
@@ -85,13 +81,13 @@ def connect(experiment_name: str) -> str:
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
-        with _sqlite_setup_lock(uri):
-            with _fail_fast_http():
+        with sqlite_setup_lock(uri):
+            with fail_fast_http():
                 experiment = mlflow.get_experiment_by_name(experiment_name)
             if experiment is None:
                 experiment_id = mlflow.create_experiment(
                     experiment_name,
-                    artifact_location=_artifact_location(uri, experiment_name),
+                    artifact_location=artifact_location(uri, experiment_name),
                     tags=dict([EXPERIMENT_KIND_TAG]),
                 )
                 log.info("created MLflow experiment '%s' in %s", experiment_name, uri)
@@ -107,12 +103,61 @@ def connect(experiment_name: str) -> str:
         ) from None
 
 
+def open_experiment(experiment_name: str) -> str:
+    """Points MLflow at the store and returns the experiment's id; unlike connect it never
+    creates anything, so a typo cannot leave an empty store or experiment behind."""
+    uri = tracking_uri()
+    if uri == default_tracking_uri() and not (repo_root() / STORE_FILE).exists():
+        raise PipelineError(f"no MLflow store at {uri}; run the pipeline first (`dvc repro`)")
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment = MlflowClient().get_experiment_by_name(experiment_name)
+    except mlflow.MlflowException as error:
+        raise PipelineError(f"MLflow store {uri} is unusable ({first_line(error)})") from None
+    if experiment is None:
+        raise PipelineError(
+            f"no experiment '{experiment_name}' in the MLflow store {uri}; run the pipeline "
+            "first (`dvc repro`) or check mlflow.experiment_name in params.yaml"
+        )
+    return experiment.experiment_id
+
+
+def search_runs(experiment_id: str, where: str = "", order_by: list[str] | None = None,
+                max_results: int | None = None) -> pd.DataFrame:
+    """The experiment's runs matching MLflow's filter, as MLflow's frame: all of them, or the
+    first max_results in order_by's order (so a server sends only those)."""
+    limits = {} if max_results is None else {"max_results": max_results, "order_by": order_by}
+    try:
+        return mlflow.search_runs([experiment_id], where, output_format="pandas", **limits)
+    except mlflow.MlflowException as error:
+        raise PipelineError(
+            f"--where {where!r}: {first_line(error)} (example: \"params.train.epochs = '5'\")"
+        ) from None
+
+
+def serve_ui(uri: str, host: str, port: int) -> None:
+    """Runs `mlflow server` on the store (and, for the default store, its artifacts) until
+    Ctrl-C."""
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
+    command += ["--host", host, "--port", str(port)]
+    if uri == default_tracking_uri():
+        command += ["--artifacts-destination", str(repo_root() / ARTIFACTS_DIR)]
+    try:
+        subprocess.run(command, check=True)
+    except KeyboardInterrupt:
+        pass
+    except subprocess.CalledProcessError as error:
+        raise PipelineError(
+            f"the MLflow UI stopped with status {error.returncode}; is port {port} in use? "
+            "try --port 5001"
+        ) from None
+
+
 @contextlib.contextmanager
-def _sqlite_setup_lock(uri: str) -> Iterator[None]:
-    """One process at a time through a SQLite store's first use: parallel DVC queue workers
-    (`dvc queue start -j 3`) on a new store otherwise all create MLflow's tables, and the
-    experiment, at once and fail. An flock on the database file itself: SQLite's own locks are
-    fcntl locks, which do not interact with flock, and no new file appears in the repository."""
+def sqlite_setup_lock(uri: str) -> Iterator[None]:
+    """One process at a time through a SQLite store's first use, where parallel DVC queue
+    workers would all create MLflow's tables at once and fail. An flock on the database file:
+    SQLite's own fcntl locks do not interact with it, and no new file appears."""
     if not uri.startswith("sqlite:///") or ":memory:" in uri:
         yield
         return
@@ -126,20 +171,18 @@ def _sqlite_setup_lock(uri: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _fail_fast_http() -> Iterator[None]:
-    """No retries and a short timeout for the first request, so a server that does not answer
-    stops the stage in seconds rather than after MLflow's minutes of retries; later requests
-    keep MLflow's retries for transient errors."""
+def fail_fast_http() -> Iterator[None]:
+    """No retries and a short timeout for the first request: a server that does not answer
+    stops the stage in seconds, not after MLflow's minutes of retries."""
     settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     # A value the user set wins.
     with environment_set({name: os.environ.get(name) or value for name, value in settings.items()}):
         yield
 
 
-def _artifact_location(uri: str, experiment_name: str) -> str | None:
-    """Artifacts of a SQLite store live beside its database file, whatever the working folder
-    (MLflow's default, ./mlruns, would scatter them into DVC's temporary copies); a server
-    chooses for itself."""
+def artifact_location(uri: str, experiment_name: str) -> str | None:
+    """Beside a SQLite store's file (MLflow's ./mlruns would scatter them into DVC's temporary
+    copies); a server chooses for itself."""
     if not uri.startswith("sqlite:///"):
         return None
     database = Path(uri.removeprefix("sqlite:///"))
@@ -163,15 +206,14 @@ def tracked_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
 
 
 def mark_stale_runs(experiment_ids: list[str]) -> list[str]:
-    """Ends as KILLED the RUNNING runs whose process, on this machine, no longer exists (it
-    was SIGKILLed or the machine rebooted); returns their ids. Runs owned by live processes
-    or by other machines are left alone."""
+    """Ends as KILLED the RUNNING runs whose process, on this machine, no longer exists;
+    returns their ids. Runs of live processes or of other machines are left alone."""
     client = MlflowClient()
     host = socket.gethostname()
     stale = []
     for run in client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'"):
         tags = run.data.tags
-        if tags.get(OWNER_HOST_TAG) != host or _process_alive(tags.get(OWNER_PID_TAG)):
+        if tags.get(OWNER_HOST_TAG) != host or process_alive(tags.get(OWNER_PID_TAG)):
             continue
         client.set_terminated(run.info.run_id, status="KILLED")
         client.set_tag(run.info.run_id, "killed_reason", "its process died without ending it")
@@ -180,7 +222,7 @@ def mark_stale_runs(experiment_ids: list[str]) -> list[str]:
     return stale
 
 
-def _process_alive(pid: str | None) -> bool:
+def process_alive(pid: str | None) -> bool:
     if not (pid or "").isdigit():
         return True  # Unknown owner: not ours to judge.
     try:
@@ -188,7 +230,7 @@ def _process_alive(pid: str | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
@@ -216,9 +258,9 @@ def log_dataset(
     *,
     features_sha256: str,
 ) -> None:
-    """Logs arrays as an MLflow dataset input of the run. Its digest comes from the arrays'
-    SHA-256 (the caller's, of the features, logged beside it): MLflow's own digest took 0.4 s
-    and a copy of the 188 MB of training images."""
+    """Logs arrays as an MLflow dataset input of the run, by run id (so evaluate can add its
+    test set without reopening the run). The digest is the arrays' SHA-256: MLflow's own took
+    0.4 s and a copy of the 188 MB of training images."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -230,8 +272,7 @@ def log_dataset(
         dataset = mlflow.data.from_numpy(
             features, targets=targets, source=str(path), name=name, digest=digest[:DIGEST_CHARS]
         )
-    # By run id, so evaluate can add its test set to a training run without reopening it. The
-    # entity is built from the dataset's public to_dict(), as mlflow.log_input builds it.
+    # Built from the dataset's public to_dict(), as mlflow.log_input builds it.
     fields = dataset.to_dict()
     entity = Dataset(
         name=fields["name"],
@@ -247,24 +288,18 @@ def log_dataset(
             MlflowClient().log_inputs(run_id, datasets=inputs)
             return
         except mlflow.MlflowException as error:
-            if attempt == DATASET_LOG_ATTEMPTS or not _lost_dataset_race(error):
+            # Two runs logging the same new dataset at once (queue workers, teammates) can both
+            # find none and insert it: the second breaks the key, and asking again links the
+            # winner's row (seen in tests/test_team_concurrency_e2e.py, on PostgreSQL).
+            if attempt == DATASET_LOG_ATTEMPTS or not DATASET_KEY_CONFLICT.search(str(error)):
                 raise
             time.sleep(0.2 * attempt)
 
 
-def _lost_dataset_race(error: Exception) -> bool:
-    """MLflow's SQL store looks a dataset up and inserts it when absent, in one transaction:
-    two runs of an experiment logging the same new dataset at once (parallel queue workers,
-    teammates on one server) can both find none, and the second insert breaks the (experiment,
-    name, digest) key. By then the winner's row is committed, so asking again links it.
-    Seen in tests/test_team_concurrency_e2e.py, on PostgreSQL."""
-    return bool(_DATASET_KEY_CONFLICT.search(str(error)))
-
-
 @dataclass(frozen=True)
 class RunRecord:
-    """What `train` leaves for `evaluate`: the run to log into. DVC tracks this file, so a run
-    restored from DVC's run-cache still points at the run that produced its model."""
+    """What `train` leaves for `evaluate`: the run to log into (a DVC output, so a model
+    restored from DVC's run-cache still points at its run)."""
 
     run_id: str
     experiment_id: str
@@ -284,13 +319,11 @@ class RunRecord:
             ) from None
 
 
-def require_run(
-    run_id: str, fix: str = "list runs with `mnist-pipeline runs`"
-) -> mlflow.entities.Run:
+def require_run(run_id: str, fix: str = "list runs with `mnist-pipeline runs`") -> Run:
     """The logged run, or an error that names the store and how to fix it."""
     try:
         return MlflowClient().get_run(run_id)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.MlflowException:
         raise PipelineError(
             f"run {run_id} is not in the MLflow store {mlflow.get_tracking_uri()}; {fix}"
         ) from None

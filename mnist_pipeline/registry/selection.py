@@ -1,13 +1,7 @@
 """Choosing runs without the test set: `promote`, `runs --best` and `compare --best` rank runs by
-their validation score only, and only among runs validated on the same images; the promotion
-gate reads each run's group of seeds from here.
-
-The validation score is the last epoch's `val_accuracy`, which the train stage logs when
-`prepare.validation_samples > 0` (and each `tune` trial logs on its study's split). A run without
-one is never picked automatically. Scores on different validation images do not compare, so the
-ranking uses one split: the champion's, when it has one, or else that of the most recent run
-with a validation score; runs validated on other images are left out, and the choice says so.
-"""
+their last epoch's `val_accuracy` only, among runs validated on the same images: the champion's,
+or else the most recent validated run's. Runs validated on other images are left out, and the
+choice says so; a run without a validation score is never picked automatically."""
 
 from __future__ import annotations
 
@@ -17,13 +11,12 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.analysis.gate import Contender, Verdict, evidence_tags, judge
-from mnist_pipeline.commands.registry import Champion, choose_run, current_champion
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.registry.promotion import Champion, current_champion, require_evaluated
 from mnist_pipeline.tags import GROUP_TAG, PRUNED_STATE, STATE_TAG, TRIAL_TAG
 from mnist_pipeline.tracking.groups import SEED_PARAM
 
 VALIDATION_METRIC = "val_accuracy"
-TEST_METRIC = "test_accuracy"
 # The digest of the validation images, as train_logging.log_split_data logs it.
 VALIDATION_DIGEST = "data.validation_sha256"
 VALIDATED = f"attributes.status = 'FINISHED' and metrics.{VALIDATION_METRIC} >= 0"
@@ -32,10 +25,6 @@ NOT_A_TRIAL = f"tags.`{TRIAL_TAG}` IS NULL"
 COUNTED_ELSEWHERE = 100
 # A group's runs read at most (seeds of one config: a handful, or a few dozen).
 GROUP_LIMIT = 1000
-HOW_TO_VALIDATE = (
-    "train with a validation split (`dvc exp run -S prepare.validation_samples=10000`) or tune "
-    "(`mnist-pipeline tune`)"
-)
 
 
 @dataclass(frozen=True)
@@ -61,10 +50,6 @@ class Choice:
         return note
 
 
-def validation_score(run: Run) -> float | None:
-    return run.data.metrics.get(VALIDATION_METRIC)
-
-
 def validation_digest(run: Run) -> str | None:
     return run.data.params.get(VALIDATION_DIGEST)
 
@@ -76,13 +61,10 @@ def is_trial(run: Run) -> bool:
 def best_on_validation(
     experiment_id: str, count: int, champion: Champion | None, fix: str, evaluated: bool = False
 ) -> Choice:
-    """The `count` finished runs with the highest validation score on the reference split
-    (the champion's, or the most recent validated run's), best first; a tie goes to the
-    earlier run (an original rather than its reproduction). Tuning trials are left out as
-    before: the study already chose among them on validation, and its winner is an ordinary
-    run. `fix` says how to name runs instead, for the error when none has a validation score.
-    `evaluated` leaves out runs without test metrics (promote registers evaluated runs only);
-    whether a run has them, never their values, takes part."""
+    """The `count` best finished runs on the reference split, best first; a tie goes to the
+    earlier run (an original before its reproduction). Tuning trials are left out: the study
+    chose among them already. `fix` says how to name runs instead; `evaluated` keeps only runs
+    with test metrics (whether they have them, never their values)."""
     if count < 1:
         raise PipelineError(f"--best {count}: must be at least 1")
     client = MlflowClient()
@@ -96,15 +78,16 @@ def best_on_validation(
         if not latest or validation_digest(latest[0]) is None:
             raise PipelineError(
                 f"no finished run in this experiment has a validation score ({VALIDATION_METRIC})"
-                f", and runs are never chosen by test accuracy: {HOW_TO_VALIDATE}, or {fix}"
+                ", and runs are never chosen by test accuracy: train with a validation split "
+                "(`dvc exp run -S prepare.validation_samples=10000`) or tune (`mnist-pipeline "
+                f"tune`), or {fix}"
             )
         reference = validation_digest(latest[0])
         basis = f"those of the most recent validated run, {latest[0].info.run_id}"
-    same_images = f"params.`{VALIDATION_DIGEST}` = '{reference}'"
-    scored = f" and metrics.{TEST_METRIC} >= 0" if evaluated else ""
+    scored = " and metrics.test_accuracy >= 0" if evaluated else ""
     best = client.search_runs(
         [experiment_id],
-        f"{candidates} and {same_images}{scored}",
+        f"{candidates} and params.`{VALIDATION_DIGEST}` = '{reference}'{scored}",
         order_by=[f"metrics.{VALIDATION_METRIC} DESC", "attributes.start_time ASC"],
         max_results=count,
     )
@@ -124,7 +107,7 @@ def best_on_validation(
 
 def why_not_picked(run: Run) -> str | None:
     """Why choosing automatically would never pick this run (None when it could be picked)."""
-    if validation_score(run) is None:
+    if VALIDATION_METRIC not in run.data.metrics:
         return (
             f"it has no validation score ({VALIDATION_METRIC}: it trained without a validation "
             "split), and runs are never chosen by test accuracy"
@@ -135,13 +118,12 @@ def why_not_picked(run: Run) -> str | None:
 
 
 def contender(run: Run, with_trials: bool) -> Contender:
-    """The run as one side of the promotion gate, with its group's seeds: the finished runs
-    with its group tag, a validation score and its validation images, one per seed (a
-    reproduction repeats its original's seed and counts once: the earlier run's score). Trials
-    count only `with_trials` (both sides of the comparison are trials), and a pruned trial
-    never: its score is from an epoch its config did not end at. The run itself always counts."""
+    """The run as one side of the gate, with one validation score per seed of its group: the
+    finished runs with its group tag and validation images, the run itself and then the
+    earliest first (a reproduction repeats its original's seed). Trials count only
+    `with_trials`, a pruned trial never (its score is from an epoch its config did not end at)."""
     group, digest = run.data.tags.get(GROUP_TAG), validation_digest(run)
-    score = validation_score(run)
+    score = run.data.metrics.get(VALIDATION_METRIC)
     if score is None:
         return Contender(run.info.run_id, group, digest, None, ())
     members = [run]
@@ -166,8 +148,8 @@ def contender(run: Run, with_trials: bool) -> Contender:
         ]
     by_seed: dict[str | None, float] = {}
     for member in members:
-        # The run itself comes first, then the earliest: an original before its reproduction.
-        by_seed.setdefault(member.data.params.get(SEED_PARAM), validation_score(member))
+        seed = member.data.params.get(SEED_PARAM)
+        by_seed.setdefault(seed, member.data.metrics[VALIDATION_METRIC])
     return Contender(run.info.run_id, group, digest, score, tuple(by_seed.values()))
 
 
@@ -195,8 +177,7 @@ def plan_promotion(
             experiment_id, 1, champion, "name a run: --run RUN_ID", evaluated=True
         )
         run_id = choice.run_ids[0]
-    run = choose_run(run_id)
-    note = why_not_picked(run) if choice is None else None
+    run = require_evaluated(run_id)
     champion_run = champion.run if champion else None
     with_trials = is_trial(run) and champion_run is not None and is_trial(champion_run)
     candidate = contender(run, with_trials)
@@ -210,4 +191,5 @@ def plan_promotion(
     evidence = evidence_tags(verdict, candidate, defending, champion.version if champion else None)
     if defending is not None and defending.run_id == candidate.run_id:
         evidence = {}  # Promoted again: the version keeps the evidence it was promoted on.
+    note = why_not_picked(run) if choice is None else None
     return PromotionPlan(run, champion, verdict, evidence, choice, note)

@@ -1,5 +1,5 @@
-"""Runs side by side (`mnist-pipeline compare`): their per-epoch training curves and test
-accuracy in one figure, and the params in which they differ."""
+"""Runs side by side (`mnist-pipeline compare`): the params in which they differ, and one figure
+of their per-epoch training curves and test accuracy (or of groups' means over their seeds)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from mnist_pipeline.errors import PipelineError
 
 # Selects the headless Agg backend first.
 from mnist_pipeline.modelling import figures as plots  # noqa: F401
-from mnist_pipeline.tracking import store as tracking
+from mnist_pipeline.tracking import store
 
 CURVES = {"train_loss": "train loss", "train_accuracy": "train accuracy"}
 MISSING = "-"
@@ -29,6 +29,15 @@ class RunSummary:
     test_accuracy: float | None
 
 
+@dataclass(frozen=True)
+class GroupView:
+    """What the group figure shows of one group: each score's summary and its seeds' scores."""
+
+    label: str
+    summaries: dict[str, object]  # metric -> analysis.statistics.GroupSummary or None
+    scores: dict[str, list[float]]
+
+
 def load_summaries(run_ids: list[str]) -> list[RunSummary]:
     """Reads each run's params, per-epoch curves and test accuracy from the store."""
     if len(set(run_ids)) < 2:
@@ -36,7 +45,7 @@ def load_summaries(run_ids: list[str]) -> list[RunSummary]:
     client = MlflowClient()
     summaries = []
     for run_id in run_ids:
-        run = tracking.require_run(run_id)
+        run = store.require_run(run_id)
         curves = {
             metric: pd.Series(
                 {point.step: point.value for point in client.get_metric_history(run_id, metric)},
@@ -44,14 +53,9 @@ def load_summaries(run_ids: list[str]) -> list[RunSummary]:
             ).sort_index()
             for metric in CURVES
         }
-        summaries.append(
-            RunSummary(
-                label=f"{run.info.run_name} ({run_id[:8]})",
-                params=dict(run.data.params),
-                curves=curves,
-                test_accuracy=run.data.metrics.get("test_accuracy"),
-            )
-        )
+        label = f"{run.info.run_name} ({run_id[:8]})"
+        accuracy = run.data.metrics.get("test_accuracy")
+        summaries.append(RunSummary(label, dict(run.data.params), curves, accuracy))
     return summaries
 
 
@@ -59,13 +63,12 @@ def param_diff(params_by_run: dict[str, dict[str, str]]) -> pd.DataFrame:
     """One row per param whose value is not the same in every run (a param a run lacks counts
     as different), one column per run."""
     table = pd.DataFrame(params_by_run).fillna(MISSING)
-    differs = table.nunique(axis=1) > 1
-    return table[differs].sort_index()
+    return table[table.nunique(axis=1) > 1].sort_index()
 
 
-def format_diff(diff: pd.DataFrame) -> str:
+def format_diff(diff: pd.DataFrame, of: str = "runs") -> str:
     if diff.empty:
-        return "the runs have the same params"
+        return f"the {of} have the same params"
     with pd.option_context("display.width", 250, "display.max_columns", None):
         return "params that differ:\n" + diff.to_string()
 
@@ -77,11 +80,11 @@ def comparison_figure(summaries: list[RunSummary]):
     from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.8), layout="constrained")
-    colours = plt.get_cmap("tab10")
-    for index, summary in enumerate(summaries):
+    colours = [plt.get_cmap("tab10")(index % 10) for index in range(len(summaries))]
+    for summary, colour in zip(summaries, colours, strict=True):
         for panel, (metric, title) in zip(axes[:2], CURVES.items(), strict=True):
             curve = summary.curves[metric]
-            panel.plot(curve.index, curve.values, marker="o", color=colours(index % 10))
+            panel.plot(curve.index, curve.values, marker="o", color=colour)
             panel.set(xlabel="epoch", ylabel=title, title=title)
     for panel in axes[:2]:
         panel.grid(alpha=0.3)
@@ -89,22 +92,17 @@ def comparison_figure(summaries: list[RunSummary]):
         panel.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     accuracies = [summary.test_accuracy or 0.0 for summary in summaries]
     positions = np.arange(len(summaries))
-    bars = axes[2].bar(positions, accuracies, color=[colours(i % 10) for i in positions])
-    axes[2].bar_label(
-        bars,
-        labels=[
-            MISSING if s.test_accuracy is None else f"{s.test_accuracy:.4f}" for s in summaries
-        ],
-    )
-    lowest = min((a for a in accuracies if a > 0), default=0.0)
+    bars = axes[2].bar(positions, accuracies, color=colours)
+    evaluated = [s.test_accuracy is not None for s in summaries]
+    labels = [f"{a:.4f}" if e else MISSING for a, e in zip(accuracies, evaluated, strict=True)]
+    axes[2].bar_label(bars, labels=labels)
     # Runs worth comparing differ in the second or third decimal: start the axis just below the
     # lowest bar rather than at 0, where every bar would look the same.
+    lowest = min((a for a in accuracies if a > 0), default=0.0)
     axes[2].set(
         xticks=positions,
-        xticklabels=[
-            f"run {i + 1}" if s.test_accuracy is not None else f"run {i + 1}\n(not evaluated)"
-            for i, s in enumerate(summaries)
-        ],
+        xticklabels=[f"run {i + 1}" + ("" if e else "\n(not evaluated)") for i, e in
+                     enumerate(evaluated)],
         ylim=(max(0.0, lowest - 0.05), min(1.0, max(accuracies) + 0.02)),
         ylabel="test accuracy",
         title="test accuracy",
@@ -119,20 +117,9 @@ def comparison_figure(summaries: list[RunSummary]):
     return figure
 
 
-@dataclass(frozen=True)
-class GroupView:
-    """What the comparison figure shows of one group: each score's summary and its seeds'
-    scores (metric -> list), under a label."""
-
-    label: str
-    summaries: dict[str, object]  # metric -> analysis.statistics.GroupSummary or None
-    scores: dict[str, list[float]]
-
-
 def group_comparison_figure(groups: list[GroupView]):
-    """One panel per score (test accuracy, and validation accuracy where a group has it): each
-    group's mean as a bar with its 95% confidence interval as an error bar, and each seed's
-    score as a dot over it."""
+    """One panel per score (test, and validation where a group has it): each group's mean as a
+    bar with its 95% confidence interval, and each seed's score as a dot over it."""
     import matplotlib.pyplot as plt
 
     metrics = [m for m in ("test_accuracy", "val_accuracy") if any(g.scores.get(m) for g in groups)]
@@ -140,18 +127,17 @@ def group_comparison_figure(groups: list[GroupView]):
     figure, axes = plt.subplots(
         1, len(metrics), figsize=(6 * len(metrics), 4.8), layout="constrained", squeeze=False
     )
-    colours = plt.get_cmap("tab10")
+    colours = [plt.get_cmap("tab10")(index % 10) for index in range(len(groups))]
     positions = np.arange(len(groups))
     for panel, metric in zip(axes[0], metrics, strict=True):
         values = []
         for index, group in enumerate(groups):
             summary = group.summaries.get(metric)
-            colour = colours(index % 10)
             if summary is None:
                 continue
             low = summary.mean - summary.ci_low if summary.count > 1 else 0.0
             high = summary.ci_high - summary.mean if summary.count > 1 else 0.0
-            panel.bar(index, summary.mean, color=colour, alpha=0.6)
+            panel.bar(index, summary.mean, color=colours[index], alpha=0.6)
             panel.errorbar(index, summary.mean, yerr=[[low], [high]], color="black", capsize=8)
             seeds = group.scores.get(metric, [])
             panel.scatter(np.full(len(seeds), index), seeds, color="black", s=12, zorder=3)
@@ -169,7 +155,7 @@ def group_comparison_figure(groups: list[GroupView]):
         )
         panel.grid(alpha=0.3, axis="y")
     figure.legend(
-        handles=[plt.Rectangle((0, 0), 1, 1, color=colours(i % 10), alpha=0.6) for i in positions],
+        handles=[plt.Rectangle((0, 0), 1, 1, color=colour, alpha=0.6) for colour in colours],
         labels=[f"group {i + 1}: {g.label}" for i, g in enumerate(groups)],
         loc="outside lower center",
         ncols=min(len(groups), 3),

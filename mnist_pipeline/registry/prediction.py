@@ -1,7 +1,6 @@
-"""Predicting the digit in an image file (`mnist-pipeline predict`): any PNG or JPEG becomes an
-MNIST-style input - 28x28 grayscale, white digit on black, the digit fitted into a 20x20 box
-with its centre of mass at pixel (14, 14), as in MNIST itself - for the champion model or any
-other."""
+"""Predicting the digit in image files (`mnist-pipeline predict`): any PNG or JPEG becomes an
+MNIST-style input (28x28 grayscale, white on black, the digit fitted into 20x20 with its centre
+of mass at pixel (14, 14)) for the champion model or any other."""
 
 from __future__ import annotations
 
@@ -34,7 +33,7 @@ class Prediction:
 
 
 def read_image(path: Path) -> Image.Image:
-    """Opens a PNG or JPEG file; anything else is a ValueError naming the problem."""
+    """A PNG or JPEG file; anything else is a ValueError naming the problem."""
     try:
         image = Image.open(path)
         image.load()
@@ -52,8 +51,7 @@ def read_image(path: Path) -> Image.Image:
 
 
 def to_mnist_input(image: Image.Image) -> np.ndarray:
-    """An image of one digit, any size or colours, as a (784,) float32 vector in [0, 1] laid
-    out like a prepared MNIST image."""
+    """An image of one digit, any size or colours, as a prepared MNIST image: (784,) float32."""
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         # Transparent pixels are background: lay the image on white, like ink on paper.
         background = Image.new("RGBA", image.size, "white")
@@ -67,12 +65,8 @@ def to_mnist_input(image: Image.Image) -> np.ndarray:
     if brightest - background < MIN_CONTRAST:
         raise ValueError("no digit found: the image is blank or has almost no contrast")
     pixels = np.clip((pixels - background) / (brightest - background), 0.0, 1.0)
-    return _fit_like_mnist(pixels).reshape(-1)
-
-
-def _fit_like_mnist(pixels: np.ndarray) -> np.ndarray:
-    """Crops the digit, scales it to fit DIGIT_BOX and puts its centre of mass at pixel
-    (14, 14) of 28x28, where MNIST has it (measured on the test set), not at 13.5."""
+    # Crop the digit, scale it into DIGIT_BOX and put its centre of mass at pixel (14, 14),
+    # where MNIST has it (measured on the test set), not at 13.5.
     rows, columns = np.nonzero(pixels >= INK)
     digit = pixels[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
     scale = DIGIT_BOX / max(digit.shape)
@@ -87,12 +81,12 @@ def _fit_like_mnist(pixels: np.ndarray) -> np.ndarray:
     left = int(np.clip(round(IMAGE_SIDE / 2 - centre_column), 0, IMAGE_SIDE - width))
     canvas = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
     canvas[top : top + height, left : left + width] = small
-    return canvas
+    return canvas.reshape(-1)
 
 
 def predict_files(paths: list[str], classify: Classifier) -> list[Prediction]:
-    """One prediction per path, in order; a file that cannot be read gets its error instead,
-    and the others are still predicted (in one batch)."""
+    """One prediction per path, in order; a file that cannot be read gets its error, and the
+    others are still predicted (in one batch)."""
     inputs, predictions = {}, {}
     for path in paths:
         try:

@@ -1,8 +1,6 @@
-"""Reproducing a logged run (`mnist-pipeline reproduce`): the pipeline runs again from what the
-run recorded - its git commit, in a temporary worktree, with its logged params.yaml - sharing
-this repository's DVC cache and logging to the same MLflow store; then the new run is judged
-against the original: identical weights, or different weights explained by a different machine
-(with test accuracy within ACCURACY_TOLERANCE), or a failure."""
+"""Reproducing a logged run (`mnist-pipeline reproduce`): the pipeline runs again at the run's
+git commit, in a temporary worktree with its logged params.yaml, sharing this repository's DVC
+cache and MLflow store; the new run is then judged against the original (the Case)."""
 
 from __future__ import annotations
 
@@ -35,19 +33,15 @@ from mnist_pipeline.tags import (
     PORTABLE_TAGS,
     REPRODUCTION_TAG,
 )
-from mnist_pipeline.tracking import provenance
-from mnist_pipeline.tracking import store as tracking
+from mnist_pipeline.tracking import provenance, store
 
 PARAMS_ARTIFACT = "params.yaml"
-# Stages up to `prepare` may be restored from DVC's run-cache (their outputs are checked by
-# digest); `train` and what follows must really run, or DVC would restore the original run's
-# model from its run-cache and nothing would have been reproduced.
+# Stages up to `prepare` may come from DVC's run-cache (their outputs are checked by digest);
+# `train` and what follows must really run, or DVC would restore the original's model.
 DATA_STAGE, TRAIN_STAGE = "prepare", "train"
 # How far test accuracy may move between two machines for the same commit, params and seed:
-# 20 of MNIST's 10,000 test images. Three machines gave 0.9815, 0.9817 and 0.9819 for one commit
-# (4 images apart at most); the tolerance is five times that, and below the spread of seeds 0-4
-# on one machine (0.9776-0.9808, benchmarks/results.json): it lets another CPU's rounding
-# through, not a change that costs the network 20 images.
+# 20 of 10,000 test images. Three machines gave 0.9815, 0.9817 and 0.9819 for one commit; this
+# is five times that spread and below the spread of seeds 0-4 on one machine (0.9776-0.9808).
 ACCURACY_TOLERANCE = 0.002
 # Accuracies are float32 values: two 20 images apart can read a hair over 0.002.
 FLOAT32_SLACK = 1e-6
@@ -80,8 +74,7 @@ class Recipe:
     commit: str
     params_yaml: str
     warnings: tuple[str, ...] = ()
-    # The environment variables that decide the weights beside the code, params and CPU, as
-    # the original run had them (replayed_settings); None: unset.
+    # The environment variables that decide the weights, as the original had them; None: unset.
     settings: tuple[tuple[str, str | None], ...] = ()
 
 
@@ -104,20 +97,16 @@ class Verdict:
     lines: tuple[str, ...]
 
     @property
-    def reproduced(self) -> bool:
-        return self.case in REPRODUCED
-
-    @property
     def exit_status(self) -> int:
-        return 0 if self.reproduced else 1
+        return 0 if self.case in REPRODUCED else 1
 
     def report(self) -> str:
         return "\n".join(self.lines)
 
 
 def recipe_from_run(run: Run, params_yaml: str) -> Recipe:
-    """The recipe, or a PipelineError when the run cannot be tied to a commit; a run made from
-    uncommitted code is reproduced with a warning, since that code is not in its commit."""
+    """The recipe, or a PipelineError when the run has no commit; a run made from uncommitted
+    code is reproduced with a warning."""
     tags, run_id = run.data.tags, run.info.run_id
     commit = tags.get("git_commit", "unknown")
     if commit == "unknown":
@@ -138,11 +127,9 @@ def recipe_from_run(run: Run, params_yaml: str) -> Recipe:
 
 
 def replayed_settings(run: Run) -> tuple[tuple[str, str | None], ...]:
-    """The original's TensorFlow thread count and XLA_FLAGS, for the reproduction to train
-    with: the weights depend on how many threads split each operation (measured on 2 cores: 1
-    or 4 threads give other weights than 2), so a reproduction on a machine with more or fewer
-    cores is otherwise bound to differ. A run from before the thread-count tag used
-    TensorFlow's default, one thread per usable CPU. Nothing recorded: nothing replayed."""
+    """The original's TensorFlow thread count and XLA_FLAGS: the weights depend on the threads
+    that split each operation (on 2 cores, 1 or 4 threads give other weights than 2). A run from
+    before the thread-count tag had one thread per usable CPU, TensorFlow's default."""
     tags = run.data.tags
     settings: list[tuple[str, str | None]] = []
     threads = tags.get("machine.intra_op_threads") or tags.get("machine.usable_cpus")
@@ -183,9 +170,8 @@ def compare(original: Run, reproduced: Run) -> list[Check]:
 
 
 def environment_differences(original: Run, reproduced: Run) -> tuple[list[Check], list[str]]:
-    """The machine.* and library tags that differ between the runs, and which runs ("original",
-    "reproduction") record no machine (they were logged before machine tags): their machines
-    are then not compared, only the library versions both record."""
+    """The machine, library and training-mode tags that differ, and which runs ("original",
+    "reproduction") record no machine: then only the library versions both record compare."""
     before, after = original.data.tags, reproduced.data.tags
     unknown = [
         label
@@ -193,16 +179,9 @@ def environment_differences(original: Run, reproduced: Run) -> tuple[list[Check]
         if MACHINE_CPU_TAG not in tags
     ]
     names = [name for name in LIBRARY_TAGS if name in before and name in after]
-    # The training mode and, in the portable mode, OpenBLAS's kernel, threads and build.
-    names += [
-        name
-        for name in (MODE_TAG, *PORTABLE_TAGS)
-        if name in before or name in after
-    ]
+    names += [name for name in (MODE_TAG, *PORTABLE_TAGS) if name in before or name in after]
     if not unknown:
-        recorded = {
-            name for name in (*before, *after) if name.startswith(MACHINE_PREFIX)
-        }
+        recorded = {name for name in (*before, *after) if name.startswith(MACHINE_PREFIX)}
         names += [name for name in MACHINE_TAGS if name in recorded]
         names += sorted(recorded - MACHINE_TAGS.keys())
     checks = [Check(name, before.get(name), after.get(name)) for name in names]
@@ -211,10 +190,11 @@ def environment_differences(original: Run, reproduced: Run) -> tuple[list[Check]
 
 def judge(original: Run, reproduced: Run) -> Verdict:
     """Which Case the reproduction is, with the lines that show why: the compared facts, the
-    machines (where they differ, or that they are the same or unknown) and the conclusion."""
+    machines and the conclusion."""
     checks = {check.name: check for check in compare(original, reproduced)}
     differences, unknown = environment_differences(original, reproduced)
-    case, conclusion = decide(checks, differences, unknown, is_portable(original))
+    portable = original.data.tags.get(MODE_TAG) == PORTABLE_MODE
+    case, conclusion = decide(checks, differences, unknown, portable)
     lines = [check_line(check) for check in checks.values()]
     if differences:
         lines.append("  the machines or libraries differ (original -> reproduction):")
@@ -232,18 +212,9 @@ def judge(original: Run, reproduced: Run) -> Verdict:
     return Verdict(case, (*lines, conclusion))
 
 
-def is_portable(run: Run) -> bool:
-    """Whether the run trained in the portable mode (same weights on any x86-64 CPU with AVX2
-    and FMA), not with Keras/XLA (weights per CPU)."""
-    return run.data.tags.get(MODE_TAG) == PORTABLE_MODE
-
-
-# What a portable-mode run's weights may differ by: the code that computes them.
-PORTABLE_DECIDING_TAGS = (
-    *LIBRARY_TAGS,
-    MODE_TAG,
-    *PORTABLE_TAGS,
-)
+# What a portable-mode run's weights may differ by (it gives the same weights on any x86-64
+# CPU with AVX2 and FMA): the code that computes them.
+PORTABLE_DECIDING_TAGS = (*LIBRARY_TAGS, MODE_TAG, *PORTABLE_TAGS)
 
 
 def decide(
@@ -308,8 +279,6 @@ def decide(
 
 
 def within_tolerance(accuracy: Check) -> bool:
-    if accuracy.original is None or accuracy.reproduced is None:
-        return False
     return abs(accuracy.original - accuracy.reproduced) <= ACCURACY_TOLERANCE + FLOAT32_SLACK
 
 
@@ -318,7 +287,7 @@ def check_line(check: Check) -> str:
         status = "NOT RECORDED"
     elif check.matches:
         status = "match"
-    elif check.name == "test_accuracy" and within_tolerance(check):
+    elif check.name == "test_accuracy" and within_tolerance(check):  # Both recorded here.
         status = f"within {ACCURACY_TOLERANCE}"
     else:
         status = "DIFFERS"
@@ -338,9 +307,9 @@ def machine_summary(run: Run) -> str:
 
 
 def run_context(recipe: Recipe, environ: Mapping[str, str]) -> dict[str, str]:
-    """The tags MLflow gives the reproduction's run when it creates it (MLFLOW_RUN_CONTEXT): what
-    it reproduces, its name, and this machine, which runs it with `environ` - even a run of
-    code from before machine tags records where it ran (TensorFlow's build aside)."""
+    """The tags MLflow gives the reproduction's run as it creates it (MLFLOW_RUN_CONTEXT): what
+    it reproduces, its name, and this machine running it with `environ` (so even old code's
+    run records where it ran)."""
     return {
         **provenance.machine_tags(environ),
         REPRODUCTION_TAG: recipe.run_id,
@@ -349,7 +318,7 @@ def run_context(recipe: Recipe, environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def load_recipe(run_id: str) -> tuple[Run, Recipe]:
-    run = tracking.require_run(run_id)
+    run = store.require_run(run_id)
     try:
         params_yaml = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/{PARAMS_ARTIFACT}")
     except (MlflowException, OSError):
@@ -374,8 +343,8 @@ def require_commit(repo: Path, recipe: Recipe) -> None:
 
 def run_pipeline(recipe: Recipe, repo: Path, store_uri: str, keep: bool = False) -> Path | None:
     """Runs the pipeline at the recipe's commit in a temporary worktree; returns the worktree
-    when kept. The new MLflow run is tagged `reproduction_of` by MLflow itself (through
-    MLFLOW_RUN_CONTEXT) the moment it is created, so even a failed attempt is findable."""
+    when kept. MLflow tags the new run `reproduction_of` as it creates it (MLFLOW_RUN_CONTEXT),
+    so even a failed attempt is findable."""
     workdir = Path(tempfile.mkdtemp(prefix="mnist-reproduce-"))
     worktree = workdir / recipe.commit[:12]
     git(repo, "worktree", "add", "--detach", str(worktree), recipe.commit)
