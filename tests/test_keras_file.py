@@ -55,7 +55,7 @@ def test_reads_keras_own_arrays_and_predicts_what_keras_predicts(
     weights, read_activations = read_dense_stack(path)
     widths = hidden_units if isinstance(hidden_units, list) else [hidden_units]
     assert read_activations == [activation] * len(widths) + ["softmax"]
-    for read, saved in zip(weights.as_keras_list(), model.get_weights(), strict=True):
+    for read, saved in zip(weights, model.get_weights(), strict=True):
         assert read.dtype == np.float32
         np.testing.assert_array_equal(read, saved)
     images = np.random.default_rng(1).random((300, 784), dtype=np.float32)
@@ -234,7 +234,7 @@ def test_the_reproducible_file_loads_in_keras_and_predicts_the_same(tmp_path, pa
         loaded.predict(images, verbose=0), model.predict(images, verbose=0)
     )
     weights, _ = read_dense_stack(path)
-    for read, saved in zip(weights.as_keras_list(), model.get_weights(), strict=True):
+    for read, saved in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(read, saved)
 
 

@@ -30,7 +30,7 @@ TRAIN_SCRIPT = """
 import json, sys
 import numpy as np
 from mnist_pipeline.data.mnist import weights_sha256
-from mnist_pipeline.modelling.fitting import fit_portable
+from mnist_pipeline.modelling.numpy_training import fit_portable
 from mnist_pipeline.params import TrainParams
 from mnist_pipeline.runtime import portable
 from mnist_pipeline.tracking.provenance import machine_tags
@@ -45,7 +45,7 @@ params = TrainParams.model_validate({
     "learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False},
 })
 weights, _ = fit_portable(features, targets, params, seed=42)
-print(json.dumps({"weights": weights_sha256(weights.as_keras_list()),
+print(json.dumps({"weights": weights_sha256(weights),
                   "tags": portable.mode_tags("numpy", threads), "machine": machine_tags()}))
 """
 

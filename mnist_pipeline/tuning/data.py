@@ -30,8 +30,6 @@ def declared_paths(repo_root: Path) -> dict[str, str]:
 
 def load_trial_data(repo_root: Path, prepare: PrepareParams) -> TrialData:
     """Prepares train, validation and test splits in memory from the fetched raw file."""
-    from mnist_pipeline.modelling.fitting import tensorflow_ready
-
     paths = declared_paths(repo_root)
     raw_file = repo_root / paths["raw"]
     if not raw_file.is_file():
@@ -40,11 +38,10 @@ def load_trial_data(repo_root: Path, prepare: PrepareParams) -> TrialData:
             "with a remote)"
         )
     prepared = prepare_splits(read_npz(raw_file, str(raw_file)), prepare)
-    # Aligned for TensorFlow once, here, rather than copied again by every trial.
     splits = {
         name: PreparedSplit(
-            tensorflow_ready(features),
-            tensorflow_ready(targets),
+            features,
+            targets,
             Path(paths[name]),
             attributes,
         )
