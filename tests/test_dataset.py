@@ -31,7 +31,7 @@ def test_a_split_reads_back_exactly(tmp_path):
 
 def test_empty_arrays_read_back(tmp_path):
     features, targets = load_split(
-        saved_split(tmp_path, np.zeros((0, 784), np.float32), np.zeros((0, 10), np.float32)), 64
+        saved_split(tmp_path, np.zeros((0, 784), np.float32), np.zeros((0, 10), np.float32))
     )
     assert features.shape == (0, 784) and targets.shape == (0, 10)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import doctest
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -528,3 +530,10 @@ def test_make_optimizer_takes_the_params_settings():
     )
     optimizer = make_optimizer(params)
     assert isinstance(optimizer, RMSprop) and optimizer.centered and optimizer.rho == 0.9
+
+
+def test_math_doc_examples_print_what_the_doc_says():
+    math_doc = Path(__file__).resolve().parents[1] / "docs" / "math.md"
+    results = doctest.testfile(str(math_doc), module_relative=False, verbose=False)
+    assert results.attempted > 0
+    assert results.failed == 0, f"{results.failed} examples in {math_doc} are out of date"

@@ -120,14 +120,6 @@ def test_restart_pinned_re_executes_the_process_with_the_settings():
     assert coretype == "Haswell" and disabled == "X86_V4 AVX512_ICL AVX512_SPR"
 
 
-def test_bad_thread_counts_are_refused():
-    with (
-        pytest.raises(ValueError, match="threads must be an integer >= 1"),
-        portable.pinned_blas(0),
-    ):
-        pass
-
-
 def test_the_thread_count_and_weights_do_not_depend_on_the_usable_cpus():
     """OPENBLAS_NUM_THREADS alone would give one thread on a one-CPU machine; the param is set
     through threadpoolctl, which gives it whatever the CPUs."""
