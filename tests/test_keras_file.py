@@ -153,6 +153,19 @@ def test_damaged_and_foreign_files_are_refused(tmp_path, params_tree):
         read_dense_stack(tmp_path / "absent.keras")
 
 
+def test_an_unexpected_weights_layout_is_left_to_keras(tmp_path, params_tree):
+    """The arrays' places in model.weights.h5 are Keras' layout, not an API: where they are not
+    found, the file is not read as a Dense stack, and evaluate loads it with Keras."""
+    import h5py
+
+    _, path = saved_model(tmp_path, params_tree)
+    other = io.BytesIO()
+    with h5py.File(other, "w") as weights:
+        weights.create_dataset("layers/renamed/vars/0", data=np.zeros(3, np.float32))
+    with pytest.raises(NotADenseStack, match="layout"):
+        read_dense_stack(rewritten(path, "model.weights.h5", other.getvalue()))
+
+
 # The saved file is byte-identical for identical weights (models/model.keras is a DVC output).
 
 

@@ -41,7 +41,6 @@ from mnist_pipeline.modelling.keras_file import (  # noqa: E402
 )
 from mnist_pipeline.params import OptimizerParams, TrainParams  # noqa: E402
 
-
 # At least the batches of one epoch (469 for MNIST at batch 128, 782 for tune's 50,000 at 64).
 STEPS_PER_EXECUTION = 1000
 
