@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mnist_pipeline.data.splits import load_split
-from mnist_pipeline.modelling.fitting import TENSORFLOW_ALIGNMENT, history_table, train_model
+from mnist_pipeline.modelling.fitting import history_table, train_model
 from mnist_pipeline.params import load_params
 from mnist_pipeline.runtime.atomic import atomic_outputs
 from mnist_pipeline.runtime.stage_runner import run_stage
@@ -61,16 +61,16 @@ def main(argv: list[str] | None = None) -> None:
         tracking.mark_stale_runs([experiment_id])
         attributes = json.loads(args.train_attributes.read_text(encoding="utf-8"))
         with ThreadPoolExecutor(max_workers=1) as pool:
-            # Reading 188 MB (into aligned memory, so TensorFlow can share it as it is) waits
-            # on memory, not Python: it runs beside the import of Keras and TensorFlow (2 s),
+            # Reading 188 MB waits on memory, not Python: it runs beside the import of Keras
+            # and TensorFlow (2 s),
             # which goes through network.py to leave out parts of Keras this project never uses.
-            loading = pool.submit(load_split, args.train, alignment=TENSORFLOW_ALIGNMENT)
+            loading = pool.submit(load_split, args.train)
             from mnist_pipeline.modelling.network import save_model
 
             features, targets = loading.result()
         validation, validation_split = None, None
         if args.validation is not None:
-            validation = load_split(args.validation, alignment=TENSORFLOW_ALIGNMENT)
+            validation = load_split(args.validation)
             if len(validation[0]) == 0:
                 validation = None  # prepare.validation_samples is 0: train as the chapter does.
             else:

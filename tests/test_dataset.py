@@ -1,4 +1,4 @@
-"""Prepared splits are read back exactly, into aligned memory, and bad files fail clearly."""
+"""Prepared splits are read back exactly, and bad files fail clearly."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from mnist_pipeline.data.splits import aligned_empty, load_split, save_split
+from mnist_pipeline.data.splits import load_split, save_split
 from mnist_pipeline.errors import PipelineError
 
 
@@ -19,30 +19,19 @@ def saved_split(tmp_path, features, targets, name="split.npz"):
     return path
 
 
-@pytest.mark.parametrize("alignment", [1, 64, 4096])
-def test_a_split_reads_back_exactly_into_aligned_writable_memory(tmp_path, alignment):
+def test_a_split_reads_back_exactly(tmp_path):
     rng = np.random.default_rng(0)
     features = rng.random((37, 784), dtype=np.float32)
     targets = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 37)]
-    loaded = load_split(saved_split(tmp_path, features, targets), alignment=alignment)
+    loaded = load_split(saved_split(tmp_path, features, targets))
     for array, expected in zip(loaded, (features, targets), strict=True):
         np.testing.assert_array_equal(array, expected)
-        assert array.dtype == expected.dtype and array.flags.c_contiguous
-        assert array.flags.writeable and array.ctypes.data % alignment == 0
-
-
-def test_arrays_larger_than_one_read_chunk_and_fortran_order_survive(tmp_path, monkeypatch):
-    monkeypatch.setattr("mnist_pipeline.data.splits.READ_CHUNK_BYTES", 1000)
-    features = np.asfortranarray(np.arange(12_000, dtype=np.float32).reshape(100, 120))
-    targets = np.arange(30, dtype=np.float64).reshape(3, 10)
-    loaded_features, loaded_targets = load_split(saved_split(tmp_path, features, targets), 64)
-    np.testing.assert_array_equal(loaded_features, features)
-    np.testing.assert_array_equal(loaded_targets, targets)
+        assert array.dtype == expected.dtype
 
 
 def test_empty_arrays_read_back(tmp_path):
     features, targets = load_split(
-        saved_split(tmp_path, np.zeros((0, 784), np.float32), np.zeros((0, 10), np.float32)), 64
+        saved_split(tmp_path, np.zeros((0, 784), np.float32), np.zeros((0, 10), np.float32))
     )
     assert features.shape == (0, 784) and targets.shape == (0, 10)
 
@@ -92,12 +81,5 @@ def missing_member_split(tmp_path):
 def test_unreadable_splits_fail_with_one_line_that_says_to_rebuild(tmp_path, make_bad_file):
     path = make_bad_file(tmp_path)
     with pytest.raises(PipelineError, match=r"not a readable prepared split .*`dvc repro`") as info:
-        load_split(path, alignment=64)
+        load_split(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
-
-
-def test_aligned_empty_gives_the_asked_shape_dtype_and_alignment():
-    for alignment in (1, 16, 64, 256):
-        array = aligned_empty((3, 5), np.float64, alignment)
-        assert array.shape == (3, 5) and array.dtype == np.float64
-        assert array.ctypes.data % alignment == 0 and array.flags.c_contiguous

@@ -55,7 +55,7 @@ def test_reads_keras_own_arrays_and_predicts_what_keras_predicts(
     weights, read_activations = read_dense_stack(path)
     widths = hidden_units if isinstance(hidden_units, list) else [hidden_units]
     assert read_activations == [activation] * len(widths) + ["softmax"]
-    for read, saved in zip(weights.as_keras_list(), model.get_weights(), strict=True):
+    for read, saved in zip(weights, model.get_weights(), strict=True):
         assert read.dtype == np.float32
         np.testing.assert_array_equal(read, saved)
     images = np.random.default_rng(1).random((300, 784), dtype=np.float32)
@@ -153,6 +153,19 @@ def test_damaged_and_foreign_files_are_refused(tmp_path, params_tree):
         read_dense_stack(tmp_path / "absent.keras")
 
 
+def test_an_unexpected_weights_layout_is_left_to_keras(tmp_path, params_tree):
+    """The arrays' places in model.weights.h5 are Keras' layout, not an API: where they are not
+    found, the file is not read as a Dense stack, and evaluate loads it with Keras."""
+    import h5py
+
+    _, path = saved_model(tmp_path, params_tree)
+    other = io.BytesIO()
+    with h5py.File(other, "w") as weights:
+        weights.create_dataset("layers/renamed/vars/0", data=np.zeros(3, np.float32))
+    with pytest.raises(NotADenseStack, match="layout"):
+        read_dense_stack(rewritten(path, "model.weights.h5", other.getvalue()))
+
+
 # The saved file is byte-identical for identical weights (models/model.keras is a DVC output).
 
 
@@ -234,7 +247,7 @@ def test_the_reproducible_file_loads_in_keras_and_predicts_the_same(tmp_path, pa
         loaded.predict(images, verbose=0), model.predict(images, verbose=0)
     )
     weights, _ = read_dense_stack(path)
-    for read, saved in zip(weights.as_keras_list(), model.get_weights(), strict=True):
+    for read, saved in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(read, saved)
 
 

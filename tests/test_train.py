@@ -273,23 +273,23 @@ def test_unusable_store_fails_before_training(
 
 
 def assert_holds_numpy_training(model, features, targets, hidden_units, optimizer, **options):
-    """The model's weights are exactly those of numpy_mlp trained directly with the tiny
+    """The model's weights are exactly those of numpy_training trained directly with the tiny
     params' schedule (2 epochs, batch 16, seed 3)."""
-    from mnist_pipeline.scratch import numpy_mlp
+    from mnist_pipeline.modelling import numpy_training
 
-    expected = numpy_mlp.init_weights(np.random.default_rng(3), 784, hidden_units)
-    numpy_mlp.train(
+    expected = numpy_training.init_weights(np.random.default_rng(3), 784, hidden_units)
+    numpy_training.train(
         expected, features, targets, epochs=2, batch_size=16, seed=3, optimizer=optimizer, **options
     )
-    for got, want in zip(model.get_weights(), expected.as_keras_list(), strict=True):
+    for got, want in zip(model.get_weights(), expected, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
 def test_numpy_framework_trains_from_scratch_into_the_keras_model(prepared_tiny, tiny_params):
     """`framework: numpy` fits with the project's own NumPy code; the Keras model it returns
     carries those weights, so it is saved, logged and evaluated like any other run."""
+    from mnist_pipeline.modelling import numpy_training
     from mnist_pipeline.params import parse_params
-    from mnist_pipeline.scratch import numpy_mlp
 
     tree = load_params(tiny_params).model_dump()
     tree["train"]["framework"] = "numpy"
@@ -298,7 +298,11 @@ def test_numpy_framework_trains_from_scratch_into_the_keras_model(prepared_tiny,
     model, history = fitting.train_model(features, targets, params.train, seed=3)
     assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
     assert_holds_numpy_training(
-        model, features, targets, 16, numpy_mlp.RMSprop(learning_rate=0.001, rho=0.9, epsilon=1e-7)
+        model,
+        features,
+        targets,
+        [16],
+        numpy_training.RMSprop(learning_rate=0.001, rho=0.9, epsilon=1e-7),
     )
     again, _ = fitting.train_model(features, targets, params.train, seed=3)
     assert weights_sha256(again.get_weights()) == weights_sha256(model.get_weights())
@@ -310,8 +314,8 @@ def test_two_hidden_layers_with_dropout_and_adam_train_in_either_framework(
 ):
     """The network options reach both trainers: NumPy's weights land in the Keras model, whose
     Dropout layers hold none, and the same seed gives the same weights."""
+    from mnist_pipeline.modelling import numpy_training
     from mnist_pipeline.params import parse_params
-    from mnist_pipeline.scratch import numpy_mlp
 
     tree = load_params(tiny_params).model_dump()
     adam = dict(learning_rate=0.002, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False)
@@ -325,30 +329,23 @@ def test_two_hidden_layers_with_dropout_and_adam_train_in_either_framework(
     assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
     if framework == "numpy":
         assert_holds_numpy_training(
-            model, features, targets, [16, 8], numpy_mlp.Adam(**adam), dropout=0.2
+            model, features, targets, [16, 8], numpy_training.Adam(**adam), dropout=0.2
         )
     again, _ = fitting.train_model(features, targets, params.train, seed=3)
     assert weights_sha256(again.get_weights()) == weights_sha256(model.get_weights())
 
 
 @pytest.mark.parametrize(("dropout", "compiled"), [(0.0, True), (0.3, False)])
-def test_only_networks_without_dropout_fit_in_one_xla_program(
-    prepared_tiny, tiny_params, monkeypatch, dropout, compiled
-):
+def test_only_networks_without_dropout_fit_with_xla(prepared_tiny, tiny_params, dropout, compiled):
     """XLA's CPU random numbers make Dropout's masks slower than the rest of an epoch: a
-    network with dropout runs the same loop as a plain TensorFlow graph instead."""
+    network with dropout fits as a plain TensorFlow graph instead."""
     from mnist_pipeline.params import parse_params
 
-    asked = []
-    fit = fitting.fit_in_memory
-    monkeypatch.setattr(
-        fitting, "fit_in_memory", lambda *a, **k: asked.append(k["jit_compile"]) or fit(*a, **k)
-    )
     tree = load_params(tiny_params).model_dump()
     tree["train"]["dropout"] = dropout
     features, targets = load_split(prepared_tiny["train"])
-    fitting.train_model(features, targets, parse_params(tree).train, seed=3)
-    assert asked == [compiled]
+    model, _ = fitting.train_model(features, targets, parse_params(tree).train, seed=3)
+    assert model.jit_compile is compiled
 
 
 def test_a_server_that_never_answers_fails_the_stage_within_seconds(

@@ -1,7 +1,6 @@
 """A saved model's class probabilities: a stack of Dense layers is read from its .keras file and
-run with NumPy (mnist_pipeline.modelling.keras_file), not Keras: the same predictions without
-importing TensorFlow. Any other model (a Conv2D or BatchNormalization layer added in
-network.py) is loaded and run by Keras instead."""
+run with NumPy (keras_file.py), the same predictions without importing TensorFlow; any other
+model (a Conv2D layer added in network.py, say) is loaded and run by Keras."""
 
 from __future__ import annotations
 
@@ -20,9 +19,8 @@ log = logging.getLogger(__name__)
 def predict_saved_model(
     model_path: Path, features: np.ndarray, batch_size: int
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The saved model's class probabilities for features, and its weights (as
-    `get_weights()` lists them, for require_logged_weights): computed with NumPy for a stack of
-    Dense layers, by Keras for anything else."""
+    """The saved model's class probabilities for features, and its weights as `get_weights()`
+    lists them (for require_logged_weights)."""
     try:
         weights, activations = read_dense_stack(model_path)
     except NotADenseStack as why:
@@ -34,9 +32,8 @@ def predict_saved_model(
         _require_fitting_data(features, model.input_shape[1:], model_path)
         probabilities = model.predict(features, batch_size=batch_size, verbose=0)
         return np.asarray(probabilities, dtype=np.float32), model.get_weights()
-    _require_fitting_data(features, (weights.input_dim,), model_path)
-    probabilities = predict_proba(weights, features, activations, batch_size=batch_size)
-    return probabilities, weights.as_keras_list()
+    _require_fitting_data(features, weights[0].shape[:1], model_path)
+    return predict_proba(weights, features, activations, batch_size=batch_size), weights
 
 
 def _require_fitting_data(features: np.ndarray, input_shape: tuple, model_path: Path) -> None:

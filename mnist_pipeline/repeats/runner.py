@@ -66,7 +66,6 @@ def declared_paths(repo_root: Path) -> dict[str, str]:
 def load_splits(repo_root: Path, prepare: PrepareParams) -> Splits:
     """The prepare stage's splits of the fetched raw file, made in memory with `prepare`."""
     from mnist_pipeline.data.transforms import prepare_splits
-    from mnist_pipeline.modelling.fitting import tensorflow_ready
 
     paths = declared_paths(repo_root)
     raw_file = repo_root / paths["raw"]
@@ -76,12 +75,9 @@ def load_splits(repo_root: Path, prepare: PrepareParams) -> Splits:
             "with a remote)"
         )
     prepared = prepare_splits(read_npz(raw_file, str(raw_file)), prepare)
-    # Aligned for TensorFlow once, here, rather than copied again by every run.
     return Splits(
         **{
-            name: PreparedSplit(
-                tensorflow_ready(features), tensorflow_ready(targets), Path(paths[name]), attributes
-            )
+            name: PreparedSplit(features, targets, Path(paths[name]), attributes)
             for name, (features, targets, attributes) in prepared.items()
         }
     )

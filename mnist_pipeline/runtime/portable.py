@@ -1,23 +1,10 @@
 """The portable training mode's process settings: what makes NumPy training give bit-identical
-weights on any x86-64 CPU with AVX2 and FMA, whatever its core count, caches or AVX-512.
+weights on any x86-64 CPU with AVX2 and FMA (docs/reproducibility.md).
 
-Three things decide the bits of a float32 training step besides the code and params:
-
-- OpenBLAS's kernel. NumPy's OpenBLAS picks one per CPU at load time (SkylakeX on an AVX-512
-  Intel, Haswell on AMD Zen and AVX2 Intels), and kernels sum products in other orders.
-  OPENBLAS_CORETYPE=Haswell pins the Haswell kernel, which every AVX2+FMA CPU runs.
-- OpenBLAS's thread count: a product is split over its threads, and 1 and 2 threads give
-  other bits. It is the `train.threads` param, set at run time through threadpoolctl (which
-  calls openblas_set_num_threads): OPENBLAS_NUM_THREADS alone is capped at the usable CPUs,
-  so on a one-CPU machine it would silently give one thread.
-- NumPy's own SIMD dispatch (exp, sums...): it picks AVX-512 loops where the CPU has them.
-  NPY_DISABLE_CPU_FEATURES turns those off, so every CPU runs the AVX2 (X86_V3) loops.
-
-OpenBLAS and NumPy read their variables once, when they load, so a process must have them
-from its start: `restart_pinned()` re-executes the process with them (os.execve) when they
-are missing, before anything imports NumPy. `pinned_blas()` then sets the thread count and
-reads every setting back from the libraries themselves, so a run records what it ran with,
-not what was asked for.
+OPENBLAS_CORETYPE=Haswell pins OpenBLAS's kernel (it otherwise picks one per CPU, each summing
+in its own order); NPY_DISABLE_CPU_FEATURES turns off NumPy's AVX-512 loops; the thread count
+(`train.threads`) is set through threadpoolctl. Both libraries read the variables when they load,
+so `restart_pinned()` re-executes the process with them; `pinned_blas()` reads every setting back.
 """
 
 from __future__ import annotations
@@ -53,10 +40,8 @@ def missing_settings(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def restart_pinned() -> None:
-    """Re-executes this process (same interpreter, same argv) with PORTABLE_ENVIRONMENT when
-    it lacks it; returns at once when it has it. Call it first thing in a process entry
-    point: the libraries read the variables when they load, so setting them later in
-    os.environ would change nothing. The process keeps its id (DVC waits on it as before)."""
+    """Re-executes this process (same interpreter, argv and process id) with
+    PORTABLE_ENVIRONMENT when it lacks it. Call it first thing in an entry point."""
     missing = missing_settings(os.environ)
     # Only x86-64 has the Haswell kernel; elsewhere a numpy-framework run is refused by
     # pinned_blas with its reason, and the Keras path runs as it always did.
@@ -126,12 +111,9 @@ def problems(state: BlasState, threads: int) -> list[str]:
 @contextlib.contextmanager
 def pinned_blas(threads: int) -> Iterator[BlasState]:
     """OpenBLAS at `threads` threads for the block, every portable setting read back and
-    checked: a PipelineError says what is off and how to fix it. The thread count is
-    restored after the block."""
+    checked: a PipelineError says what is off and how to fix it."""
     from threadpoolctl import threadpool_limits
 
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     with threadpool_limits(limits=threads, user_api="blas"):
         state = current_state()
         found = problems(state, threads)
