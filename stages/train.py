@@ -1,16 +1,14 @@
-"""train: fit the chapter's network (Dense relu -> Dense softmax, RMSprop), or the deeper one or
-other optimizer params.yaml asks for, on the prepared data, save it as a native `.keras` file
-and log the whole run to MLflow. Given a validation split with images, it is scored after each
-epoch (`val_loss`, `val_accuracy`) without changing the weights."""
+"""train: fit the network params.yaml asks for (the chapter's: Dense relu -> Dense softmax,
+RMSprop) on the prepared data, save it as a native `.keras` file and log the run to MLflow. A
+validation split with images is scored after each epoch (`val_loss`, `val_accuracy`)."""
 
 from __future__ import annotations
 
 from mnist_pipeline.runtime.portable import restart_pinned
 
 if __name__ == "__main__":
-    # OpenBLAS and NumPy read the portable mode's settings when they load: the stage restarts
-    # itself with them before any import below loads NumPy (a few milliseconds, done always,
-    # as they change nothing for Keras' training).
+    # OpenBLAS reads the portable mode's settings when NumPy loads: the stage restarts itself
+    # with them before any import below (a few milliseconds; they change nothing for Keras).
     restart_pinned()
 
 import argparse  # noqa: E402  (after the restart above, on purpose)
@@ -42,8 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train", required=True, type=Path, help="prepared train.npz")
     parser.add_argument("--train-attributes", required=True, type=Path)
-    # Optional, so the stage runs as before without them (benchmarks, older scripts); dvc.yaml
-    # always passes prepare's split, empty when prepare.validation_samples is 0.
+    # Optional; dvc.yaml always passes prepare's split, empty when validation_samples is 0.
     parser.add_argument("--validation", type=Path, help="prepared validation.npz")
     parser.add_argument("--validation-attributes", type=Path)
     parser.add_argument("--model", required=True, type=Path, help="where to save model.keras")
@@ -61,9 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         tracking.mark_stale_runs([experiment_id])
         attributes = json.loads(args.train_attributes.read_text(encoding="utf-8"))
         with ThreadPoolExecutor(max_workers=1) as pool:
-            # Reading 188 MB (into aligned memory, so TensorFlow can share it as it is) waits
-            # on memory, not Python: it runs beside the import of Keras and TensorFlow (2 s),
-            # which goes through network.py to leave out parts of Keras this project never uses.
+            # Reading 188 MB (into aligned memory TensorFlow can share) waits on memory, not
+            # Python: it runs beside the import of Keras and TensorFlow.
             loading = pool.submit(load_split, args.train, alignment=TENSORFLOW_ALIGNMENT)
             from mnist_pipeline.modelling.network import save_model
 

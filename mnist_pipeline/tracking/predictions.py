@@ -1,10 +1,6 @@
-"""Per-image predictions as a run artifact: each image's predicted and true label and whether the
-prediction is right, with the digest of the images scored. Two models scored on the same images
-can then be compared image by image (a paired test) without scoring them again.
-
-One small compressed .npz per run and split (10,000 test images: about 10 KB): NumPy reads it
-back without pickle, and so does anything that reads .npz files.
-"""
+"""Per-image predictions as a run artifact (a 10 KB compressed .npz, read without pickle): each
+image's predicted and true label and the digest of the images scored, so two models scored on
+the same images can be compared image by image without scoring them again."""
 
 from __future__ import annotations
 
@@ -16,19 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-# MLflow's documented switch for its download progress bars: a 10 KB file needs none, and a
-# command's output stays what it prints.
+from mnist_pipeline.runtime.environment import environment_set
+
+# MLflow's documented switch for its download progress bars: a 10 KB file needs none.
 PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-# Where a run keeps them: the evaluate stage's test predictions, and a tuning trial's on its
-# validation split.
+# The evaluate stage's test predictions, and a tuning trial's on its validation split.
 TEST_PREDICTIONS = "evaluation/test_predictions.npz"
 VALIDATION_PREDICTIONS = "evaluation/validation_predictions.npz"
 
 
 @dataclass(frozen=True)
 class Predictions:
-    """One model's predictions on a split, image by image, and that split's image digest."""
-
     predicted: np.ndarray  # int8 labels
     actual: np.ndarray  # int8 labels
     images_sha256: str
@@ -81,8 +75,7 @@ def log_predictions(run_id: str, predictions: Predictions, artifact: str) -> Non
 
 
 def load_predictions(run_id: str, artifact: str = TEST_PREDICTIONS) -> Predictions | None:
-    """The run's predictions, or None when it logged none (evaluated before they were logged,
-    or never evaluated)."""
+    """The run's predictions, or None when it logged none."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -91,16 +84,12 @@ def load_predictions(run_id: str, artifact: str = TEST_PREDICTIONS) -> Predictio
     listed = {item.path for item in MlflowClient().list_artifacts(run_id, folder_name)}
     if artifact not in listed:
         return None
-    earlier = os.environ.get(PROGRESS_BAR_VARIABLE)
-    os.environ.setdefault(PROGRESS_BAR_VARIABLE, "false")
+    quiet = {PROGRESS_BAR_VARIABLE: os.environ.get(PROGRESS_BAR_VARIABLE, "false")}
     try:
-        with tempfile.TemporaryDirectory() as folder:
+        with environment_set(quiet), tempfile.TemporaryDirectory() as folder:
             path = mlflow.artifacts.download_artifacts(
                 run_id=run_id, artifact_path=artifact, dst_path=folder
             )
             return from_bytes(Path(path).read_bytes())
     except MlflowException:
         return None
-    finally:
-        if earlier is None:
-            os.environ.pop(PROGRESS_BAR_VARIABLE, None)
