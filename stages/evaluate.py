@@ -1,11 +1,6 @@
 """evaluate: score the trained model on the test images; write metrics, the per-class report,
-the confusion matrix and figures, and log them into the training run in MLflow.
-
-A stack of Dense layers (the networks network.py builds) is read from its .keras file and run
-with NumPy (mnist_pipeline.modelling.scoring), not Keras: the same predictions without importing
-TensorFlow, which took most of this stage's time. Any other model (a Conv2D or
-BatchNormalization layer added in network.py) is loaded and run by Keras instead.
-"""
+the confusion matrix and figures, and log them into the training run in MLflow. A stack of
+Dense layers is run with NumPy (modelling/scoring.py), any other model by Keras."""
 
 from __future__ import annotations
 

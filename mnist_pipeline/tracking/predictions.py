@@ -4,7 +4,6 @@ the same images can be compared image by image without scoring them again."""
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -47,19 +46,17 @@ def from_probabilities(
     )
 
 
-def to_bytes(predictions: Predictions) -> bytes:
-    buffer = io.BytesIO()
+def save(predictions: Predictions, path: Path) -> None:
     np.savez_compressed(
-        buffer,
+        path,
         predicted=predictions.predicted,
         actual=predictions.actual,
         images_sha256=np.array(predictions.images_sha256),
     )
-    return buffer.getvalue()
 
 
-def from_bytes(data: bytes) -> Predictions:
-    with np.load(io.BytesIO(data), allow_pickle=False) as loaded:
+def load(path: Path) -> Predictions:
+    with np.load(path, allow_pickle=False) as loaded:
         return Predictions(loaded["predicted"], loaded["actual"], str(loaded["images_sha256"]))
 
 
@@ -70,7 +67,7 @@ def log_predictions(run_id: str, predictions: Predictions, artifact: str) -> Non
     folder_name, file_name = artifact.rsplit("/", 1)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / file_name
-        path.write_bytes(to_bytes(predictions))
+        save(predictions, path)
         MlflowClient().log_artifact(run_id, str(path), folder_name)
 
 
@@ -90,6 +87,6 @@ def load_predictions(run_id: str, artifact: str = TEST_PREDICTIONS) -> Predictio
             path = mlflow.artifacts.download_artifacts(
                 run_id=run_id, artifact_path=artifact, dst_path=folder
             )
-            return from_bytes(Path(path).read_bytes())
+            return load(Path(path))
     except MlflowException:
         return None
