@@ -11,6 +11,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from mnist_pipeline.errors import PipelineError  # noqa: E402
+
 
 def confusion_matrix_figure(matrix: np.ndarray, title: str = "Confusion matrix (test set)"):
     """A heat map of counts labelled in each cell, rows = true digit, columns = predicted."""
@@ -63,8 +65,14 @@ def training_curves_figure(history: pd.DataFrame, title: str = "Training curves"
 
 def draw_evaluation_figures(confusion: np.ndarray, history_csv, confusion_png, curves_png) -> None:
     """The evaluate stage's PNGs: the test set's confusion matrix, and the training curves."""
+    history = pd.read_csv(history_csv)
+    missing = sorted({"epoch", "loss", "accuracy"} - set(history.columns))
+    if missing:
+        raise PipelineError(
+            f"{history_csv}: no column {', '.join(missing)}; run `dvc repro -f train` to rewrite it"
+        )
     save_figure(confusion_matrix_figure(confusion), confusion_png)
-    save_figure(training_curves_figure(pd.read_csv(history_csv)), curves_png)
+    save_figure(training_curves_figure(history), curves_png)
 
 
 def save_figure(figure, path) -> None:
