@@ -84,11 +84,7 @@ class AdamParams(_Section):
 
 # One class per optimizer, picked by `name`; each takes exactly its own settings.
 OptimizerParams = Annotated[RMSpropParams | SGDParams | AdamParams, Field(discriminator="name")]
-OPTIMIZER_PARAMS: dict[str, type[_Section]] = {
-    "rmsprop": RMSpropParams,
-    "sgd": SGDParams,
-    "adam": AdamParams,
-}
+OPTIMIZER_PARAMS = {"rmsprop": RMSpropParams, "sgd": SGDParams, "adam": AdamParams}
 MAX_WIDTH = 65536
 # More OpenBLAS threads than this only wait on each other for these matrix sizes.
 MAX_THREADS = 64

@@ -14,6 +14,7 @@ if __name__ == "__main__":
 import argparse  # noqa: E402  (after the restart above, on purpose)
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,7 +28,6 @@ from mnist_pipeline.tracking import store as tracking
 from mnist_pipeline.tracking.train_logging import (
     LOGGING_TIME_MESSAGE,
     PreparedSplit,
-    Stopwatch,
     log_run_inputs,
     log_trained_model,
 )
@@ -79,18 +79,18 @@ def main(argv: list[str] | None = None) -> None:
         run_name = tags.get("dvc_exp_name")
         with tracking.tracked_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
             log.info("MLflow run %s in %s", run.info.run_id, tracking.tracking_uri())
-            logging_time = Stopwatch()
-            with logging_time:
-                train = PreparedSplit(features, targets, args.train, attributes)
-                log_run_inputs(run.info.run_id, params, train, validation_split)
+            started = time.perf_counter()
+            train = PreparedSplit(features, targets, args.train, attributes)
+            log_run_inputs(run.info.run_id, params, train, validation_split)
+            logging_seconds = time.perf_counter() - started
             model, history = train_model(
                 features, targets, params.train, params.base.seed, validation=validation
             )
             save_model(model, model_file)
             history_table(history).to_csv(history_file, index=False)
-            with logging_time:
-                log_trained_model(model, history)
-            log.info(LOGGING_TIME_MESSAGE, logging_time.seconds)
+            started = time.perf_counter()
+            log_trained_model(model, history)
+            log.info(LOGGING_TIME_MESSAGE, logging_seconds + time.perf_counter() - started)
             tracking.RunRecord(run.info.run_id, experiment_id).save(record_file)
     log.info("trained and logged run %s", run.info.run_id)
 

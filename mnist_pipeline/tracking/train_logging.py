@@ -3,8 +3,6 @@ optimizer as Keras configured it, the curves and the model."""
 
 from __future__ import annotations
 
-import time
-
 import mlflow
 import numpy as np
 
@@ -94,16 +92,3 @@ def log_model(model) -> None:
     mlflow.keras.log_model(
         model, name=MODEL_ARTIFACT, signature=signature, pip_requirements=requirements
     )
-
-
-class Stopwatch:
-    """Adds up the wall time spent inside its `with` blocks."""
-
-    seconds = 0.0
-
-    def __enter__(self) -> Stopwatch:
-        self._started = time.perf_counter()
-        return self
-
-    def __exit__(self, *exception) -> None:
-        self.seconds += time.perf_counter() - self._started
