@@ -199,10 +199,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def _optimizer_of(issue: dict) -> str | None:
     """The optimizer whose settings an issue is about, when one is missing or unknown."""
-    location = issue["loc"]
-    if location[:2] == ("train", "optimizer") and len(location) == 4:
-        return str(location[2]) if issue["type"] in ("missing", "extra_forbidden") else None
-    return None
+    location, kind = issue["loc"], issue["type"]
+    settings_issue = location[:2] == ("train", "optimizer") and len(location) == 4
+    return str(location[2]) if settings_issue and kind in ("missing", "extra_forbidden") else None
 
 
 def _settings(optimizer: str) -> str:
@@ -222,17 +221,15 @@ def _describe(issue: dict) -> str:
         got = "missing" if found is None else f"got {found!r}"
         return f"{key}.name: input should be {', '.join(others)} or {last}, {got}"
     if issue["type"] == "missing":
-        return f"{key}: missing" + (
-            "" if optimizer else "; add it (git show HEAD:params.yaml lists every key)"
-        )
+        fix = "" if optimizer else "; add it (git show HEAD:params.yaml lists every key)"
+        return f"{key}: missing{fix}"
     if issue["type"] == "extra_forbidden":
         model = OPTIMIZER_PARAMS[optimizer] if optimizer else _section(location[:-1])
         allowed = list(model.model_fields) if model else []
         close = difflib.get_close_matches(location[-1], allowed, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return f"{key}: unknown key{hint}" + (
-            "" if optimizer or not allowed else f"; allowed: {', '.join(allowed)}"
-        )
+        listed = "" if optimizer or not allowed else f"; allowed: {', '.join(allowed)}"
+        return f"{key}: unknown key{hint}{listed}"
     if issue["type"] == "value_error":
         return issue["msg"].removeprefix("Value error, ")  # Our own checks name their keys.
     message = issue["msg"]
