@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 
 
 class PipelineError(Exception):
@@ -21,8 +20,7 @@ REDACTED = "***"
 
 
 def redacted(text: str) -> str:
-    """The text with every URL's password, and the value of every secret variable that is set,
-    replaced by ***: for anything printed, logged or raised."""
+    """The text with every URL's password and every set secret variable's value replaced by ***."""
     text = _URL_PASSWORD.sub(rf"\g<head>:{REDACTED}@", text)
     for name in SECRET_VARIABLES:
         secret = os.environ.get(name)
@@ -32,8 +30,7 @@ def redacted(text: str) -> str:
 
 
 def first_line(error: Exception) -> str:
-    """The first line of an exception's message (its type when empty), short enough to quote
-    inside a one-line error."""
+    """The first line of an exception's message (its type when empty), short enough to quote."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
@@ -44,8 +41,7 @@ def last_line(text: str | None) -> str:
 
 
 def server_refusal(error: BaseException) -> PipelineError | None:
-    """The one-line error for an MLflow server refusing this user (MLflow's error codes for
-    HTTP 401 and 403), or None for any other error."""
+    """The one-line error for an MLflow server refusing this user (HTTP 401 and 403), or None."""
     code = getattr(error, "error_code", None)
     if code not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
         return None
@@ -64,18 +60,14 @@ def server_refusal(error: BaseException) -> PipelineError | None:
 
 
 def server_lost(error: BaseException) -> PipelineError | None:
-    """The one-line error for an MLflow server that stopped answering after the stage had
-    started (MLflow's client gave up retrying: its exception wraps requests' ConnectionError or
-    Timeout), or None for any other error."""
-    exceptions = sys.modules.get("requests.exceptions")
-    if exceptions is None:  # No HTTP request was ever made.
-        return None
+    """The one-line error for an MLflow server that stopped answering mid-stage (MLflow's client
+    gave up retrying: its exception wraps requests' ConnectionError or Timeout), or None."""
     if isinstance(error, PipelineError):
         return None  # Already says what happened (connect's "is unusable", for one).
+    from requests.exceptions import ConnectionError, Timeout
+
     cause = error
-    while cause is not None and not isinstance(
-        cause, (exceptions.ConnectionError, exceptions.Timeout)
-    ):
+    while cause is not None and not isinstance(cause, (ConnectionError, Timeout)):
         # The chain Python prints: `raise ... from None` ends it.
         cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
     if cause is None:

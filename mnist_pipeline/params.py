@@ -1,8 +1,5 @@
-"""The typed form of `params.yaml`, validated once at the start of every stage.
-
-Unknown keys, wrong types and out-of-range values are errors that name the key and what
-is allowed, so a typo can never silently fall back to a default.
-"""
+"""The typed form of `params.yaml`, validated once at the start of every stage: unknown keys,
+wrong types and out-of-range values are errors that name the key and what is allowed."""
 
 from __future__ import annotations
 
@@ -10,19 +7,15 @@ import difflib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from mnist_pipeline.data.mnist import MNIST_TEST_SIZE, MNIST_TRAIN_SIZE
 from mnist_pipeline.errors import PipelineError
+
+# MNIST's sizes, which bound prepare's counts; data/mnist.py checks the data against them.
+MNIST_TRAIN_SIZE = 60_000
+MNIST_TEST_SIZE = 10_000
 
 
 class _Section(BaseModel):
@@ -49,8 +42,7 @@ class FetchParams(_Section):
 class PrepareParams(_Section):
     train_samples: int | None = Field(ge=1, le=MNIST_TRAIN_SIZE)
     test_samples: int | None = Field(ge=1, le=MNIST_TEST_SIZE)
-    # The last N of the training images kept become the validation split; 0 (the chapter's
-    # setup) keeps them all for training. A default, so the params files of older runs parse.
+    # A default, so the params files of older runs parse.
     validation_samples: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
@@ -66,8 +58,6 @@ class PrepareParams(_Section):
 
 
 class RMSpropParams(_Section):
-    """keras.optimizers.RMSprop; params.yaml's default, the chapter's optimizer."""
-
     name: Literal["rmsprop"]
     learning_rate: float = Field(gt=0)
     rho: float = Field(ge=0, lt=1)
@@ -77,8 +67,6 @@ class RMSpropParams(_Section):
 
 
 class SGDParams(_Section):
-    """keras.optimizers.SGD: the chapter's update, with momentum (and Nesterov's) optional."""
-
     name: Literal["sgd"]
     learning_rate: float = Field(gt=0)
     momentum: float = Field(ge=0, lt=1)
@@ -86,8 +74,6 @@ class SGDParams(_Section):
 
 
 class AdamParams(_Section):
-    """keras.optimizers.Adam."""
-
     name: Literal["adam"]
     learning_rate: float = Field(gt=0)
     beta_1: float = Field(ge=0, lt=1)
@@ -98,11 +84,7 @@ class AdamParams(_Section):
 
 # One class per optimizer, picked by `name`; each takes exactly its own settings.
 OptimizerParams = Annotated[RMSpropParams | SGDParams | AdamParams, Field(discriminator="name")]
-OPTIMIZER_PARAMS: dict[str, type[_Section]] = {
-    "rmsprop": RMSpropParams,
-    "sgd": SGDParams,
-    "adam": AdamParams,
-}
+OPTIMIZER_PARAMS = {"rmsprop": RMSpropParams, "sgd": SGDParams, "adam": AdamParams}
 MAX_WIDTH = 65536
 # More OpenBLAS threads than this only wait on each other for these matrix sizes.
 MAX_THREADS = 64
@@ -110,8 +92,7 @@ MAX_THREADS = 64
 
 class TrainParams(_Section):
     framework: Literal["keras", "numpy"]
-    # One width (the chapter's one hidden layer) or a list, one hidden layer per width. Kept
-    # as written, so a run of the chapter's network logs `512` as it always has.
+    # One width or a list, kept as written, so the chapter's network logs `512` as it always has.
     hidden_units: int | list[int]
     activation: Literal["relu", "tanh", "sigmoid"]
     # The rate of the Dropout after each hidden layer; 0 adds no Dropout layer at all.
@@ -119,9 +100,8 @@ class TrainParams(_Section):
     epochs: int = Field(ge=1, le=10000)
     batch_size: int = Field(ge=1)
     optimizer: OptimizerParams
-    # The portable mode's (framework: numpy) OpenBLAS threads: part of what decides its weights,
-    # so a param, not the machine's core count. Keras ignores it. A default, so the params
-    # files of older runs parse.
+    # The portable mode's OpenBLAS threads: they decide its weights, so a param, not the core
+    # count. Keras ignores it. A default, so the params files of older runs parse.
     threads: int = Field(default=1, ge=1, le=MAX_THREADS)
 
     @field_validator("hidden_units", mode="plain")
@@ -142,7 +122,6 @@ class TrainParams(_Section):
 
     @property
     def widths(self) -> tuple[int, ...]:
-        """The hidden layers' widths, first to last."""
         units = self.hidden_units
         return tuple(units) if isinstance(units, list) else (units,)
 
@@ -163,15 +142,12 @@ class Params(_Section):
     train: TrainParams
     evaluate: EvaluateParams
     mlflow: MlflowParams
-    # `mnist-pipeline tune`'s study and search space: read by no stage (no stage lists it in
-    # dvc.yaml, so editing it re-runs nothing) and so kept opaque here, where every stage
-    # imports it; mnist_pipeline.tuning.space validates it when tuning or checking params.
-    # Optional, so the params files of older runs parse.
+    # `mnist-pipeline tune`'s settings, read by no stage: opaque here, validated by
+    # mnist_pipeline.tuning.space. Optional, so the params files of older runs parse.
     tune: dict | None = None
 
     def flat(self) -> dict[str, object]:
-        """The stages' params as `section.key` (nested: `train.optimizer.rho`) for MLflow;
-        without `tune`, which configures a search rather than a run."""
+        """The stages' params (not `tune`) as `section.key` (`train.optimizer.rho`) for MLflow."""
         return _flatten(self.model_dump(exclude={"tune"}))
 
 
@@ -187,15 +163,17 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def parse_params(raw: object, source: str = "params.yaml") -> Params:
-    """Validates an already-loaded params tree; raises PipelineError naming the first bad key."""
+    """Validates an already-loaded params tree; raises PipelineError naming every bad key."""
     if not isinstance(raw, dict):
         raise PipelineError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        issues = error.errors()
-        problems = [_optimizer_mismatch(issues)] if _optimizer_mismatch(issues) else []
-        problems += [_describe(issue) for issue in issues if not _is_mismatch(issue)]
+        problems = [_describe(issue) for issue in error.errors()]
+        # A setting missing from, or foreign to, the optimizer `name` picks (as after changing
+        # `name` alone): say once which settings that optimizer takes.
+        names = {_optimizer_of(issue) for issue in error.errors()} - {None}
+        problems += [f"optimizer '{name}' takes exactly: {_settings(name)}" for name in names]
         raise PipelineError(f"{source}: " + "; ".join(problems)) from None
 
 
@@ -219,86 +197,51 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(raw, str(path))
 
 
+def _optimizer_of(issue: dict) -> str | None:
+    """The optimizer whose settings an issue is about, when one is missing or unknown."""
+    location, kind = issue["loc"], issue["type"]
+    settings_issue = location[:2] == ("train", "optimizer") and len(location) == 4
+    return str(location[2]) if settings_issue and kind in ("missing", "extra_forbidden") else None
+
+
+def _settings(optimizer: str) -> str:
+    return ", ".join(key for key in OPTIMIZER_PARAMS[optimizer].model_fields if key != "name")
+
+
 def _describe(issue: dict) -> str:
-    location = _without_union_tags([str(part) for part in issue["loc"]])
-    key = ".".join(location) or "(top level)"
+    location = [str(part) for part in issue["loc"]]
+    # Pydantic puts the chosen optimizer's tag in the location (train.optimizer.adam.rho).
+    optimizer = (
+        location[2] if location[:2] == ["train", "optimizer"] and len(location) > 3 else None
+    )
+    key = ".".join(part for part in location if part != optimizer) or "(top level)"
     if issue["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        # The optimizer's `name` picks its class; name the key and the choices.
         *others, last = [repr(name) for name in OPTIMIZER_PARAMS]
-        names = f"{', '.join(others)} or {last}"
         found = issue["input"].get("name") if isinstance(issue["input"], dict) else None
         got = "missing" if found is None else f"got {found!r}"
-        return f"{key}.name: input should be {names}, {got}"
-    if issue["type"] == "extra_forbidden":
-        return f"{key}: unknown key{_suggestion(issue['loc'])}"
+        return f"{key}.name: input should be {', '.join(others)} or {last}, {got}"
     if issue["type"] == "missing":
-        return f"{key}: missing; add it (git show HEAD:params.yaml lists every key)"
+        fix = "" if optimizer else "; add it (git show HEAD:params.yaml lists every key)"
+        return f"{key}: missing{fix}"
+    if issue["type"] == "extra_forbidden":
+        model = OPTIMIZER_PARAMS[optimizer] if optimizer else _section(location[:-1])
+        allowed = list(model.model_fields) if model else []
+        close = difflib.get_close_matches(location[-1], allowed, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        listed = "" if optimizer or not allowed else f"; allowed: {', '.join(allowed)}"
+        return f"{key}: unknown key{hint}{listed}"
     if issue["type"] == "value_error":
-        # Our own cross-field checks already name their keys.
-        return issue["msg"].removeprefix("Value error, ")
-    return f"{key}: {_lower_first(issue['msg'])}, got {issue['input']!r}"
+        return issue["msg"].removeprefix("Value error, ")  # Our own checks name their keys.
+    message = issue["msg"]
+    return f"{key}: {message[:1].lower()}{message[1:]}, got {issue['input']!r}"
 
 
-def _is_mismatch(issue: dict) -> bool:
-    """A setting missing from, or foreign to, the optimizer `name` chose."""
-    location = issue["loc"]
-    return (
-        location[:2] == ("train", "optimizer")
-        and len(location) == 4
-        and issue["type"] in ("missing", "extra_forbidden")
-    )
-
-
-def _optimizer_mismatch(issues: list[dict]) -> str | None:
-    """One message for an optimizer's missing and foreign settings (as after changing `name`
-    alone), ending with the settings that optimizer takes."""
-    mismatched = [issue for issue in issues if _is_mismatch(issue)]
-    if not mismatched:
-        return None
-    name = str(mismatched[0]["loc"][2])
-    takes = [key for key in OPTIMIZER_PARAMS[name].model_fields if key != "name"]
-    parts = []
-    for issue in sorted(mismatched, key=lambda issue: issue["type"] != "missing"):
-        setting = str(issue["loc"][3])
-        if issue["type"] == "missing":
-            parts.append(f"train.optimizer.{setting}: missing")
-        else:
-            close = difflib.get_close_matches(setting, takes, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            parts.append(f"train.optimizer.{setting}: unknown key{hint}")
-    return f"{'; '.join(parts)}; optimizer '{name}' takes exactly: {', '.join(takes)}"
-
-
-def _without_union_tags(location: list[str]) -> list[str]:
-    """Pydantic puts the chosen optimizer's tag in the location (train.optimizer.adam.rho);
-    params.yaml has no such level."""
-    return [
-        part
-        for index, part in enumerate(location)
-        if not (index > 0 and location[index - 1] == "optimizer" and part in OPTIMIZER_PARAMS)
-    ]
-
-
-def _suggestion(location: tuple) -> str:
-    """Names the allowed keys of the enclosing section, and the likely intended one."""
+def _section(location: list[str]) -> type[BaseModel] | None:
+    """The params class of the section at `location` (Params at the top), if it is one."""
     model: type[BaseModel] = Params
-    parts = [str(part) for part in location]
-    what = ""
-    for index, part in enumerate(parts[:-1]):
-        if model is TrainParams and part == "optimizer":
-            # The next part is the tag pydantic chose: that optimizer's own settings.
-            name = parts[index + 1]
-            model, what = OPTIMIZER_PARAMS[name], f" of optimizer '{name}'"
-            break
+    for part in location:
         annotation = model.model_fields[part].annotation
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return ""
+            return None
         model = annotation
-    allowed = list(model.model_fields)
-    close = difflib.get_close_matches(parts[-1], allowed, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"{what}{hint}; allowed: {', '.join(allowed)}"
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]
+    return model

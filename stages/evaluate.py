@@ -1,31 +1,24 @@
 """evaluate: score the trained model on the test images; write metrics, the per-class report,
-the confusion matrix and figures, and log them into the training run in MLflow.
-
-A stack of Dense layers (the networks network.py builds) is read from its .keras file and run
-with NumPy (mnist_pipeline.modelling.scoring), not Keras: the same predictions without importing
-TensorFlow, which took most of this stage's time. Any other model (a Conv2D or
-BatchNormalization layer added in network.py) is loaded and run by Keras instead.
-"""
+the confusion matrix and figures, and log them into the training run in MLflow. A stack of
+Dense layers is run with NumPy (modelling/scoring.py), any other model by Keras."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from mnist_pipeline.data.mnist import NUM_CLASSES
 from mnist_pipeline.data.splits import PreparedSplit, load_split
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.modelling.figures import draw_evaluation_figures
 from mnist_pipeline.modelling.metrics import confusion_pairs, evaluate_predictions
 from mnist_pipeline.modelling.scoring import predict_saved_model
 from mnist_pipeline.params import load_params
 from mnist_pipeline.runtime.atomic import atomic_outputs, write_json
-from mnist_pipeline.runtime.child_process import running_beside
 from mnist_pipeline.runtime.stage_runner import run_stage
+from mnist_pipeline.tracking import store as tracking
 from mnist_pipeline.tracking.evaluate_logging import (
     EVALUATION_FIGURES,
     failure_tagged,
@@ -34,14 +27,6 @@ from mnist_pipeline.tracking.evaluate_logging import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def draw_figures(confusion: np.ndarray, history_csv: Path, files: dict[str, Path]) -> None:
-    """Writes the PNGs (`files` maps EVALUATION_FIGURES to paths); imports matplotlib only in
-    the child process that calls it."""
-    from mnist_pipeline.modelling.figures import draw_evaluation_figures
-
-    draw_evaluation_figures(confusion, history_csv, *(files[name] for name in EVALUATION_FIGURES))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,26 +57,18 @@ def main(argv: list[str] | None = None) -> None:
                 f"{targets.shape[1:]} of {args.test}; run `dvc repro` to rebuild both"
             )
         evaluation = evaluate_predictions(targets, probabilities)
-        figure_files = dict(zip(EVALUATION_FIGURES, png_files, strict=True))
-        # Importing matplotlib and drawing take as long as importing MLflow and opening its
-        # store, and all of it is single-threaded: the figures are drawn by a child process.
+        record = tracking.RunRecord.load(args.run_record)
+        tracking.connect(params.mlflow.experiment_name)
+        run = tracking.require_run(
+            record.run_id,
+            fix="it was deleted or logged to another store: run `dvc repro -f train` "
+            "to train and log it again",
+        )
         # Once the run is found, any failure (the figures' included) is tagged on it.
-        with contextlib.ExitStack() as run_found:
-            with running_beside(
-                lambda: draw_figures(evaluation.confusion, args.history, figure_files),
-                what="drawing the figures",
-            ):
-                from mnist_pipeline.tracking import store as tracking
-
-                record = tracking.RunRecord.load(args.run_record)
-                tracking.connect(params.mlflow.experiment_name)
-                run = tracking.require_run(
-                    record.run_id,
-                    fix="it was deleted or logged to another store: run `dvc repro -f train` "
-                    "to train and log it again",
-                )
-                run_found.enter_context(failure_tagged(run))
-                require_logged_weights(weights, run, args.model)
+        with failure_tagged(run):
+            require_logged_weights(weights, run, args.model)
+            figure_files = dict(zip(EVALUATION_FIGURES, png_files, strict=True))
+            draw_evaluation_figures(evaluation.confusion, args.history, *png_files)
             write_json(metrics_file, evaluation.metrics)
             write_json(report_file, evaluation.report)
             confusion_pairs(targets, probabilities).to_csv(confusion_file, index=False)

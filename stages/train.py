@@ -1,21 +1,20 @@
-"""train: fit the chapter's network (Dense relu -> Dense softmax, RMSprop), or the deeper one or
-other optimizer params.yaml asks for, on the prepared data, save it as a native `.keras` file
-and log the whole run to MLflow. Given a validation split with images, it is scored after each
-epoch (`val_loss`, `val_accuracy`) without changing the weights."""
+"""train: fit the network params.yaml asks for (the chapter's: Dense relu -> Dense softmax,
+RMSprop) on the prepared data, save it as a native `.keras` file and log the run to MLflow. A
+validation split with images is scored after each epoch (`val_loss`, `val_accuracy`)."""
 
 from __future__ import annotations
 
 from mnist_pipeline.runtime.portable import restart_pinned
 
 if __name__ == "__main__":
-    # OpenBLAS and NumPy read the portable mode's settings when they load: the stage restarts
-    # itself with them before any import below loads NumPy (a few milliseconds, done always,
-    # as they change nothing for Keras' training).
+    # OpenBLAS reads the portable mode's settings when NumPy loads: the stage restarts itself
+    # with them before any import below (a few milliseconds; they change nothing for Keras).
     restart_pinned()
 
 import argparse  # noqa: E402  (after the restart above, on purpose)
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from mnist_pipeline.tracking import store as tracking
 from mnist_pipeline.tracking.train_logging import (
     LOGGING_TIME_MESSAGE,
     PreparedSplit,
-    Stopwatch,
     log_run_inputs,
     log_trained_model,
 )
@@ -42,8 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--train", required=True, type=Path, help="prepared train.npz")
     parser.add_argument("--train-attributes", required=True, type=Path)
-    # Optional, so the stage runs as before without them (benchmarks, older scripts); dvc.yaml
-    # always passes prepare's split, empty when prepare.validation_samples is 0.
+    # Optional; dvc.yaml always passes prepare's split, empty when validation_samples is 0.
     parser.add_argument("--validation", type=Path, help="prepared validation.npz")
     parser.add_argument("--validation-attributes", type=Path)
     parser.add_argument("--model", required=True, type=Path, help="where to save model.keras")
@@ -62,8 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         attributes = json.loads(args.train_attributes.read_text(encoding="utf-8"))
         with ThreadPoolExecutor(max_workers=1) as pool:
             # Reading 188 MB waits on memory, not Python: it runs beside the import of Keras
-            # and TensorFlow (2 s),
-            # which goes through network.py to leave out parts of Keras this project never uses.
+            # and TensorFlow.
             loading = pool.submit(load_split, args.train)
             from mnist_pipeline.modelling.network import save_model
 
@@ -83,18 +79,18 @@ def main(argv: list[str] | None = None) -> None:
         run_name = tags.get("dvc_exp_name")
         with tracking.tracked_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
             log.info("MLflow run %s in %s", run.info.run_id, tracking.tracking_uri())
-            logging_time = Stopwatch()
-            with logging_time:
-                train = PreparedSplit(features, targets, args.train, attributes)
-                log_run_inputs(run.info.run_id, params, train, validation_split)
+            started = time.perf_counter()
+            train = PreparedSplit(features, targets, args.train, attributes)
+            log_run_inputs(run.info.run_id, params, train, validation_split)
+            logging_seconds = time.perf_counter() - started
             model, history = train_model(
                 features, targets, params.train, params.base.seed, validation=validation
             )
             save_model(model, model_file)
             history_table(history).to_csv(history_file, index=False)
-            with logging_time:
-                log_trained_model(model, history)
-            log.info(LOGGING_TIME_MESSAGE, logging_time.seconds)
+            started = time.perf_counter()
+            log_trained_model(model, history)
+            log.info(LOGGING_TIME_MESSAGE, logging_seconds + time.perf_counter() - started)
             tracking.RunRecord(run.info.run_id, experiment_id).save(record_file)
     log.info("trained and logged run %s", run.info.run_id)
 

@@ -34,34 +34,6 @@ def test_h5_and_missing_files_are_refused(tmp_path):
         load_model_safely(tmp_path / "absent.keras")
 
 
-def modules_after(code: str) -> dict[str, bool]:
-    """Which of the extras a fresh interpreter has imported after running code."""
-    import json
-    import subprocess
-    import sys
-
-    probe = f"{code}\nimport json, sys\nprint(json.dumps({{m: m in sys.modules for m in "
-    probe += "('sklearn', 'matplotlib')}))"
-    completed = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
-    )
-    return json.loads(completed.stdout.splitlines()[-1])
-
-
-def test_keras_is_imported_without_the_extras_it_would_pull_in():
-    """network.py hides scikit-learn and matplotlib while Keras imports. The shortcut's two
-    assumptions, each failing this test when it breaks: Keras on its own does import them
-    (else hiding them saves nothing: remove the shortcut), and through network.py it does not,
-    while both stay importable afterwards."""
-    network = "mnist_pipeline.modelling.network"
-    assert modules_after("import keras") == {"sklearn": True, "matplotlib": True}
-    assert modules_after(f"import {network}") == {"sklearn": False, "matplotlib": False}
-    assert modules_after(f"import {network}, sklearn.metrics, matplotlib.pyplot") == {
-        "sklearn": True,
-        "matplotlib": True,
-    }
-
-
 def built(params_tree, **train):
     from mnist_pipeline.modelling.network import build_model
     from mnist_pipeline.params import parse_params

@@ -22,16 +22,17 @@ def test_predictions_are_the_argmax_against_the_labels():
     assert found.predicted.dtype == np.int8
 
 
-def test_the_file_round_trips_small_and_without_pickle():
+def test_the_file_round_trips_small_and_without_pickle(tmp_path):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, 10_000).tolist()
     found = predictions.from_probabilities(
         one_hot(labels), rng.random((10_000, 10), dtype=np.float32), "e" * 64
     )
-    data = predictions.to_bytes(found)
+    path = tmp_path / "predictions.npz"
+    predictions.save(found, path)
     # 10,000 images: the two label arrays, compressed, stay near 10 KB each at most.
-    assert len(data) < 25_000
-    again = predictions.from_bytes(data)
+    assert path.stat().st_size < 25_000
+    again = predictions.load(path)
     assert np.array_equal(again.predicted, found.predicted)
     assert np.array_equal(again.actual, found.actual)
     assert again.images_sha256 == "e" * 64

@@ -13,7 +13,7 @@ from tiny_store import run_cli
 
 from conftest import git
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.tags import MACHINE_CPU_TAG
+from mnist_pipeline.tags import MACHINE_CPU_TAG, REPRODUCTION_TAG
 from mnist_pipeline.tracking import reproduction as reproduce
 
 PARAMS_YAML = "train:\n  epochs: 1\n"
@@ -328,7 +328,7 @@ def test_the_reproduction_is_tagged_with_this_machine_when_mlflow_creates_it():
     environ = {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "TF_NUM_INTRAOP_THREADS": "3"}
     recipe = reproduce.Recipe("f" * 32, "pupal-gaze", "a" * 40, PARAMS_YAML)
     context = reproduce.run_context(recipe, environ)
-    assert context[reproduce.REPRODUCTION_TAG] == "f" * 32
+    assert context[REPRODUCTION_TAG] == "f" * 32
     assert context["mlflow.runName"] == "pupal-gaze-repro"
     # The settings the reproduction's stages get, not this process's.
     assert context["machine.xla_flags"] == "--xla_cpu_max_isa=AVX2"

@@ -202,34 +202,27 @@ def test_main_with_an_empty_validation_split_logs_what_it_always_has(
     assert artifacts == ["data/train_attributes.json"]
 
 
-def test_log_model_skips_mlflows_requirements_check_which_mlflow_otherwise_calls(
+def test_the_model_is_logged_with_the_running_packages_as_its_requirements(
     tiny_train_params, mlflow_store, monkeypatch, tmp_path
 ):
-    """The shortcut's two assumptions, each of which fails this test when it breaks: MLflow's
-    log_model calls the check under that name in that module (else the skip saves nothing,
-    silently), and while train_logging.log_model runs the check is not called."""
-    import contextlib
-
+    """Given explicitly, not inferred: the versions of the packages that trained it."""
+    import keras
     import mlflow
-    from mlflow.utils import environment
+    import tensorflow as tf
 
     from mnist_pipeline.modelling.network import build_model
 
     monkeypatch.chdir(tmp_path)  # The default experiment keeps its artifacts in ./mlruns.
-    calls = []
-    monkeypatch.setattr(environment, train_logging.MLFLOW_REQUIREMENTS_CHECK, calls.append)
     model = build_model(tiny_train_params.train, input_dim=784)
-    with mlflow.start_run():
-        with monkeypatch.context() as no_skip:
-            no_skip.setattr(
-                train_logging, "_requirements_taken_as_satisfied", contextlib.nullcontext
-            )
-            train_logging.log_model(model)
-        called = len(calls)
-        assert called >= 1, "MLflow no longer calls the check the train stage skips"
+    with mlflow.start_run() as run:
         train_logging.log_model(model)
-        assert len(calls) == called, "train_logging.log_model let MLflow's requirements check run"
-    assert getattr(environment, train_logging.MLFLOW_REQUIREMENTS_CHECK) == calls.append
+    uri = f"runs:/{run.info.run_id}/{train_logging.MODEL_ARTIFACT}"
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(uri)).read_text().split()
+    assert requirements == [
+        f"mlflow=={mlflow.__version__}",
+        f"keras=={keras.__version__}",
+        f"tensorflow=={tf.__version__}",
+    ]
 
 
 def test_failure_mid_training_marks_run_failed_and_leaves_nothing(

@@ -9,9 +9,8 @@ from typing import NamedTuple
 import numpy as np
 
 from mnist_pipeline.errors import PipelineError
+from mnist_pipeline.params import MNIST_TEST_SIZE, MNIST_TRAIN_SIZE
 
-MNIST_TRAIN_SIZE = 60_000
-MNIST_TEST_SIZE = 10_000
 IMAGE_SIDE = 28
 NUM_CLASSES = 10
 
@@ -34,7 +33,7 @@ ARRAY_SHA256 = {
 
 
 class MnistArrays(NamedTuple):
-    """The four arrays `keras.datasets.mnist.load_data()` returns, flattened into one tuple."""
+    """The four arrays `keras.datasets.mnist.load_data()` returns, in one tuple."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -74,19 +73,17 @@ def file_sha256(path) -> str:
 
 def verify_mnist(arrays: MnistArrays, origin: str = "the data") -> None:
     """Raises PipelineError unless every array has MNIST's dtype, shape and exact bytes."""
-    # Looked up at call time, so tests can substitute the facts of a tiny generated data set.
-    expected_sha256, expected_shapes = ARRAY_SHA256, EXPECTED_SHAPES
     for name, array in arrays._asdict().items():
         if array.dtype != np.uint8:
             raise PipelineError(f"{origin}: {name} has dtype {array.dtype}, expected uint8")
-        if array.shape != expected_shapes[name]:
+        if array.shape != EXPECTED_SHAPES[name]:
             raise PipelineError(
-                f"{origin}: {name} has shape {array.shape}, expected {expected_shapes[name]}"
+                f"{origin}: {name} has shape {array.shape}, expected {EXPECTED_SHAPES[name]}"
             )
         actual = array_sha256(array)
-        if actual != expected_sha256[name]:
+        if actual != ARRAY_SHA256[name]:
             raise PipelineError(
                 f"{origin}: {name} SHA-256 is {actual[:16]}..., expected "
-                f"{expected_sha256[name][:16]}...: the copy is corrupted or not MNIST; "
+                f"{ARRAY_SHA256[name][:16]}...: the copy is corrupted or not MNIST; "
                 "delete it and fetch again"
             )

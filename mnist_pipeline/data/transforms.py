@@ -1,6 +1,6 @@
-"""MNIST's images and labels into the network's inputs: flattened 784-vectors scaled to [0, 1]
-as float32, one-hot labels, a fixed first-N subset, a last-N validation split, and the tensor
-attributes (ndim, shape, dtype, min, max) the chapter teaches, before and after."""
+"""MNIST's images and labels into the network's inputs: 784-vectors scaled to [0, 1] as float32,
+one-hot labels, a first-N subset, a last-N validation split, and the tensor attributes the
+chapter teaches (ndim, shape, dtype, min, max), before and after."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ def first(array: np.ndarray, count: int | None, name: str) -> np.ndarray:
 
 
 def last(array: np.ndarray, count: int, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The array without its last `count` rows, and those rows: a fixed validation split, the
-    same images every run, so runs compare. count=0 gives an empty second part."""
+    """The array without its last `count` rows, and those rows (empty for count=0): the same
+    validation images every run, so runs compare."""
     if count >= len(array):
         raise PipelineError(
             f"{name}={count} leaves no training images: it must be less than the "
@@ -57,7 +57,6 @@ def last(array: np.ndarray, count: int, name: str) -> tuple[np.ndarray, np.ndarr
 
 
 def tensor_attributes(array: np.ndarray) -> dict[str, object]:
-    """The attributes the chapter teaches: number of axes, shape, data type, value range."""
     return {
         "ndim": array.ndim,
         "shape": list(array.shape),
@@ -70,7 +69,7 @@ def tensor_attributes(array: np.ndarray) -> dict[str, object]:
 def prepare_split(
     images: np.ndarray, labels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, dict[str, dict]]:
-    """Prepares one split; returns features, one-hot targets and their attributes both ways."""
+    """Features, one-hot targets, and the attributes before and after."""
     features, targets = flatten_and_scale(images), one_hot(labels)
     attributes = {
         "before": {"images": tensor_attributes(images), "labels": tensor_attributes(labels)},
@@ -86,25 +85,20 @@ SPLITS = ("train", "validation", "test")
 def prepare_splits(
     raw: MnistArrays, params: PrepareParams
 ) -> dict[str, tuple[np.ndarray, np.ndarray, dict[str, dict]]]:
-    """All three splits as `params` asks: the first `train_samples` training images, of which
-    the last `validation_samples` validate (so train keeps their beginning), and the first
-    `test_samples` test images; each prepared by prepare_split. The prepare stage writes what
-    this returns; `mnist-pipeline tune`'s workers hold it in memory."""
-    train_images, validation_images = last(
-        first(raw.x_train, params.train_samples, "prepare.train_samples"),
-        params.validation_samples,
-        "prepare.validation_samples",
-    )
-    train_labels, validation_labels = last(
-        first(raw.y_train, params.train_samples, "prepare.train_samples"),
-        params.validation_samples,
-        "prepare.validation_samples",
-    )
-    test_images = first(raw.x_test, params.test_samples, "prepare.test_samples")
-    test_labels = first(raw.y_test, params.test_samples, "prepare.test_samples")
-    images_and_labels = {
-        "train": (train_images, train_labels),
-        "validation": (validation_images, validation_labels),
-        "test": (test_images, test_labels),
+    """The first `train_samples` training images, of which the last `validation_samples`
+    validate, and the first `test_samples` test images, each prepared by prepare_split."""
+
+    def train_and_validation(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kept = first(array, params.train_samples, "prepare.train_samples")
+        return last(kept, params.validation_samples, "prepare.validation_samples")
+
+    def test(array: np.ndarray) -> np.ndarray:
+        return first(array, params.test_samples, "prepare.test_samples")
+
+    train_images, validation_images = train_and_validation(raw.x_train)
+    train_labels, validation_labels = train_and_validation(raw.y_train)
+    return {
+        "train": prepare_split(train_images, train_labels),
+        "validation": prepare_split(validation_images, validation_labels),
+        "test": prepare_split(test(raw.x_test), test(raw.y_test)),
     }
-    return {split: prepare_split(*images_and_labels[split]) for split in SPLITS}

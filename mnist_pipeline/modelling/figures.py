@@ -11,9 +11,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from mnist_pipeline.errors import PipelineError  # noqa: E402
+
 
 def confusion_matrix_figure(matrix: np.ndarray, title: str = "Confusion matrix (test set)"):
-    """A labelled heat map of counts, rows = true digit, columns = predicted digit."""
+    """A heat map of counts labelled in each cell, rows = true digit, columns = predicted."""
     figure, axes = plt.subplots(figsize=(6.4, 5.6), layout="constrained")
     image = axes.imshow(matrix, cmap="Blues")
     classes = range(len(matrix))
@@ -41,8 +43,8 @@ def confusion_matrix_figure(matrix: np.ndarray, title: str = "Confusion matrix (
 
 
 def training_curves_figure(history: pd.DataFrame, title: str = "Training curves"):
-    """Loss and accuracy per epoch, side by side, from a table with an `epoch` column; with
-    `val_loss` and `val_accuracy` columns too, the validation curves beside the training ones."""
+    """Loss and accuracy per epoch side by side, from a table with an `epoch` column, with the
+    validation curves when `val_loss` and `val_accuracy` hold values."""
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
         validated = f"val_{metric}" in history and history[f"val_{metric}"].notna().any()
@@ -62,10 +64,15 @@ def training_curves_figure(history: pd.DataFrame, title: str = "Training curves"
 
 
 def draw_evaluation_figures(confusion: np.ndarray, history_csv, confusion_png, curves_png) -> None:
-    """Writes the evaluate stage's two PNGs: the confusion matrix of the test set, and the
-    training curves from the train stage's per-epoch CSV."""
+    """The evaluate stage's PNGs: the test set's confusion matrix, and the training curves."""
+    history = pd.read_csv(history_csv)
+    missing = sorted({"epoch", "loss", "accuracy"} - set(history.columns))
+    if missing:
+        raise PipelineError(
+            f"{history_csv}: no column {', '.join(missing)}; run `dvc repro -f train` to rewrite it"
+        )
     save_figure(confusion_matrix_figure(confusion), confusion_png)
-    save_figure(training_curves_figure(pd.read_csv(history_csv)), curves_png)
+    save_figure(training_curves_figure(history), curves_png)
 
 
 def save_figure(figure, path) -> None:

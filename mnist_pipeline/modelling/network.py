@@ -1,37 +1,15 @@
-"""The chapter's network (or a deeper one) and its optimizer, built from params, and the one
-way this project saves a model (reproducibly) and the one safe way it loads one."""
+"""The chapter's network (or a deeper one) and its optimizer, built from params; saving a model
+reproducibly and loading one safely."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 # Quiet TensorFlow's C++ start-up chatter before anything imports it; users set it to see it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
-@contextlib.contextmanager
-def _hidden_modules(*names: str) -> Iterator[None]:
-    """Makes `import name` fail while the block runs (for modules not yet imported), then
-    importable again."""
-    hidden = [name for name in names if name not in sys.modules]
-    sys.modules.update(dict.fromkeys(hidden))
-    try:
-        yield
-    finally:
-        for name in hidden:
-            if sys.modules.get(name, "imported meanwhile") is None:
-                del sys.modules[name]
-
-
-# Keras imports scikit-learn and matplotlib, when they are installed (MLflow installs both),
-# only to offer scikit-learn wrappers and image-gallery plots: 0.9 s of its 3 s import, which
-# every train stage pays. Hidden while Keras loads, they stay usable by everything else.
-with _hidden_modules("sklearn", "matplotlib"):
-    import keras  # noqa: E402
+import keras  # noqa: E402
 
 from mnist_pipeline.data.mnist import NUM_CLASSES  # noqa: E402
 from mnist_pipeline.errors import PipelineError, first_line  # noqa: E402
@@ -58,9 +36,9 @@ def make_optimizer(params: OptimizerParams) -> keras.optimizers.Optimizer:
 
 
 def build_model(params: TrainParams, input_dim: int) -> keras.Sequential:
-    """Dense(width, activation) for each hidden width, each followed by Dropout when
-    params.dropout > 0, then Dense(10, softmax), compiled as the chapter does. The default
-    params build exactly the chapter's network: Dense(512, relu) -> Dense(10, softmax)."""
+    """Dense(width, activation) per hidden width, each followed by Dropout when dropout > 0,
+    then Dense(10, softmax), compiled as the chapter does; the default params build exactly
+    the chapter's Dense(512, relu) -> Dense(10, softmax)."""
     # Named, like every layer here: Keras would number an unnamed input by how many models the
     # process built before (input_layer, input_layer_1, ...), and the saved config with it.
     layers = [keras.Input(shape=(input_dim,), dtype="float32", name="pixels")]
@@ -69,8 +47,6 @@ def build_model(params: TrainParams, input_dim: int) -> keras.Sequential:
         layers.append(
             keras.layers.Dense(width, activation=params.activation, name=f"hidden{suffix}")
         )
-        # No Dropout layer at rate 0, where it would do nothing: the default params then
-        # build and save exactly the chapter's two layers.
         if params.dropout > 0:
             layers.append(keras.layers.Dropout(params.dropout, name=f"dropout{suffix}"))
     layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax", name="output"))
@@ -89,16 +65,15 @@ def build_model(params: TrainParams, input_dim: int) -> keras.Sequential:
 
 
 def save_model(model: keras.Model, path: Path) -> None:
-    """Saves model as a native `.keras` file whose bytes depend on the model alone (its
-    architecture and weights), not on when or in which process it was saved, so that DVC sees
-    an unchanged model when the weights are unchanged."""
+    """Saves a native `.keras` file whose bytes depend on the model alone, not on when it was
+    saved, so DVC sees an unchanged model when the weights are unchanged."""
     model.save(path)
     make_reproducible(path)
 
 
 def load_model_safely(path: Path) -> keras.Model:
-    """Loads a native `.keras` file in Keras' safe mode, which refuses Lambda layers and any
-    other deserialised Python code; legacy `.h5` files (and anything else) are refused."""
+    """Loads a native `.keras` file in Keras' safe mode (no Lambda layers or other deserialised
+    code); `.h5` files and anything else are refused."""
     path = native_keras_file(path)
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=True)

@@ -9,8 +9,8 @@ from collections.abc import Iterator, Mapping
 
 @contextlib.contextmanager
 def environment_set(values: Mapping[str, str]) -> Iterator[None]:
-    """os.environ with `values` for the block; afterwards each variable is back as it was,
-    unset if it was unset. For the whole process: not for use from several threads."""
+    """os.environ with `values` for the block, each variable back as it was (or unset) after it.
+    For the whole process: not for use from several threads."""
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:

@@ -1,6 +1,6 @@
-"""What the evaluate stage logs into the training run in MLflow, without reopening it: metrics,
-figures, the report and tags; a failure as an `evaluation_error` tag; and the check that the
-model evaluated is the one the run logged."""
+"""What the evaluate stage logs into the training run, without reopening it: metrics, figures,
+the report, tags and predictions; a failure as an `evaluation_error` tag; and the check that
+the model evaluated is the one the run logged."""
 
 from __future__ import annotations
 
@@ -13,12 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.data.mnist import array_sha256, weights_sha256
 from mnist_pipeline.data.splits import PreparedSplit
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.modelling.metrics import Evaluation
 from mnist_pipeline.tags import EVALUATION_ERROR_TAG, WEIGHTS_TAG
+from mnist_pipeline.tracking import predictions
+from mnist_pipeline.tracking import store as tracking
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +44,9 @@ def require_logged_weights(arrays: list[np.ndarray], run, model_path: Path) -> N
 
 @contextlib.contextmanager
 def failure_tagged(run) -> Iterator[None]:
-    """Records a failure inside the block on the training run as an `evaluation_error` tag
-    holding its one-line error, and re-raises it; success removes an earlier failure's tag (as
-    the run showed it when looked up). The run's status and times stay those of its training
-    either way."""
-    from mlflow.tracking import MlflowClient
-
+    """Tags a failure inside the block on the run (`evaluation_error`: its one-line error) and
+    re-raises it; success removes an earlier failure's tag. The run's status and times stay
+    those of its training."""
     client, run_id = MlflowClient(), run.info.run_id
     try:
         yield
@@ -67,11 +68,8 @@ def log_evaluation(
     tags: dict[str, object],
     test_attributes: dict,
 ) -> None:
-    """Logs the metrics, figures, report and tags into the training run by its id, without
-    reopening it (which would stretch its end time and put its status at stake)."""
-    from mlflow.entities import Metric, RunTag
-    from mlflow.tracking import MlflowClient
-
+    """Logs the metrics, figures, report and tags into the run by its id, without reopening it
+    (which would stretch its end time and put its status at stake)."""
     client = MlflowClient()
     now = int(time.time() * 1000)
     client.log_batch(
@@ -96,26 +94,21 @@ def log_test_results(
     batch_size: int,
     probabilities: np.ndarray,
 ) -> None:
-    """Everything a training run gets from its evaluation on the test set: the metrics,
-    figures and report (log_evaluation), the test data's size and digest as tags, the test
-    set as a dataset input, and each test image's prediction (predictions.TEST_PREDICTIONS,
-    from the model's class `probabilities`), so two runs can be compared image by image. The
-    evaluate stage and each trial of `mnist-pipeline tune` log through this."""
-    from mnist_pipeline.tracking import predictions
-    from mnist_pipeline.tracking import store as tracking
-
-    features_sha256 = array_sha256(test.features)
-    # Tags, not params: a training run is evaluated again when only these change, and MLflow
-    # params cannot be overwritten.
+    """Everything a run gets from its evaluation on the test set: log_evaluation's, the test
+    data's size and digest as tags, the test set as a dataset input, and each image's
+    prediction, so two runs can be compared image by image."""
+    sha256 = array_sha256(test.features)
+    # Tags, not params: a run is evaluated again when only these change, and MLflow params
+    # cannot be overwritten.
     tags = {
         "evaluate.batch_size": batch_size,
         "data.test_samples": len(test.features),
-        "data.test_sha256": features_sha256,
+        "data.test_sha256": sha256,
     }
     log_evaluation(run_id, evaluation, figure_files, tags, test.attributes)
     predictions.log_predictions(
         run_id,
-        predictions.from_probabilities(test.targets, probabilities, features_sha256),
+        predictions.from_probabilities(test.targets, probabilities, sha256),
         predictions.TEST_PREDICTIONS,
     )
     tracking.log_dataset(
@@ -125,5 +118,5 @@ def log_test_results(
         test.path,
         "mnist-test",
         "testing",
-        features_sha256=features_sha256,
+        features_sha256=sha256,
     )

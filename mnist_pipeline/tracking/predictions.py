@@ -1,14 +1,9 @@
-"""Per-image predictions as a run artifact: each image's predicted and true label and whether the
-prediction is right, with the digest of the images scored. Two models scored on the same images
-can then be compared image by image (a paired test) without scoring them again.
-
-One small compressed .npz per run and split (10,000 test images: about 10 KB): NumPy reads it
-back without pickle, and so does anything that reads .npz files.
-"""
+"""Per-image predictions as a run artifact (a 10 KB compressed .npz, read without pickle): each
+image's predicted and true label and the digest of the images scored, so two models scored on
+the same images can be compared image by image without scoring them again."""
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -16,19 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-# MLflow's documented switch for its download progress bars: a 10 KB file needs none, and a
-# command's output stays what it prints.
+from mnist_pipeline.runtime.environment import environment_set
+
+# MLflow's documented switch for its download progress bars: a 10 KB file needs none.
 PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-# Where a run keeps them: the evaluate stage's test predictions, and a tuning trial's on its
-# validation split.
+# The evaluate stage's test predictions, and a tuning trial's on its validation split.
 TEST_PREDICTIONS = "evaluation/test_predictions.npz"
 VALIDATION_PREDICTIONS = "evaluation/validation_predictions.npz"
 
 
 @dataclass(frozen=True)
 class Predictions:
-    """One model's predictions on a split, image by image, and that split's image digest."""
-
     predicted: np.ndarray  # int8 labels
     actual: np.ndarray  # int8 labels
     images_sha256: str
@@ -53,19 +46,17 @@ def from_probabilities(
     )
 
 
-def to_bytes(predictions: Predictions) -> bytes:
-    buffer = io.BytesIO()
+def save(predictions: Predictions, path: Path) -> None:
     np.savez_compressed(
-        buffer,
+        path,
         predicted=predictions.predicted,
         actual=predictions.actual,
         images_sha256=np.array(predictions.images_sha256),
     )
-    return buffer.getvalue()
 
 
-def from_bytes(data: bytes) -> Predictions:
-    with np.load(io.BytesIO(data), allow_pickle=False) as loaded:
+def load(path: Path) -> Predictions:
+    with np.load(path, allow_pickle=False) as loaded:
         return Predictions(loaded["predicted"], loaded["actual"], str(loaded["images_sha256"]))
 
 
@@ -76,13 +67,12 @@ def log_predictions(run_id: str, predictions: Predictions, artifact: str) -> Non
     folder_name, file_name = artifact.rsplit("/", 1)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / file_name
-        path.write_bytes(to_bytes(predictions))
+        save(predictions, path)
         MlflowClient().log_artifact(run_id, str(path), folder_name)
 
 
 def load_predictions(run_id: str, artifact: str = TEST_PREDICTIONS) -> Predictions | None:
-    """The run's predictions, or None when it logged none (evaluated before they were logged,
-    or never evaluated)."""
+    """The run's predictions, or None when it logged none."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -91,16 +81,12 @@ def load_predictions(run_id: str, artifact: str = TEST_PREDICTIONS) -> Predictio
     listed = {item.path for item in MlflowClient().list_artifacts(run_id, folder_name)}
     if artifact not in listed:
         return None
-    earlier = os.environ.get(PROGRESS_BAR_VARIABLE)
-    os.environ.setdefault(PROGRESS_BAR_VARIABLE, "false")
+    quiet = {PROGRESS_BAR_VARIABLE: os.environ.get(PROGRESS_BAR_VARIABLE, "false")}
     try:
-        with tempfile.TemporaryDirectory() as folder:
+        with environment_set(quiet), tempfile.TemporaryDirectory() as folder:
             path = mlflow.artifacts.download_artifacts(
                 run_id=run_id, artifact_path=artifact, dst_path=folder
             )
-            return from_bytes(Path(path).read_bytes())
+            return load(Path(path))
     except MlflowException:
         return None
-    finally:
-        if earlier is None:
-            os.environ.pop(PROGRESS_BAR_VARIABLE, None)
