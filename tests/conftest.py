@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ruamel.yaml import YAML
-from tiny_store import (  # noqa: F401  (fixtures)
+from fixtures.tiny_store import (  # noqa: F401  (fixtures)
     tiny_store,
     tiny_store_built,
     tiny_store_copy,
     validated_store,
     validated_store_built,
 )
+from ruamel.yaml import YAML
 
 from mnist_pipeline.data import mnist as dataset
 from mnist_pipeline.data import splits

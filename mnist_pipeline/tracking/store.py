@@ -290,7 +290,7 @@ def log_dataset(
         except mlflow.MlflowException as error:
             # Two runs logging the same new dataset at once (queue workers, teammates) can both
             # find none and insert it: the second breaks the key, and asking again links the
-            # winner's row (seen in tests/test_team_concurrency_e2e.py, on PostgreSQL).
+            # winner's row (seen in tests/e2e/test_team_concurrency_e2e.py, on PostgreSQL).
             if attempt == DATASET_LOG_ATTEMPTS or not DATASET_KEY_CONFLICT.search(str(error)):
                 raise
             time.sleep(0.2 * attempt)

@@ -1,0 +1,157 @@
+"""The team server going away while the train stage runs, against a private stack (its own
+PostgreSQL and MLflow server, stopped and started by the tests): a restart within MLflow's
+retry window loses nothing; a longer outage fails the stage with one line and nothing written,
+and `mnist-pipeline doctor` later ends the run it left RUNNING on the server as KILLED."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from conftest import tiny_stage_work, train_argv
+from team import local_stack
+from team.local_stack import TeamStack
+
+pytest_plugins = ["fixtures.team_stack"]
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = "outage-tests"
+RUN_STARTED = "MLflow run "  # train's log line once its run exists on the server
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, default_params) -> dict:
+    return tiny_stage_work(tmp_path_factory.mktemp("team-outage"), default_params, EXPERIMENT)
+
+
+@pytest.fixture
+def stack(state_folder) -> TeamStack:
+    started = local_stack.start(state_folder, workers=1)
+    yield started
+    local_stack.stop(started.state_dir)
+
+
+def restart(stack: TeamStack) -> None:
+    """The whole stack down and up again on the same ports, its data kept."""
+    local_stack.stop(stack.state_dir)
+    local_stack.start(
+        stack.state_dir, port=stack.port, postgres_port=stack.postgres_port, workers=1
+    )
+
+
+def environment(stack: TeamStack, **settings: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = stack.tracking_uri
+    env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = stack.admin
+    return {**env, **settings}
+
+
+class TrainStage:
+    """`python -m stages.train` in the background, its stderr collected by a thread."""
+
+    def __init__(self, folder: Path, work: dict, env: dict[str, str]) -> None:
+        self.folder = folder
+        folder.mkdir()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stages.train",
+                *train_argv(folder, work["params"], work["prepared"]),
+            ],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.run_started = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line)
+            if RUN_STARTED in line:
+                self.run_started.set()
+        self.run_started.set()  # It ended without: let the test see why.
+
+    def wait_for_run(self) -> None:
+        assert self.run_started.wait(timeout=180), "no run was started"
+        assert self.process.poll() is None, "".join(self.lines)[-3000:]
+
+    def finish(self) -> tuple[int, str]:
+        self.process.stdout.read()
+        returncode = self.process.wait(timeout=600)
+        self._reader.join(timeout=10)
+        return returncode, "".join(self.lines)
+
+    def run_id(self) -> str:
+        return json.loads((self.folder / "out" / "run.json").read_text())["run_id"]
+
+    def outputs(self) -> list[Path]:
+        return [path for path in self.folder.rglob("*") if path.is_file()]
+
+
+def test_a_restart_within_the_retry_window_loses_nothing(work, stack):
+    stage = TrainStage(work["folder"] / "restart", work, environment(stack))
+    stage.wait_for_run()
+    restart(stack)
+    returncode, stderr = stage.finish()
+    assert returncode == 0, stderr[-3000:]
+    with local_stack.logged_in(stack.admin):
+        client = mlflow.MlflowClient(stack.tracking_uri)
+        run = client.get_run(stage.run_id())
+        history = client.get_metric_history(run.info.run_id, "train_loss")
+        artifacts = {entry.path for entry in client.list_artifacts(run.info.run_id)}
+    assert run.info.status == "FINISHED"
+    assert [metric.step for metric in history] == [1, 2]
+    assert (
+        run.data.params["train.hidden_units"] == "16" and "keras.optimizer.rho" in run.data.params
+    )
+    assert run.data.tags["weights_sha256"] and run.outputs.model_outputs
+    assert {"params.yaml", "data"} <= artifacts
+
+
+def test_a_longer_outage_fails_cleanly_and_doctor_ends_the_orphan(work, stack):
+    # A short retry window (MLflow's own settings), so the test waits seconds, not minutes.
+    env = environment(
+        stack, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1"
+    )
+    stage = TrainStage(work["folder"] / "outage", work, env)
+    stage.wait_for_run()
+    local_stack.stop(stack.state_dir)
+    returncode, stderr = stage.finish()
+    assert returncode == 2, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and stack.tracking_uri in last, last
+    assert "Traceback" not in stderr
+    assert stage.outputs() == []
+    assert stack.admin.password not in stderr
+
+    restart(stack)
+    with local_stack.logged_in(stack.admin):
+        client = mlflow.MlflowClient(stack.tracking_uri)
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        (orphan,) = client.search_runs([experiment.experiment_id])
+    assert orphan.info.status == "RUNNING"  # Nobody could tell the server otherwise.
+    doctor = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline", "--params", str(work["params"]), "doctor"],
+        env=environment(stack),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert doctor.returncode == 0, doctor.stderr[-3000:]
+    assert f"marked run {orphan.info.run_id} KILLED" in doctor.stdout
+    with local_stack.logged_in(stack.admin):
+        ended = mlflow.MlflowClient(stack.tracking_uri).get_run(orphan.info.run_id)
+    assert ended.info.status == "KILLED"
