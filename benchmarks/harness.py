@@ -109,6 +109,7 @@ class Workspace:
 
     def __init__(self, folder: Path, raw: Path, quick: bool):
         self.folder, self.repo, self.quick = folder, folder / "repo", quick
+        self.rounds = 1 if quick else 2  # Of each side of a comparison, alternated.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
         self.env |= GIT_IDENTITY | {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

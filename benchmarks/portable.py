@@ -14,7 +14,7 @@ FRAMEWORKS = ("keras", "numpy")
 def measure(workspace: Workspace) -> dict:
     train = workspace.commands["train"].split()
     timings: dict[str, list] = {framework: [] for framework in FRAMEWORKS}
-    for round_ in range(1 if workspace.quick else 2):
+    for round_ in range(workspace.rounds):
         for framework in FRAMEWORKS:
             print(f"  round {round_ + 1}: train.framework {framework}", flush=True)
             params = workspace.folder / f"{framework}-params.yaml"

@@ -33,7 +33,7 @@ def measure(workspace: Workspace) -> dict:
             "MLFLOW_TRACKING_PASSWORD": stack.admin.password,
         }
         sqlite, team = [], []
-        for round_ in range(1 if workspace.quick else 3):
+        for round_ in range(workspace.rounds):
             print(f"  round {round_ + 1}: the train stage to SQLite, then the server", flush=True)
             sqlite.append(workspace.run(train, f"team-sqlite-{round_}"))
             team.append(workspace.run(train, f"team-server-{round_}", **server))
