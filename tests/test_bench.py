@@ -145,6 +145,9 @@ def test_quick_figures_add_up(quick_results):
     assert chapter["full_repro_over_script"] == pytest.approx(
         wall(chapter["full_repro"]) / wall(script), abs=0.01
     )
+    assert chapter["full_repro_over_script_cpu"] == pytest.approx(
+        chapter["full_repro"]["cpu_seconds"] / script["cpu_seconds"], abs=0.01
+    )
     assert all(wall(stage) > 0 for stage in chapter["stages"].values())
     for name in ("sweep", "tune"):
         trials = quick_results[name]["figures"]
