@@ -99,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
                 "figures": figures,
             }
             print(json.dumps(figures, indent=2), flush=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.output}")
+            # After each benchmark, so that one that fails later loses nothing measured here.
+            args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+            print(f"wrote {args.output}", flush=True)
     return 0
 
 
