@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {raw} is missing; run `dvc repro fetch` first", file=sys.stderr)
         return 1
 
-    results = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    previous = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    results = {name: entry for name, entry in previous.items() if name in BENCHMARKS}
     machine = f"{processor()}, {os.cpu_count()} CPUs"
     with tempfile.TemporaryDirectory(prefix="mnist-bench-") as folder:
         print("copying the repository ...", flush=True)
