@@ -41,7 +41,7 @@ lint: setup ## Check style and import order with ruff.
 ui: setup ## Open the MLflow UI for this repository's runs on http://127.0.0.1:5000.
 	mnist-pipeline ui
 
-bench: setup ## Time the chapter's script against the stages, and the shortcuts (~7 min); see benchmarks/.
+bench: setup ## Time what users run (the chapter's script vs the pipeline, sweep, tune, team, portable); docs/performance.md.
 	python -m benchmarks.run
 
 team-server: setup ## Start a local team stack (PostgreSQL + MLflow with logins) in .team/, in the background.

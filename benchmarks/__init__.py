@@ -1,1 +1,1 @@
-"""`make bench`: the chapter's plain Keras script against the project's train stage."""
+"""`make bench`: what users run, timed from outside (docs/performance.md)."""
