@@ -42,6 +42,8 @@ MEDIAN_WARMUP_STEPS = 3
 DEFAULTS_ATTR = "defaults"
 ERROR_ATTR = "error"
 INTERRUPTED_ATTR = "interrupted"
+# Optuna marks the heartbeat, its retry and its matplotlib plots experimental: no news to a user.
+warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
 
 def storage_url(option: str | None, repo_root: Path) -> str:
@@ -120,8 +122,7 @@ def open_study(url: str, name: str, *, sampler: str, seed: int, pruner: str) -> 
     try:
         # Workers opening a new database at once would all create Optuna's tables, or the
         # study, and all but one would fail: one at a time.
-        with lock, warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)  # the heartbeat's and retry's
+        with lock:
             storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
@@ -209,9 +210,7 @@ def run_trials(
         if running == 0:
             return
         time.sleep(HEARTBEAT_INTERVAL_SECONDS)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        optuna.storages.fail_stale_trials(study)
 
 
 def used_budget(trial: optuna.trial.FrozenTrial) -> bool:
