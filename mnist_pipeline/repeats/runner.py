@@ -1,11 +1,9 @@
-"""The pipeline's train and evaluate stages in one long-lived process, for `repeat` (one run per
-seed) and `tune` (one run per trial): TensorFlow, MLflow and the prepared data are loaded once,
-and each run is trained, scored and logged by the code the stages use, so it is a pipeline run
-like any other (`mnist-pipeline reproduce` checks that claim)."""
+"""The train and evaluate stages in one long-lived process, for `repeat` (a run per seed) and
+`tune` (a run per trial): TensorFlow, MLflow and the data load once, and each run is logged by
+the stages' own code, so it is a pipeline run like any other."""
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import time
 import uuid
@@ -21,17 +19,15 @@ from mnist_pipeline.params import Params, PrepareParams, parse_params
 from mnist_pipeline.tags import REPEAT_TAG
 from mnist_pipeline.tracking import store as tracking
 
-log = logging.getLogger(__name__)
-
 MINIMUM_SEEDS = 2
 # A run's training time, compiling included (a metric of the run).
 FIT_SECONDS = "fit_seconds"
+# The command's last timing line (benchmarks/repeats.py parses it).
+TIME_MESSAGE = "repeated %d seeds in %.1f s; their fits took %.1f s"
 
 
 @dataclass(frozen=True)
 class Splits:
-    """The prepared splits every run of the process shares."""
-
     train: PreparedSplit
     validation: PreparedSplit
     test: PreparedSplit
@@ -39,8 +35,6 @@ class Splits:
 
 @dataclass(frozen=True)
 class Scored:
-    """One trained, evaluated and logged run."""
-
     run_id: str
     history: dict[str, list[float]]
     test_accuracy: float
@@ -52,7 +46,7 @@ class Scored:
 
 
 def declared_paths(repo_root: Path) -> dict[str, str]:
-    """The pipeline's paths relative to the repository root, as dvc.yaml's `vars` declare them."""
+    """The pipeline's paths, relative to the repository root, from dvc.yaml's `vars`."""
     dvc_yaml = repo_root / "dvc.yaml"
     try:
         declared = YAML(typ="safe", pure=True).load(dvc_yaml.read_text(encoding="utf-8"))
@@ -86,9 +80,8 @@ def load_splits(repo_root: Path, prepare: PrepareParams) -> Splits:
 def train_and_evaluate(
     params: Params, splits: Splits, run_id: str, callbacks: Sequence = (), validated: bool = False
 ) -> Scored:
-    """What the train stage then the evaluate stage log, into the active run `run_id`. With
-    `validated`, also the saved model's per-image predictions on the validation split (what a
-    study's answer compares two trials on)."""
+    """What the train then evaluate stages log, into the active run `run_id`; with `validated`,
+    also the per-image validation predictions (a study's answer compares trials on them)."""
     import mlflow
 
     from mnist_pipeline.data.mnist import array_sha256
@@ -139,8 +132,8 @@ def train_and_evaluate(
 
 
 def seeds_from(values: Sequence[int]) -> list[int]:
-    """`--seeds N` (one number): seeds 0 to N-1; `--seeds A B ...`: those seeds. At least
-    MINIMUM_SEEDS different seeds: one run says nothing about the noise."""
+    """`--seeds N`: seeds 0 to N-1; `--seeds A B ...`: those seeds (one run says nothing of the
+    noise, so at least MINIMUM_SEEDS)."""
     values = list(values)
     if len(values) == 1:
         if values[0] < MINIMUM_SEEDS:
@@ -163,32 +156,39 @@ def with_seed(params: Params, seed: int) -> Params:
     return parse_params(tree, f"params with seed {seed}")
 
 
-def new_batch_name() -> str:
-    return f"repeat-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+def repeat(params: Params, seeds: Sequence[int], say: Callable[[str], None]) -> None:
+    """Trains `params` once per seed, each a flat run tagged with one batch (REPEAT_TAG), and
+    says each result and the group's seed noise. A failure (or Ctrl-C) ends its run FAILED
+    (KILLED) and propagates: the seeds before it are kept."""
+    from mnist_pipeline.analysis import groups, tables
 
+    started = time.perf_counter()
+    # Everything that can refuse is asked before any training: the store, then the data.
+    experiment_id = tracking.connect(params.mlflow.experiment_name)
+    splits = load_splits(tracking.repo_root(), params.prepare)
+    import mnist_pipeline.modelling.network  # noqa: F401  (TensorFlow, once for every seed)
+    from mnist_pipeline.tracking import provenance
 
-def run_repeats(
-    params: Params,
-    splits: Splits,
-    seeds: Sequence[int],
-    *,
-    experiment_id: str,
-    batch: str,
-    tags: dict[str, str],
-    on_result: Callable[[int, Scored], None] | None = None,
-) -> list[Scored]:
-    """One flat run per seed, in order, each tagged with the batch (REPEAT_TAG); a failure (or
-    Ctrl-C) ends its run FAILED (KILLED) and propagates: the seeds before it are kept."""
+    tracking.mark_stale_runs([experiment_id])
+    batch = f"repeat-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    listed = ", ".join(map(str, seeds))
+    say(f"{batch}: {len(seeds)} seeds ({listed}) of params.yaml's configuration")
+    tags = {**provenance.git_tags(), **provenance.environment_tags(), REPEAT_TAG: batch}
     results = []
     for seed in seeds:
-        with tracking.tracked_run(
-            experiment_id=experiment_id,
-            run_name=f"{batch}-seed-{seed}",
-            tags={**tags, REPEAT_TAG: batch},
-        ) as run:
+        name = f"{batch}-seed-{seed}"
+        with tracking.tracked_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
             result = train_and_evaluate(with_seed(params, seed), splits, run.info.run_id)
-        log.info("seed %d: run %s, test accuracy %.4f", seed, run.info.run_id, result.test_accuracy)
         results.append(result)
-        if on_result:
-            on_result(seed, result)
-    return results
+        accuracy = result.val_accuracy
+        validation = "" if accuracy is None else f", val_accuracy {accuracy:.4f}"
+        say(
+            f"seed {seed}: test_accuracy {result.test_accuracy:.4f}{validation} (fit "
+            f"{result.fit_seconds:.1f} s, run {result.run_id})"
+        )
+    fits = sum(result.fit_seconds for result in results)
+    say(TIME_MESSAGE % (len(results), time.perf_counter() - started, fits))
+    group = groups.group_of_run(results[0].run_id)
+    table = groups.group_table(groups.group_runs(experiment_id, group))
+    say(f"group {group} (every run of this configuration, one per seed):")
+    say(tables.format_table(table, groups.NO_GROUPS, ".4f"))

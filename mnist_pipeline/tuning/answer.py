@@ -1,7 +1,5 @@
-"""A study's answer, once its budget is spent: the best trials, the winner's margin over the
-defaults' trial (on the same validation images, with McNemar's exact test), Optuna's figures
-logged to the study's parent run, and the winner retrained on every training image as a real
-DVC experiment, whose test accuracy is the only test number a study quotes."""
+"""A study's answer: the best trials, the winner's margin over the defaults' trial (McNemar's
+exact test), Optuna's figures, and the winner retrained by DVC (the only test number quoted)."""
 
 from __future__ import annotations
 
@@ -9,7 +7,6 @@ import json
 import socket
 import subprocess
 import sys
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +48,6 @@ def finished_trials(study: optuna.Study) -> list:
 
 
 def best_trials_table(study: optuna.Study, count: int = SHOWN_TRIALS) -> str:
-    """The best trials by validation accuracy: params, val accuracy, fit time, MLflow run."""
     rows = []
     for trial in finished_trials(study)[:count]:
         values = trial.user_attrs.get(PARAMS_ATTR, {}).items()
@@ -65,13 +61,12 @@ def best_trials_table(study: optuna.Study, count: int = SHOWN_TRIALS) -> str:
 
 
 class NoMargin(Exception):
-    """Why the winner's margin over the defaults cannot be measured (one line)."""
+    """Why the winner's margin over the defaults cannot be measured."""
 
 
 @dataclass(frozen=True)
 class Margin:
-    """The winner's validation accuracy minus the defaults' trial's, on the same validation
-    images: McNemar's exact test on the images exactly one of them gets right."""
+    """The winner's validation accuracy minus the defaults' trial's, on the same images."""
 
     winner: int  # trial numbers
     defaults: int
@@ -91,8 +86,8 @@ class Margin:
 
 
 def margin_over_defaults(study, winner, params: Params, tune: TuneParams) -> Margin:
-    """The winner's margin over the trial of params.yaml's values, from both trials' per-image
-    validation predictions; raises NoMargin saying why there is none."""
+    """The winner's margin over the defaults' trial, from both trials' validation predictions;
+    raises NoMargin saying why there is none."""
     from mlflow.exceptions import MlflowException
 
     trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(DEFAULTS_ATTR)]
@@ -130,7 +125,6 @@ def margin_over_defaults(study, winner, params: Params, tune: TuneParams) -> Mar
 
 
 def log_margin(parent_run_id: str, margin: Margin) -> None:
-    """Records the margin on the study's parent run: its metrics and the test's name."""
     from mlflow.tracking import MlflowClient
 
     client, test = MlflowClient(), margin.test
@@ -146,8 +140,7 @@ def log_margin(parent_run_id: str, margin: Margin) -> None:
 
 
 def write_figures(study: optuna.Study, folder: Path) -> list[Path]:
-    """Optuna's optimization history and param importances as PNGs (importances need two
-    completed trials: Optuna would draw equal ones from one); returns the files written."""
+    """Optuna's optimization history and (from two trials) param importances as PNGs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,9 +153,7 @@ def write_figures(study: optuna.Study, folder: Path) -> list[Path]:
         drawings.append(optuna_plots.plot_param_importances)
     written = []
     for name, draw in zip(FIGURES, drawings, strict=False):
-        with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            figure = draw(study, target_name=OBJECTIVE).figure
+        figure = draw(study, target_name=OBJECTIVE).figure
         figure.set_size_inches(8, 5)
         figure.tight_layout()
         figure.savefig(folder / name, dpi=110)
@@ -172,8 +163,8 @@ def write_figures(study: optuna.Study, folder: Path) -> list[Path]:
 
 
 def claim(shared: SharedStudy, clone: str) -> tuple[int, str | None]:
-    """Once no worker anywhere runs a trial of the study, one clone answers each budget: the
-    first to ask. Returns the trials still running, and the clone that answers."""
+    """The trials still running anywhere, and (once none runs) the clone that answers this
+    budget: the first to ask."""
     with shared.lock:
         study = shared.study
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -193,9 +184,8 @@ def answer(
     repo_root: Path,
     say: Callable[[str], None],
 ) -> optuna.trial.FrozenTrial | None:
-    """Says the best trials and, when this clone answers the study, the winner's margin over
-    the defaults; logs them and the figures to the parent run and ends it. Returns the winner
-    when this clone answers (for it to retrain), else None."""
+    """Says the best trials and, when this clone answers, the winner's margin, logged with the
+    figures to the parent run, which it ends; returns the winner to retrain, or None."""
     from mlflow.tracking import MlflowClient
 
     study, clone = shared.study, f"{socket.gethostname()}:{repo_root}"
@@ -241,13 +231,9 @@ class Retrained:
 
 
 def retrain(study_name: str, trial, repo_root: Path, parent_run_id: str | None) -> Retrained:
-    """Retrains the trial's params on every training image as a DVC experiment in a temporary
-    copy of the workspace (`dvc exp run --temp`), leaving the workspace as it was; a winner
-    retrained by an earlier answer is not retrained again.
-
-    The MLflow run and test accuracy are read from the experiment's own outputs, not looked up
-    by its name: when DVC's run cache holds a run of these params and code (another study's
-    winner), the experiment restores that run's outputs instead of training."""
+    """Retrains the trial on every training image as a DVC experiment (`dvc exp run --temp`,
+    once per winner), and reads its MLflow run and test accuracy from its own outputs: DVC's
+    run cache may restore another study's run of the same params instead of training."""
     import dvc.api
     from mlflow.tracking import MlflowClient
 
@@ -284,8 +270,7 @@ def retrain(study_name: str, trial, repo_root: Path, parent_run_id: str | None) 
 
 
 def apply(experiment: str, repo_root: Path) -> None:
-    """`dvc exp apply`: the workspace takes the experiment's params and outputs, so
-    `dvc repro` reproduces it and `promote` registers it."""
+    """`dvc exp apply`: the workspace takes the experiment's params and outputs."""
     if _dvc("exp", "apply", experiment, cwd=repo_root).returncode != 0:
         raise PipelineError(f"`dvc exp apply {experiment}` failed (see its output above)")
 

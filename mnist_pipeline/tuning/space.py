@@ -1,11 +1,6 @@
-"""params.yaml's `tune` section: the study's budget, validation split, sampler, pruner and search
-space, validated against the params it varies; and what a trial's values become.
-
-A space maps a param's dotted name to one distribution: `{uniform: [low, high]}`,
-`{log_uniform: [low, high]}`, `{int: [low, high]}`, `{log_int: [low, high]}` or
-`{choice: [value, ...]}`. Each end of a range and each choice must itself be a valid value of
-its param, so a study never starts a trial that cannot train.
-"""
+"""params.yaml's `tune` section (budget, validation split, sampler, pruner and search space),
+validated against the params it varies, and what a trial's values become. A space maps a param
+to `{uniform|log_uniform|int|log_int: [low, high]}` or `{choice: [value, ...]}`."""
 
 from __future__ import annotations
 
@@ -38,15 +33,14 @@ NOT_SEARCHABLE = {
     ),
     "prepare.test_samples": "it changes only the test set, which never chooses",
 }
-RANGES = ("uniform", "log_uniform", "int", "log_int")
-KINDS = (*RANGES, "choice")
+KINDS = ("uniform", "log_uniform", "int", "log_int", "choice")
 # The values Optuna stores as a categorical choice.
 OPTUNA_CHOICE_TYPES = (type(None), bool, int, float, str)
 
 
 @dataclass(frozen=True)
 class Distribution:
-    """One param's distribution: `values` are a range's (low, high) or a choice's values."""
+    """One param's distribution: a range's (low, high) or a choice's values."""
 
     kind: str
     values: tuple
@@ -56,8 +50,8 @@ class Distribution:
 
     @property
     def options(self) -> tuple:
-        """What Optuna chooses among: the values, or their JSON texts when any is a value
-        Optuna cannot store (a list of widths); its UI and plots show them as written."""
+        """What Optuna chooses among: the values, or their JSON texts when Optuna cannot
+        store one (a list of widths)."""
         if all(isinstance(value, OPTUNA_CHOICE_TYPES) for value in self.values):
             return self.values
         return tuple(json.dumps(value) for value in self.values)
@@ -107,8 +101,7 @@ class TuneParams(BaseModel):
 
 
 def parse_tune(params: Params | dict, source: str = "params.yaml") -> TuneParams:
-    """The `tune` section of validated params, or of a raw params tree (validated first);
-    raises PipelineError naming the first bad key, in one line."""
+    """The `tune` section of params (a raw tree is validated first); PipelineError otherwise."""
     if not isinstance(params, Params):
         params = parse_params(params, source)
     if params.tune is None:
@@ -122,8 +115,7 @@ def parse_tune(params: Params | dict, source: str = "params.yaml") -> TuneParams
 
 
 def require_training_images(params: Params, tune: TuneParams, source: str = "params.yaml") -> None:
-    """Raises PipelineError unless the study's validation split leaves training images (a
-    quick pipeline run's small prepare.train_samples is no error in itself)."""
+    """Raises PipelineError unless the study's validation split leaves training images."""
     kept = params.prepare.train_samples or MNIST_TRAIN_SIZE
     if tune.validation_samples >= kept:
         raise PipelineError(
@@ -133,7 +125,7 @@ def require_training_images(params: Params, tune: TuneParams, source: str = "par
 
 
 def parse_space(raw: object, params: Params) -> dict[str, Distribution]:
-    """Each param's distribution; raises ValueError naming every bad entry, in one line."""
+    """Each param's distribution; ValueError names every bad entry, in one line."""
     if not isinstance(raw, dict) or not raw:
         raise ValueError(
             "tune.space: expected a mapping of params to distributions, e.g. "
@@ -229,7 +221,7 @@ def _describe(issue: dict) -> str:
 
 
 def with_values(params: Params, values: dict[str, object]) -> Params:
-    """`params` with each dotted param set to its value, validated by parse_params."""
+    """`params` with each dotted param set to its value, validated."""
     tree = params.model_dump()
     for name, value in values.items():
         *sections, key = name.split(".")
@@ -246,8 +238,8 @@ def suggest(trial, space: dict[str, Distribution]) -> dict[str, object]:
 
 
 def encoded_defaults(params: Params, space: dict[str, Distribution]) -> dict[str, object]:
-    """params.yaml's own values of the space's params as Optuna stores them (what enqueuing
-    them as a trial takes); ValueError naming the first value the space does not hold."""
+    """params.yaml's values of the space's params as Optuna stores them; ValueError names
+    the first one the space does not hold."""
     flat, encoded = params.flat(), {}
     for name, distribution in space.items():
         try:
@@ -258,28 +250,19 @@ def encoded_defaults(params: Params, space: dict[str, Distribution]) -> dict[str
 
 
 def trial_params(params: Params, tune: TuneParams, values: dict[str, object]) -> Params:
-    """The params a trial trains with: `params` with its values and the study's validation
-    split, exactly as params.yaml holds them after `dvc exp run -S` with dvc_set_arguments."""
+    """The params a trial trains with: its values and the study's validation split."""
     return with_values(params, {**values, VALIDATION_PARAM: tune.validation_samples})
-
-
-def dvc_set_arguments(values: dict[str, object], tune: TuneParams) -> list[str]:
-    """`dvc exp run -S` overrides that make params.yaml hold a trial's params."""
-    return _overrides({**values, VALIDATION_PARAM: tune.validation_samples})
 
 
 def final_overrides(values: dict[str, object]) -> list[str]:
     """`dvc exp run -S` overrides that retrain the values on every training image."""
-    return _overrides({**values, VALIDATION_PARAM: 0})
-
-
-def _overrides(values: dict[str, object]) -> list[str]:
+    values = {**values, VALIDATION_PARAM: 0}
     return [f"{name}={hydra_value(value)}" for name, value in values.items()]
 
 
 def hydra_value(value: object) -> str:
-    """`value` in Hydra's override grammar (which `dvc exp run -S` parses), read back as the
-    same value and type: repr for floats (exact), JSON-like lists and dicts, quoted strings."""
+    """`value` in Hydra's override grammar (`dvc exp run -S`), read back as the same value and
+    type: repr for floats (exact), JSON-like lists and dicts, quoted strings."""
     if value is None or isinstance(value, bool):
         return json.dumps(value)
     if isinstance(value, float) and not math.isfinite(value):

@@ -1,23 +1,6 @@
-"""Where a study lives, and how workers on any number of machines share its one trial budget.
-
-A study is kept by Optuna's RDBStorage: a SQLite file (optuna.db at the repository root by
-default) or a PostgreSQL database that workers on several machines reach. Optuna runs each
-trial (study.optimize) with a heartbeat; a RUNNING trial without one for GRACE_PERIOD_SECONDS
-belonged to a worker that died, and the next worker fails it and queues it again with the same
-params (RetryHeartbeatStaleTrialCallback, Optuna 5's name for RetryFailedTrialCallback).
-
-What Optuna cannot guarantee is kept here. MaxTrialsCallback counts only after a trial ends,
-so W workers overshoot a budget by up to W - 1 trials (a budget of 4 shared by 3 workers could
-run 6). So each worker counts the budget and asks for its trial under one lock that the storage
-provides (an flock beside a SQLite file, a PostgreSQL advisory lock), held until the trial has
-started: a study runs exactly its budget. The same lock makes things happen once per study:
-the trial of params.yaml's own values (the winner's baseline) is enqueued once, and one clone
-answers the study.
-
-What uses the budget: COMPLETE, PRUNED and RUNNING trials, and FAIL ones that failed by their
-own error (ERROR_ATTR). A trial failed as stale (its worker was killed) or interrupted (Ctrl-C)
-gives its budget back.
-"""
+"""Where a study lives (Optuna's RDBStorage: SQLite or PostgreSQL), and how workers on any
+number of machines share its one trial budget: each counts the budget and starts its trial
+under one storage lock, so a study runs exactly its budget (MaxTrialsCallback overshoots)."""
 
 from __future__ import annotations
 
@@ -41,8 +24,7 @@ from mnist_pipeline.errors import REDACTED, PipelineError, first_line, redacted
 DEFAULT_STUDY_FILE = "optuna.db"
 POSTGRES_PREFIXES = ("postgresql://", "postgresql+psycopg://")
 SQLITE_PREFIX = "sqlite:///"
-# Trials train for 5 to 60 s. A heartbeat every 10 s is one tiny write per worker; a trial is
-# stale after three missed beats (so a busy database is not taken for a dead worker).
+# A trial is stale (its worker died) after three missed beats: a busy database is no dead worker.
 HEARTBEAT_INTERVAL_SECONDS = 10
 GRACE_PERIOD_SECONDS = 30
 # A trial whose workers were killed this often is not queued again.
@@ -55,16 +37,17 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30
 # (a slow starter often catches up: pruning from epoch 2, a 20-trial study pruned 12 there).
 MEDIAN_STARTUP_TRIALS = 5
 MEDIAN_WARMUP_STEPS = 3
-# Trial user attrs: the trial of params.yaml's values (True), the first line of the error a
-# trial failed by (it used its budget), and a trial interrupted by Ctrl-C (True).
+# Trial user attrs: params.yaml's values' trial, the error a trial failed by (it used its
+# budget; a trial failed as stale or interrupted gives it back), and a Ctrl-C.
 DEFAULTS_ATTR = "defaults"
 ERROR_ATTR = "error"
 INTERRUPTED_ATTR = "interrupted"
+# Optuna marks the heartbeat, its retry and its matplotlib plots experimental: no news to a user.
+warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
 
 def storage_url(option: str | None, repo_root: Path) -> str:
-    """The study storage's SQLAlchemy URL: the repository's optuna.db when `option` is None,
-    else `option` when it is a PostgreSQL or SQLite file URL."""
+    """The study's SQLAlchemy URL: `option` (PostgreSQL or a SQLite file), else optuna.db."""
     if option is None:
         return f"{SQLITE_PREFIX}{Path(repo_root).resolve() / DEFAULT_STUDY_FILE}"
     sqlite_path = option.removeprefix(SQLITE_PREFIX) if option.startswith(SQLITE_PREFIX) else ""
@@ -80,10 +63,8 @@ def storage_url(option: str | None, repo_root: Path) -> str:
 
 
 class StorageLock:
-    """A lock across processes and machines on `name`, provided by the storage at `url`: an
-    flock on `<database file>.lock` (SQLite's own locks are POSIX locks, and flock also
-    excludes other threads), or a PostgreSQL advisory lock held by a transaction of its own
-    connection (released when it ends, by the server if the process dies)."""
+    """A lock on `name` across processes and machines: an flock on `<database file>.lock`, or a
+    PostgreSQL advisory lock of a transaction (the server releases it if the process dies)."""
 
     def __init__(self, url: str, name: str, engine: sqlalchemy.Engine | None) -> None:
         self.url, self.engine = url, engine
@@ -100,7 +81,6 @@ class StorageLock:
             self._held.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": self.key})
 
     def release(self) -> None:
-        """Releases the lock if held (closing the file or the connection ends it)."""
         held, self._held = self._held, None
         if held is not None:
             held.close()
@@ -115,8 +95,8 @@ class StorageLock:
 
 @dataclasses.dataclass
 class SharedStudy:
-    """A study and its lock; trials draw from a sampler seeded with `seed` plus their number,
-    so one worker repeats its study and workers sharing one never draw the same params."""
+    """A study and its lock; a trial's sampler is seeded with `seed` plus its number, so a
+    study repeats and workers sharing it never draw the same params."""
 
     study: optuna.Study
     lock: StorageLock
@@ -125,9 +105,8 @@ class SharedStudy:
 
 
 def open_study(url: str, name: str, *, sampler: str, seed: int, pruner: str) -> SharedStudy:
-    """The study `name` at `url`, created (with Optuna's tables) on first use, maximising. A
-    database that cannot be reached or used is one PipelineError line naming the URL without
-    its password, what failed and the fix."""
+    """The study `name` at `url`, created on first use; an unusable database is one
+    PipelineError line (the URL without its password, what failed, the fix)."""
     postgres = url.startswith(POSTGRES_PREFIXES)
     connect_args = (
         {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
@@ -138,14 +117,12 @@ def open_study(url: str, name: str, *, sampler: str, seed: int, pruner: str) -> 
     engine_kwargs = {"connect_args": connect_args, "pool_pre_ping": postgres}
     engine = sqlalchemy.create_engine(url, **engine_kwargs) if postgres else None
     lock = StorageLock(url, name, engine)
-    # Optuna's own lines (a new study; each trial, a failure's with its traceback) repeat what
-    # the command says.
+    # Optuna's own lines repeat what the command says.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         # Workers opening a new database at once would all create Optuna's tables, or the
         # study, and all but one would fail: one at a time.
-        with lock, warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)  # the heartbeat's and retry's
+        with lock:
             storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
@@ -206,21 +183,15 @@ def run_trials(
     objective: Callable[[optuna.Trial], float],
     defaults: dict[str, object] | None = None,
 ) -> None:
-    """Runs `objective` on new trials (study.optimize, one trial at a time) until `budget`
-    trials have used the budget over all workers. With `defaults` (Optuna params), their trial
-    comes first unless the study has one that waits, runs or used its budget.
-
-    While the budget is spent but other workers' trials still run, it waits: one of them may
-    die, and its trial come back to be run here."""
+    """Runs `objective` on new trials until `budget` trials used the budget over all workers,
+    the `defaults`' trial first unless the study has one. While other workers' trials run, it
+    waits: one may die, and its trial come back to run here."""
     study = shared.study
 
     def started(trial: optuna.Trial) -> float:
         shared.lock.release()  # The trial runs: other workers count it from now on.
-        study.sampler = (
-            optuna.samplers.TPESampler(seed=shared.seed + trial.number)
-            if shared.sampler == "tpe"
-            else optuna.samplers.RandomSampler(seed=shared.seed + trial.number)
-        )
+        sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+        study.sampler = sampler[shared.sampler](seed=shared.seed + trial.number)
         return objective(trial)
 
     while True:
@@ -239,9 +210,7 @@ def run_trials(
         if running == 0:
             return
         time.sleep(HEARTBEAT_INTERVAL_SECONDS)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        optuna.storages.fail_stale_trials(study)
 
 
 def used_budget(trial: optuna.trial.FrozenTrial) -> bool:
@@ -256,7 +225,7 @@ def spent(study: optuna.Study) -> int:
 
 
 def summary(study: optuna.Study) -> str:
-    """The study's trials by state, FAIL ones split by whether they used their budget."""
+    """The study's trials by state, FAIL ones split by whether they used the budget."""
     trials = study.get_trials(deepcopy=False)
     count = collections.Counter(trial.state for trial in trials)
     failed = sum(trial.state == TrialState.FAIL and used_budget(trial) for trial in trials)

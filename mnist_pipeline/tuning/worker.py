@@ -1,6 +1,5 @@
-"""A tuning worker: one long-lived process that imports TensorFlow, connects to MLflow and
-prepares the data once, then runs trial after trial of a shared study until its budget is
-spent, however many workers on however many machines share it; and `--workers N` of them."""
+"""A tuning worker: one process that loads TensorFlow, MLflow and the data once, then runs
+trials of a shared study until its budget is spent; and `--workers N` of them."""
 
 from __future__ import annotations
 
@@ -42,8 +41,8 @@ Report = Callable[[int, dict, str], None]
 
 
 def parent_run(shared: studies.SharedStudy, experiment_id: str) -> str:
-    """The study's one MLflow parent run, created by the first worker and reopened if an
-    earlier round of the study ended it (MLflow nests runs only under a running parent)."""
+    """The study's MLflow parent run, created by the first worker, reopened if an earlier round
+    ended it (MLflow nests runs only under a running parent)."""
     from mlflow.tracking import MlflowClient
 
     client, study = MlflowClient(), shared.study
@@ -67,10 +66,8 @@ def work(
     experiment_id: str,
     report: Report,
 ) -> None:
-    """Runs trials of the study until its budget (`tune.trials`, over all workers) is spent.
-
-    A trial that fails (its network diverged) is recorded failed with its one-line error and
-    the search goes on; Ctrl-C fails the current trial, gives its budget back, and propagates."""
+    """Runs trials until the study's budget is spent over all workers. A failed trial keeps its
+    one-line error and the search goes on; Ctrl-C gives the trial's budget back and propagates."""
     study = shared.study
     # The arrays every trial shares, split by the study's own validation size.
     splits = load_splits(repo_root, search_space.trial_params(params, tune, {}).prepare)
@@ -135,9 +132,8 @@ def work(
 
 
 def start_workers(count: int, arguments: list[str], env: dict[str, str]) -> None:
-    """Starts `count` processes of `mnist-pipeline ARGUMENTS` with `env` added (the study URL
-    travels there, never in argv, which `ps` shows) and waits for them. Each worker gets its
-    share of the cores unless the thread count is set."""
+    """Runs `count` processes of `mnist-pipeline ARGUMENTS`, each with its share of the cores
+    and `env` (the study URL travels there, not in argv, which `ps` shows)."""
     env = {**os.environ, **env}
     env.setdefault(THREADS_VARIABLE, str(max(1, len(os.sched_getaffinity(0)) // count)))
     command = [sys.executable, "-m", "mnist_pipeline", *arguments]

@@ -17,7 +17,6 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import PrepareParams, load_params, parse_params
 from mnist_pipeline.tuning.space import (
     Distribution,
-    dvc_set_arguments,
     encoded_defaults,
     final_overrides,
     parse_tune,
@@ -403,34 +402,26 @@ def _value(tree: dict, name: str):
     return tree
 
 
-@pytest.mark.parametrize(
-    "build", [lambda tune: dvc_set_arguments(VALUES, tune), lambda tune: final_overrides(VALUES)]
-)
-def test_dvc_reads_the_set_arguments_back_as_exactly_the_values(
-    tmp_path, params_tree, build, monkeypatch
-):
+def test_dvc_reads_the_set_arguments_back_as_exactly_the_values(tmp_path, params_tree, monkeypatch):
     monkeypatch.chdir(tmp_path)  # DVC names the file relative to the working directory.
-    tune = parse_tune(params_tree)
-    params_tree["prepare"].setdefault("validation_samples", 0)  # as params.yaml holds it
+    params_tree["prepare"]["validation_samples"] = 100  # a study's split, retrained on all
     written = _dvc_set(
-        write_params(tmp_path / "params.yaml", copy.deepcopy(params_tree)), build(tune)
+        write_params(tmp_path / "params.yaml", copy.deepcopy(params_tree)), final_overrides(VALUES)
     )
-    expected = {**VALUES, "prepare.validation_samples": written["prepare"]["validation_samples"]}
+    expected = {**VALUES, "prepare.validation_samples": 0}
     for name, value in expected.items():
         assert _value(written, name) == value and type(_value(written, name)) is type(value), name
-    assert written["prepare"]["validation_samples"] in (0, tune.validation_samples)
     # Everything else is untouched, the tune section included.
     for section in ("base", "fetch", "evaluate", "mlflow", "tune"):
         assert written[section] == params_tree[section]
 
 
 def test_the_overrides_read_as_written():
-    tune_like = type("Tune", (), {"validation_samples": 10000})
-    overrides = dvc_set_arguments({"train.hidden_units": [512, 256], "train.epochs": 7}, tune_like)
+    overrides = final_overrides({"train.hidden_units": [512, 256], "train.epochs": 7})
     assert overrides == [
         "train.hidden_units=[512, 256]",
         "train.epochs=7",
-        "prepare.validation_samples=10000",
+        "prepare.validation_samples=0",
     ]
     assert final_overrides({"train.optimizer.learning_rate": 0.00123}) == [
         "train.optimizer.learning_rate=0.00123",
