@@ -26,7 +26,6 @@ from mnist_pipeline.runtime.stage_runner import run_stage
 from mnist_pipeline.tracking import provenance
 from mnist_pipeline.tracking import store as tracking
 from mnist_pipeline.tracking.train_logging import (
-    LOGGING_TIME_MESSAGE,
     PreparedSplit,
     log_run_inputs,
     log_trained_model,
@@ -90,7 +89,10 @@ def main(argv: list[str] | None = None) -> None:
             history_table(history).to_csv(history_file, index=False)
             started = time.perf_counter()
             log_trained_model(model, history)
-            log.info(LOGGING_TIME_MESSAGE, logging_seconds + time.perf_counter() - started)
+            log.info(
+                "logged params, metrics, data and model to MLflow in %.3f s",
+                logging_seconds + time.perf_counter() - started,
+            )
             tracking.RunRecord(run.info.run_id, experiment_id).save(record_file)
     log.info("trained and logged run %s", run.info.run_id)
 

@@ -2,8 +2,8 @@
 store and the basic-auth app's users and permissions, and `mlflow server --app-name basic-auth`
 in front of it, proxying artifacts to a folder or an S3 bucket.
 
-For trying team mode on one machine and for the tests (tests/fixtures/team_stack.py), which start it as
-`make team-server` does; a shared deployment runs the same two programs on a host the team
+For trying team mode on one machine and for the tests (tests/fixtures/team_stack.py), which start
+it as `make team-server` does; a shared deployment runs the same two programs on a host the team
 can reach.
 
     python -m team.local_stack start [--state-dir .team] [--port 5050]

@@ -52,7 +52,8 @@ def train_model(
 
     # One seed for Python, NumPy and Keras. TensorFlow's op determinism stays off: Keras turns
     # XLA off under it, and XLA on a CPU gives the same weights run after run on the same
-    # machine and thread count without it (tests/unit/modelling/test_fitting.py, test_reproduce_threads_e2e).
+    # machine and thread count without it (tests/unit/modelling/test_fitting.py and
+    # tests/e2e/test_reproduce_threads_e2e.py).
     keras.utils.set_random_seed(seed)
     model = build_model(params, input_dim=features.shape[1])
     if params.framework == "numpy":

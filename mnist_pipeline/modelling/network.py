@@ -56,7 +56,7 @@ def build_model(params: TrainParams, input_dim: int) -> keras.Sequential:
         loss="categorical_crossentropy",
         metrics=["accuracy"],
         # XLA fuses each step's element-wise work, but its CPU random numbers, which Dropout
-        # draws every batch, are ten times slower than TensorFlow's (benchmarks/README.md).
+        # draws every batch, are ten times slower than TensorFlow's.
         jit_compile=params.dropout == 0,
         # Batches per compiled call: a whole MNIST epoch, so `fit` pays its per-call cost once.
         steps_per_execution=STEPS_PER_EXECUTION,

@@ -22,8 +22,6 @@ from mnist_pipeline.tracking import store as tracking
 MINIMUM_SEEDS = 2
 # A run's training time, compiling included (a metric of the run).
 FIT_SECONDS = "fit_seconds"
-# The command's last timing line (benchmarks/repeats.py parses it).
-TIME_MESSAGE = "repeated %d seeds in %.1f s; their fits took %.1f s"
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,8 @@ def repeat(params: Params, seeds: Sequence[int], say: Callable[[str], None]) -> 
             f"{result.fit_seconds:.1f} s, run {result.run_id})"
         )
     fits = sum(result.fit_seconds for result in results)
-    say(TIME_MESSAGE % (len(results), time.perf_counter() - started, fits))
+    took = time.perf_counter() - started
+    say(f"repeated {len(results)} seeds in {took:.1f} s; their fits took {fits:.1f} s")
     group = groups.group_of_run(results[0].run_id)
     table = groups.group_table(groups.group_runs(experiment_id, group))
     say(f"group {group} (every run of this configuration, one per seed):")

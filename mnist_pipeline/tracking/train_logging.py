@@ -17,7 +17,6 @@ from mnist_pipeline.tracking.groups import group_key
 MODEL_ARTIFACT = "model"
 # The params sections train reads (as dvc.yaml declares); the rest belong to other stages.
 LOGGED_SECTIONS = ("base.", "train.")
-LOGGING_TIME_MESSAGE = "logged params, metrics, data and model to MLflow in %.3f s"
 
 
 def log_run_inputs(
