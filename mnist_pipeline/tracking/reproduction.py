@@ -1,6 +1,5 @@
-"""Reproducing a logged run (`mnist-pipeline reproduce`): the pipeline runs again at the run's
-git commit, in a temporary worktree with its logged params.yaml, sharing this repository's DVC
-cache and MLflow store; the new run is then judged against the original (the Case)."""
+"""`mnist-pipeline reproduce`: the pipeline runs again at a run's commit with its params.yaml, in
+a temporary worktree sharing this DVC cache and MLflow store, and is judged against the original."""
 
 from __future__ import annotations
 
@@ -43,14 +42,11 @@ DATA_STAGE, TRAIN_STAGE = "prepare", "train"
 # 20 of 10,000 test images. Three machines gave 0.9815, 0.9817 and 0.9819 for one commit; this
 # is five times that spread and below the spread of seeds 0-4 on one machine (0.9776-0.9808).
 ACCURACY_TOLERANCE = 0.002
-# Accuracies are float32 values: two 20 images apart can read a hair over 0.002.
-FLOAT32_SLACK = 1e-6
+FLOAT32_SLACK = 1e-6  # Float32 accuracies 20 images apart can read a hair over 0.002.
 DATA_CHECKS = ("data.train_sha256", "data.validation_sha256", "data.test_sha256")
 
 
 class Case(Enum):
-    """What a reproduction turned out to be."""
-
     IDENTICAL = "the same weights, test accuracy and data"
     PORTABLE_DIFFERS = "other weights from a portable-mode run on another CPU"
     OTHER_MACHINE = "other weights from another machine or library build, accuracy within tolerance"
@@ -67,8 +63,6 @@ REPRODUCED = (Case.IDENTICAL, Case.OTHER_MACHINE, Case.UNKNOWN_MACHINE)
 
 @dataclass(frozen=True)
 class Recipe:
-    """What a run recorded that is needed to run it again."""
-
     run_id: str
     run_name: str
     commit: str
@@ -105,8 +99,7 @@ class Verdict:
 
 
 def recipe_from_run(run: Run, params_yaml: str) -> Recipe:
-    """The recipe, or a PipelineError when the run has no commit; a run made from uncommitted
-    code is reproduced with a warning."""
+    """The recipe; a run without a commit is an error, one from uncommitted code a warning."""
     tags, run_id = run.data.tags, run.info.run_id
     commit = tags.get("git_commit", "unknown")
     if commit == "unknown":
@@ -127,11 +120,10 @@ def recipe_from_run(run: Run, params_yaml: str) -> Recipe:
 
 
 def replayed_settings(run: Run) -> tuple[tuple[str, str | None], ...]:
-    """The original's TensorFlow thread count and XLA_FLAGS: the weights depend on the threads
-    that split each operation (on 2 cores, 1 or 4 threads give other weights than 2). A run from
-    before the thread-count tag had one thread per usable CPU, TensorFlow's default."""
+    """The original's TensorFlow thread count and XLA_FLAGS, which decide the weights."""
     tags = run.data.tags
     settings: list[tuple[str, str | None]] = []
+    # A run from before the thread-count tag had TensorFlow's default, one per usable CPU.
     threads = tags.get("machine.intra_op_threads") or tags.get("machine.usable_cpus")
     if threads and threads.isdigit():
         settings.append((provenance.INTRA_OP_THREADS_VARIABLE, threads))
@@ -152,8 +144,6 @@ def settings_line(recipe: Recipe) -> str | None:
 
 
 def compare(original: Run, reproduced: Run) -> list[Check]:
-    """The facts that must be equal for the reproduction to count."""
-
     def facts(run: Run) -> dict[str, object]:
         return {
             "test_accuracy": run.data.metrics.get("test_accuracy"),
@@ -170,8 +160,7 @@ def compare(original: Run, reproduced: Run) -> list[Check]:
 
 
 def environment_differences(original: Run, reproduced: Run) -> tuple[list[Check], list[str]]:
-    """The machine, library and training-mode tags that differ, and which runs ("original",
-    "reproduction") record no machine: then only the library versions both record compare."""
+    """The machine, library and mode tags that differ, and which runs record no machine."""
     before, after = original.data.tags, reproduced.data.tags
     unknown = [
         label
@@ -189,8 +178,7 @@ def environment_differences(original: Run, reproduced: Run) -> tuple[list[Check]
 
 
 def judge(original: Run, reproduced: Run) -> Verdict:
-    """Which Case the reproduction is, with the lines that show why: the compared facts, the
-    machines and the conclusion."""
+    """The Case, with lines showing the compared facts, the machines and the conclusion."""
     checks = {check.name: check for check in compare(original, reproduced)}
     differences, unknown = environment_differences(original, reproduced)
     portable = original.data.tags.get(MODE_TAG) == PORTABLE_MODE
@@ -307,9 +295,8 @@ def machine_summary(run: Run) -> str:
 
 
 def run_context(recipe: Recipe, environ: Mapping[str, str]) -> dict[str, str]:
-    """The tags MLflow gives the reproduction's run as it creates it (MLFLOW_RUN_CONTEXT): what
-    it reproduces, its name, and this machine running it with `environ` (so even old code's
-    run records where it ran)."""
+    """The tags MLflow gives the new run as it creates it (MLFLOW_RUN_CONTEXT), so even old
+    code's run records what it reproduces and where it ran."""
     return {
         **provenance.machine_tags(environ),
         REPRODUCTION_TAG: recipe.run_id,
@@ -329,22 +316,8 @@ def load_recipe(run_id: str) -> tuple[Run, Recipe]:
     return run, recipe_from_run(run, params_yaml)
 
 
-def require_commit(repo: Path, recipe: Recipe) -> None:
-    found = subprocess.run(
-        ["git", "cat-file", "-e", f"{recipe.commit}^{{commit}}"], cwd=repo, capture_output=True
-    )
-    if found.returncode != 0:
-        raise PipelineError(
-            f"commit {recipe.commit[:12]} of run {recipe.run_id} is not in this repository "
-            f"({repo}): it was rebased away or never fetched; fetch it (`git fetch origin "
-            f"{recipe.commit}`) and try again"
-        )
-
-
 def run_pipeline(recipe: Recipe, repo: Path, store_uri: str, keep: bool = False) -> Path | None:
-    """Runs the pipeline at the recipe's commit in a temporary worktree; returns the worktree
-    when kept. MLflow tags the new run `reproduction_of` as it creates it (MLFLOW_RUN_CONTEXT),
-    so even a failed attempt is findable."""
+    """Runs the pipeline at the recipe's commit in a temporary worktree (returned when kept)."""
     workdir = Path(tempfile.mkdtemp(prefix="mnist-reproduce-"))
     worktree = workdir / recipe.commit[:12]
     git(repo, "worktree", "add", "--detach", str(worktree), recipe.commit)
@@ -374,8 +347,9 @@ def run_pipeline(recipe: Recipe, repo: Path, store_uri: str, keep: bool = False)
 
 
 def find_reproduction(recipe: Recipe, since_ms: int) -> Run:
-    runs = MlflowClient().search_runs(
-        [e.experiment_id for e in MlflowClient().search_experiments()],
+    client = MlflowClient()
+    runs = client.search_runs(
+        [experiment.experiment_id for experiment in client.search_experiments()],
         filter_string=f"tags.{REPRODUCTION_TAG} = '{recipe.run_id}' and "
         f"attributes.start_time >= {since_ms}",
         order_by=["attributes.start_time DESC"],
@@ -391,7 +365,14 @@ def find_reproduction(recipe: Recipe, since_ms: int) -> Run:
 
 def reproduce(recipe: Recipe, repo: Path, store_uri: str, keep: bool = False) -> Run:
     """Runs the pipeline again from the recipe and returns the new, finished run."""
-    require_commit(repo, recipe)
+    commit = f"{recipe.commit}^{{commit}}"
+    found = subprocess.run(["git", "cat-file", "-e", commit], cwd=repo, capture_output=True)
+    if found.returncode != 0:
+        raise PipelineError(
+            f"commit {recipe.commit[:12]} of run {recipe.run_id} is not in this repository "
+            f"({repo}): it was rebased away or never fetched; fetch it (`git fetch origin "
+            f"{recipe.commit}`) and try again"
+        )
     started_ms = int(time.time() * 1000) - 1000
     run_pipeline(recipe, repo, store_uri, keep)
     return find_reproduction(recipe, started_ms)

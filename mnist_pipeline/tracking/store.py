@@ -44,8 +44,7 @@ DATASET_KEY_CONFLICT = re.compile(r'"dataset_pk"|UNIQUE constraint failed: datas
 
 
 def repo_root() -> Path:
-    """The user's repository, also from a DVC experiment's temporary copy (DVC_ROOT names the
-    real one: runs go to the user's store, not to a copy that is deleted afterwards)."""
+    """The user's repository, also from a DVC experiment's temporary copy (named by DVC_ROOT)."""
     if os.environ.get("DVC_ROOT"):
         return Path(os.environ["DVC_ROOT"]).resolve()
     here = Path.cwd().resolve()
@@ -60,9 +59,8 @@ def default_tracking_uri() -> str:
 
 
 def tracking_uri() -> str:
-    """The store's URI, never with a password in it: credentials in MLFLOW_TRACKING_URI
-    (which MLflow would print in its "View run at" lines) move to MLFLOW_TRACKING_USERNAME and
-    _PASSWORD, where MLflow's client reads them; values already set there win, as in MLflow."""
+    """The store's URI without credentials (MLflow prints it): they move to
+    MLFLOW_TRACKING_USERNAME and _PASSWORD, unless those are set already."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
@@ -76,8 +74,7 @@ def tracking_uri() -> str:
 
 
 def connect(experiment_name: str) -> str:
-    """Points MLflow at the store, checks it answers, and returns the experiment's id (creating
-    the experiment, with its artifacts under the repository root, on first use)."""
+    """Points MLflow at the store and returns the experiment's id, creating it on first use."""
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
@@ -104,8 +101,7 @@ def connect(experiment_name: str) -> str:
 
 
 def open_experiment(experiment_name: str) -> str:
-    """Points MLflow at the store and returns the experiment's id; unlike connect it never
-    creates anything, so a typo cannot leave an empty store or experiment behind."""
+    """Like connect, but never creates anything, so a typo leaves no empty store behind."""
     uri = tracking_uri()
     if uri == default_tracking_uri() and not (repo_root() / STORE_FILE).exists():
         raise PipelineError(f"no MLflow store at {uri}; run the pipeline first (`dvc repro`)")
@@ -124,8 +120,7 @@ def open_experiment(experiment_name: str) -> str:
 
 def search_runs(experiment_id: str, where: str = "", order_by: list[str] | None = None,
                 max_results: int | None = None) -> pd.DataFrame:
-    """The experiment's runs matching MLflow's filter, as MLflow's frame: all of them, or the
-    first max_results in order_by's order (so a server sends only those)."""
+    """The experiment's runs matching MLflow's filter: all, or the first max_results."""
     limits = {} if max_results is None else {"max_results": max_results, "order_by": order_by}
     try:
         return mlflow.search_runs([experiment_id], where, output_format="pandas", **limits)
@@ -136,8 +131,7 @@ def search_runs(experiment_id: str, where: str = "", order_by: list[str] | None 
 
 
 def serve_ui(uri: str, host: str, port: int) -> None:
-    """Runs `mlflow server` on the store (and, for the default store, its artifacts) until
-    Ctrl-C."""
+    """Runs `mlflow server` on the store (and the default store's artifacts) until Ctrl-C."""
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
     command += ["--host", host, "--port", str(port)]
     if uri == default_tracking_uri():
@@ -155,9 +149,8 @@ def serve_ui(uri: str, host: str, port: int) -> None:
 
 @contextlib.contextmanager
 def sqlite_setup_lock(uri: str) -> Iterator[None]:
-    """One process at a time through a SQLite store's first use, where parallel DVC queue
-    workers would all create MLflow's tables at once and fail. An flock on the database file:
-    SQLite's own fcntl locks do not interact with it, and no new file appears."""
+    """One process at a time through a SQLite store's first use, where parallel queue workers
+    would all create MLflow's tables and fail. An flock: SQLite's fcntl locks ignore it."""
     if not uri.startswith("sqlite:///") or ":memory:" in uri:
         yield
         return
@@ -172,8 +165,7 @@ def sqlite_setup_lock(uri: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def fail_fast_http() -> Iterator[None]:
-    """No retries and a short timeout for the first request: a server that does not answer
-    stops the stage in seconds, not after MLflow's minutes of retries."""
+    """No retries and a short timeout: a dead server stops the stage in seconds, not minutes."""
     settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     # A value the user set wins.
     with environment_set({name: os.environ.get(name) or value for name, value in settings.items()}):
@@ -181,8 +173,7 @@ def fail_fast_http() -> Iterator[None]:
 
 
 def artifact_location(uri: str, experiment_name: str) -> str | None:
-    """Beside a SQLite store's file (MLflow's ./mlruns would scatter them into DVC's temporary
-    copies); a server chooses for itself."""
+    """Beside a SQLite store's file (not in DVC's temporary copies); a server chooses itself."""
     if not uri.startswith("sqlite:///"):
         return None
     database = Path(uri.removeprefix("sqlite:///"))
@@ -191,8 +182,8 @@ def artifact_location(uri: str, experiment_name: str) -> str | None:
 
 @contextlib.contextmanager
 def tracked_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
-    """mlflow.start_run that records which process owns the run, and ends it KILLED on Ctrl-C
-    or SIGTERM (MLflow would say FAILED), FAILED on any other error, FINISHED otherwise."""
+    """mlflow.start_run that tags the owning process and ends the run KILLED on Ctrl-C or
+    SIGTERM (MLflow would say FAILED)."""
     owner = {OWNER_HOST_TAG: socket.gethostname(), OWNER_PID_TAG: str(os.getpid())}
     tags = {**start_run_kwargs.pop("tags", {}), **owner}
     with mlflow.start_run(tags=tags, **start_run_kwargs) as run:
@@ -206,8 +197,7 @@ def tracked_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
 
 
 def mark_stale_runs(experiment_ids: list[str]) -> list[str]:
-    """Ends as KILLED the RUNNING runs whose process, on this machine, no longer exists;
-    returns their ids. Runs of live processes or of other machines are left alone."""
+    """Ends as KILLED, and returns, the RUNNING runs whose process on this machine is gone."""
     client = MlflowClient()
     host = socket.gethostname()
     stale = []
@@ -230,7 +220,7 @@ def process_alive(pid: str | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        pass
+        pass  # Alive, but another user's.
     return True
 
 
@@ -249,18 +239,10 @@ def log_history(history: dict[str, list[float]], prefix: str) -> None:
 
 
 def log_dataset(
-    run_id: str,
-    features,
-    targets,
-    path: Path,
-    name: str,
-    context: str,
-    *,
-    features_sha256: str,
+    run_id: str, features, targets, path: Path, name: str, context: str, *, features_sha256: str
 ) -> None:
-    """Logs arrays as an MLflow dataset input of the run, by run id (so evaluate can add its
-    test set without reopening the run). The digest is the arrays' SHA-256: MLflow's own took
-    0.4 s and a copy of the 188 MB of training images."""
+    """Logs arrays as a dataset input of the run, by id (evaluate need not reopen the run). The
+    digest is the arrays' SHA-256: MLflow's own copied the 188 MB of training images."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -274,14 +256,8 @@ def log_dataset(
         )
     # Built from the dataset's public to_dict(), as mlflow.log_input builds it.
     fields = dataset.to_dict()
-    entity = Dataset(
-        name=fields["name"],
-        digest=fields["digest"],
-        source_type=fields["source_type"],
-        source=fields["source"],
-        schema=fields.get("schema"),
-        profile=fields.get("profile"),
-    )
+    keys = ("name", "digest", "source_type", "source", "schema", "profile")
+    entity = Dataset(**{key: fields.get(key) for key in keys})
     inputs = [DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])]
     for attempt in range(1, DATASET_LOG_ATTEMPTS + 1):
         try:
@@ -298,8 +274,7 @@ def log_dataset(
 
 @dataclass(frozen=True)
 class RunRecord:
-    """What `train` leaves for `evaluate`: the run to log into (a DVC output, so a model
-    restored from DVC's run-cache still points at its run)."""
+    """The run `evaluate` logs into: a DVC output, so a cached model still points at its run."""
 
     run_id: str
     experiment_id: str
