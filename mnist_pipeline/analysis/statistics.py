@@ -27,10 +27,6 @@ class GroupSummary:
     ci_high: float
     confidence: float = CONFIDENCE
 
-    @property
-    def half_width(self) -> float:
-        return (self.ci_high - self.ci_low) / 2
-
 
 @dataclass(frozen=True)
 class DifferenceTest:
@@ -128,9 +124,8 @@ def paired_counts(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> Paire
 def mcnemar_exact(
     a_correct: Sequence[bool], b_correct: Sequence[bool], confidence: float = CONFIDENCE
 ) -> tuple[PairedCounts, DifferenceTest]:
-    """McNemar's exact test of two models on the same images: under "equally good", each image
-    exactly one gets right is B's with probability 1/2. The difference is B's accuracy minus
-    A's, with the exact (Clopper-Pearson) interval of that binomial split."""
+    """McNemar's exact test of two models on the same images: B's accuracy minus A's, with the
+    exact (Clopper-Pearson) interval of the split of the images only one gets right."""
     from scipy import stats
 
     counts = paired_counts(a_correct, b_correct)
