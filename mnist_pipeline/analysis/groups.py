@@ -71,20 +71,14 @@ def group_table(found: pd.DataFrame) -> pd.DataFrame:
     for key, members in runs.groupby(GROUP_COLUMN, sort=False):
         row = [key, len(members), *(members.iloc[0].get(source) for source in DESCRIBED.values())]
         for metric in metrics:
-            summary = summary_of(members, metric)
-            if summary is None:
-                row += [0, math.nan, math.nan, "-"]
-            else:
-                row += [summary.count, summary.mean, summary.std, format_interval(summary)]
+            nothing = GroupSummary(0, math.nan, math.nan, math.nan, math.nan)
+            summary = summary_of(members, metric) or nothing
+            interval = f"[{summary.ci_low:.4f}, {summary.ci_high:.4f}]"
+            nan = math.isnan(summary.ci_low)
+            row += [summary.count, summary.mean, summary.std, "-" if nan else interval]
         rows.append(row)
     table = pd.DataFrame(rows, columns=columns)
     return table.sort_values("runs", ascending=False, kind="stable").reset_index(drop=True)
-
-
-def format_interval(summary: GroupSummary) -> str:
-    if math.isnan(summary.ci_low):
-        return "-"
-    return f"[{summary.ci_low:.4f}, {summary.ci_high:.4f}]"
 
 
 def configuration(runs: pd.DataFrame) -> dict[str, str]:

@@ -110,17 +110,6 @@ def welch_test(
     )
 
 
-def paired_counts(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> PairedCounts:
-    """Counts the images only A and only B get right, both scored on the same images in order."""
-    a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(
-            f"both models must be scored on the same images, got {a.shape[0] if a.ndim else 0} "
-            f"and {b.shape[0] if b.ndim else 0} results"
-        )
-    return PairedCounts(int(np.sum(a & ~b)), int(np.sum(b & ~a)), int(a.size))
-
-
 def mcnemar_exact(
     a_correct: Sequence[bool], b_correct: Sequence[bool], confidence: float = CONFIDENCE
 ) -> tuple[PairedCounts, DifferenceTest]:
@@ -128,7 +117,13 @@ def mcnemar_exact(
     exact (Clopper-Pearson) interval of the split of the images only one gets right."""
     from scipy import stats
 
-    counts = paired_counts(a_correct, b_correct)
+    a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(
+            f"both models must be scored on the same images, got {a.shape[0] if a.ndim else 0} "
+            f"and {b.shape[0] if b.ndim else 0} results"
+        )
+    counts = PairedCounts(int(np.sum(a & ~b)), int(np.sum(b & ~a)), int(a.size))
     discordant = counts.only_a_right + counts.only_b_right
     difference = (counts.only_b_right - counts.only_a_right) / max(counts.images, 1)
     if discordant == 0:

@@ -66,28 +66,25 @@ def groups_view_state() -> dict:
     }
 
 
-def study_view_state(study: str, param_names: list[str]) -> dict:
-    """One study's trials and parent, flat, best first, with the params the study varies."""
+def share_study_view(experiment_id: str, study: str, param_names: list[str]) -> str:
+    """Saves a view of one study's trials and parent, flat, best first, with its params."""
     metrics = [f"metrics.`{name}`" for name in ("val_accuracy", "test_accuracy", "fit_seconds")]
     tags = [f"tags.`{TRIAL_TAG}`", f"tags.`{STATE_TAG}`"]
     columns = [*metrics, *tags, *(f"params.`{name}`" for name in param_names)]
-    return {
+    state = {
         "selectedColumns": columns,
         "columnOrder": columns,
         "orderByKey": metrics[0],
         "orderByAsc": False,
         "searchFilter": f"tags.`{STUDY_TAG}` = '{study}'",
     }
+    return share_view(experiment_id, f"study-{study}", state)
 
 
 def share_view(experiment_id: str, key: str, state: dict) -> str:
     """Stores the view in the experiment; returns its key for runs_page_link."""
     MlflowClient().set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + key, json.dumps(state))
     return key
-
-
-def share_study_view(experiment_id: str, study: str, param_names: list[str]) -> str:
-    return share_view(experiment_id, f"study-{study}", study_view_state(study, param_names))
 
 
 def runs_page_link(base_url: str, experiment_id: str, view_key: str = RUNS_VIEW_KEY) -> str:
