@@ -60,8 +60,7 @@ def load_summaries(run_ids: list[str]) -> list[RunSummary]:
 
 
 def param_diff(params_by_run: dict[str, dict[str, str]]) -> pd.DataFrame:
-    """One row per param whose value is not the same in every run (a param a run lacks counts
-    as different), one column per run."""
+    """One row per param not the same in every run (missing counts as different)."""
     table = pd.DataFrame(params_by_run).fillna(MISSING)
     return table[table.nunique(axis=1) > 1].sort_index()
 
@@ -74,8 +73,7 @@ def format_diff(diff: pd.DataFrame, of: str = "runs") -> str:
 
 
 def comparison_figure(summaries: list[RunSummary]):
-    """Train loss and accuracy per epoch, one line per run, and a bar of each run's test
-    accuracy, with one colour per run throughout."""
+    """Train loss and accuracy per epoch, a line per run, and each run's test accuracy as a bar."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -118,8 +116,7 @@ def comparison_figure(summaries: list[RunSummary]):
 
 
 def group_comparison_figure(groups: list[GroupView]):
-    """One panel per score (test, and validation where a group has it): each group's mean as a
-    bar with its 95% confidence interval, and each seed's score as a dot over it."""
+    """One panel per score: each group's mean as a bar with its 95% interval, a dot per seed."""
     import matplotlib.pyplot as plt
 
     metrics = [m for m in ("test_accuracy", "val_accuracy") if any(g.scores.get(m) for g in groups)]

@@ -1,12 +1,6 @@
-"""The promotion gate: whether a candidate run may replace the champion, judged on validation
-scores only, and the evidence to record on the model version. Pure functions on scores.
-
-The candidate's group (its runs differing only in their seed, validated on the same images)
-must have a higher mean val_accuracy than the champion's, and Welch's t-test must call the
-difference larger than the seed noise (p < 0.05), which needs two seeds a side. MLflow's own
-gate (`mlflow.validate_evaluation_results`) compares single values with a fixed threshold: it
-has no notion of N or spread. `force` passes the gate, and is recorded as such.
-"""
+"""The promotion gate: the candidate's group must beat the champion's mean val_accuracy beyond
+the seed noise (Welch's t-test, two seeds a side; MLflow's own gate knows no N or spread).
+Pure functions on scores, and the evidence to record on the model version."""
 
 from __future__ import annotations
 
@@ -26,8 +20,7 @@ NOT_APPLICABLE = "-"
 
 @dataclass(frozen=True)
 class Contender:
-    """One side of the gate: a run, its group and validation images, its own val_accuracy
-    (None without a validation split) and that of each seed of its group, itself included."""
+    """One side of the gate: a run, its group, validation images, own and seeds' scores."""
 
     run_id: str
     group: str | None
@@ -39,7 +32,6 @@ class Contender:
 @dataclass(frozen=True)
 class Verdict:
     """Whether the candidate becomes the champion, why (one line), and the figures."""
-
     promote: bool
     reason: str
     forced: bool = False
@@ -81,9 +73,9 @@ def compare(candidate: Contender, champion: Contender) -> Verdict:
         return Verdict(
             False,
             f"run {candidate.run_id} was validated on other images "
-            f"({_short(candidate.validation_sha256)}) than the champion "
-            f"({_short(champion.validation_sha256)}), so their val_accuracy does not compare: "
-            f"validate on the champion's split (the same data and prepare params), {fix}",
+            f"({(candidate.validation_sha256 or 'none')[:12]}) than the champion "
+            f"({(champion.validation_sha256 or 'none')[:12]}), so their val_accuracy does not "
+            f"compare: validate on the champion's split (the same data and prepare params), {fix}",
         )
     if candidate.group is not None and candidate.group == champion.group:
         return Verdict(
@@ -112,14 +104,11 @@ def compare(candidate: Contender, champion: Contender) -> Verdict:
         f"{test.confidence:.0%} CI [{test.ci_low:+.4f}, {test.ci_high:+.4f}], "
         f"{test.test} p={test.p_value:.3g}"
     )
-    if test.difference > 0 and test.significant:
-        reason = f"better beyond the seed noise: {figures}"
-    else:
-        reason = (
-            f"not better beyond the seed noise ({figures}; promoting needs a higher mean and "
-            f"p < {1 - test.confidence:.2g}): run more seeds (`{MORE_SEEDS}`), {fix}"
-        )
     promote = test.difference > 0 and test.significant
+    reason = f"better beyond the seed noise: {figures}" if promote else (
+        f"not better beyond the seed noise ({figures}; promoting needs a higher mean and "
+        f"p < {1 - test.confidence:.2g}): run more seeds (`{MORE_SEEDS}`), {fix}"
+    )
     return Verdict(promote, reason, False, candidate_summary, champion_summary, test)
 
 
@@ -129,8 +118,7 @@ def evidence_tags(
     champion: Contender | None,
     champion_version: str | None,
 ) -> dict[str, str]:
-    """The verdict as model version tags (PROMOTION_PREFIX...), every key always written: a
-    version promoted again shows only its latest promotion's evidence."""
+    """The verdict as model version tags, every key always written (only the latest evidence)."""
 
     def number(value: float | None, digits: int = 4) -> str:
         return NOT_APPLICABLE if value is None or math.isnan(value) else f"{value:.{digits}f}"
@@ -160,7 +148,3 @@ def evidence_tags(
         ),
     }
     return {PROMOTION_PREFIX + key: value for key, value in tags.items()}
-
-
-def _short(digest: str | None) -> str:
-    return digest[:12] if digest else "none"

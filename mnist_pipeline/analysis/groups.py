@@ -1,7 +1,6 @@
-"""Groups of runs (runs that differ only in their seed: the `group` tag) as `runs --groups` and
-`compare` show them: each group's N, mean, standard deviation and 95% interval of test and
-validation accuracy, and whether two groups, or two runs on the same images, differ by more
-than the noise."""
+"""Groups of runs (runs differing only in their seed: the `group` tag) for `runs --groups` and
+`compare`: each group's N, mean, std and 95% interval, and whether groups, or two runs on the
+same images, differ by more than the noise."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ import pandas as pd
 from mnist_pipeline.analysis import statistics
 from mnist_pipeline.analysis.comparison import GroupView, param_diff
 from mnist_pipeline.analysis.statistics import DifferenceTest, GroupSummary, PairedCounts
+from mnist_pipeline.analysis.tables import COLUMNS
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.tags import GROUP_TAG, PRUNED_STATE, STATE_TAG
 from mnist_pipeline.tracking import store
@@ -25,21 +25,16 @@ SEED_COLUMN = f"params.{SEED_PARAM}"
 IMAGES = {"test_accuracy": "tags.data.test_sha256", "val_accuracy": "params.data.validation_sha256"}
 # What a group row shows of its configuration (all its runs share it), as `runs` names them.
 DESCRIBED = {
-    "framework": "params.train.framework",
-    "hidden_units": "params.train.hidden_units",
-    "optimizer": "params.train.optimizer.name",
-    "learning_rate": "params.train.optimizer.learning_rate",
-    "epochs": "params.train.epochs",
-    "batch_size": "params.train.batch_size",
-    "train_samples": "params.data.train_samples",
+    name: COLUMNS[name]
+    for name in ("framework", "hidden_units", "optimizer", "learning_rate", "epochs",
+                 "batch_size", "train_samples")
 }
 NO_GROUPS = "no groups: no finished run is tagged with its group (older runs are not)"
 
 
 def scored_runs(found: pd.DataFrame) -> pd.DataFrame:
-    """The runs a group's statistics count: finished, grouped, not a pruned trial (scored
-    before its last epoch), and one per group and seed, the latest (a seed run again gives the
-    same weights and would count twice)."""
+    """The runs a group's statistics count: finished, grouped, not pruned, and the latest one per
+    group and seed (a seed run again gives the same weights and would count twice)."""
     if found.empty or GROUP_COLUMN not in found:
         return found.iloc[0:0]
     kept = found[(found["status"] == "FINISHED") & found[GROUP_COLUMN].notna()]
@@ -65,8 +60,8 @@ def summary_of(runs: pd.DataFrame, metric: str) -> GroupSummary | None:
 
 
 def group_table(found: pd.DataFrame) -> pd.DataFrame:
-    """One row per group, most runs first: its key, N, its configuration, and each score's
-    mean, standard deviation and 95% interval (`[low, high]`; '-' below two seeds)."""
+    """One row per group, most runs first: key, N, configuration, each score's N, mean, std and
+    95% interval ('-' below two seeds)."""
     runs = scored_runs(found)
     metrics = [metric for metric in IMAGES if scores(runs, metric)]
     columns = ["group", "runs", *DESCRIBED]
@@ -76,20 +71,14 @@ def group_table(found: pd.DataFrame) -> pd.DataFrame:
     for key, members in runs.groupby(GROUP_COLUMN, sort=False):
         row = [key, len(members), *(members.iloc[0].get(source) for source in DESCRIBED.values())]
         for metric in metrics:
-            summary = summary_of(members, metric)
-            if summary is None:
-                row += [0, math.nan, math.nan, "-"]
-            else:
-                row += [summary.count, summary.mean, summary.std, format_interval(summary)]
+            nothing = GroupSummary(0, math.nan, math.nan, math.nan, math.nan)
+            summary = summary_of(members, metric) or nothing
+            interval = f"[{summary.ci_low:.4f}, {summary.ci_high:.4f}]"
+            nan = math.isnan(summary.ci_low)
+            row += [summary.count, summary.mean, summary.std, "-" if nan else interval]
         rows.append(row)
     table = pd.DataFrame(rows, columns=columns)
     return table.sort_values("runs", ascending=False, kind="stable").reset_index(drop=True)
-
-
-def format_interval(summary: GroupSummary) -> str:
-    if math.isnan(summary.ci_low):
-        return "-"
-    return f"[{summary.ci_low:.4f}, {summary.ci_high:.4f}]"
 
 
 def configuration(runs: pd.DataFrame) -> dict[str, str]:
@@ -104,7 +93,6 @@ def configuration(runs: pd.DataFrame) -> dict[str, str]:
 @dataclass(frozen=True)
 class Verdict:
     """One score's comparison of B against A: the test, or why there is none."""
-
     metric: str
     test: DifferenceTest | None
     counts: PairedCounts | None = None
@@ -129,8 +117,7 @@ class Verdict:
 
 
 def compare_groups(runs_a: pd.DataFrame, runs_b: pd.DataFrame) -> list[Verdict]:
-    """Welch's t-test of each score between two groups' scored runs, where both groups have
-    at least two seeds scored on the same images."""
+    """Welch's t-test of each score between two groups' scored runs (or why not)."""
     verdicts = []
     for metric, images in IMAGES.items():
         a, b = scores(runs_a, metric), scores(runs_b, metric)
@@ -152,8 +139,7 @@ def compare_groups(runs_a: pd.DataFrame, runs_b: pd.DataFrame) -> list[Verdict]:
 
 
 def compare_predictions(a, b) -> Verdict:
-    """McNemar's exact test of two runs' test predictions (tracking.predictions.Predictions),
-    image by image; refuses runs scored on different test images."""
+    """McNemar's exact test of two runs' test predictions (tracking.predictions.Predictions)."""
     metric = "test_accuracy (paired)"
     if a is None or b is None:
         return Verdict(
@@ -201,8 +187,7 @@ def group_runs(experiment_id: str, group: str | None = None) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class GroupComparison:
-    """What `compare` shows of two or more groups: their table, each later group's verdicts
-    against the first, the params they differ in, and the figure's view of each."""
+    """What `compare` shows of groups: table, verdicts against the first, param diff, views."""
 
     keys: list[str]
     table: pd.DataFrame
@@ -212,8 +197,8 @@ class GroupComparison:
 
 
 def compare_given(experiment_id: str, given: list[str]) -> GroupComparison:
-    """Compares the groups named by `given` (group keys, or runs whose groups are taken; each
-    group once, in the order given): Welch's t-test of each later group against the first."""
+    """Compares the groups named by `given` (group keys, or runs, whose groups are taken), each
+    later one against the first."""
     keys = list(dict.fromkeys(key if is_group_key(key) else group_of_run(key) for key in given))
     if len(keys) < 2:
         raise PipelineError(

@@ -27,10 +27,6 @@ class GroupSummary:
     ci_high: float
     confidence: float = CONFIDENCE
 
-    @property
-    def half_width(self) -> float:
-        return (self.ci_high - self.ci_low) / 2
-
 
 @dataclass(frozen=True)
 class DifferenceTest:
@@ -114,26 +110,20 @@ def welch_test(
     )
 
 
-def paired_counts(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> PairedCounts:
-    """Counts the images only A and only B get right, both scored on the same images in order."""
+def mcnemar_exact(
+    a_correct: Sequence[bool], b_correct: Sequence[bool], confidence: float = CONFIDENCE
+) -> tuple[PairedCounts, DifferenceTest]:
+    """McNemar's exact test of two models on the same images: B's accuracy minus A's, with the
+    exact (Clopper-Pearson) interval of the split of the images only one gets right."""
+    from scipy import stats
+
     a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(
             f"both models must be scored on the same images, got {a.shape[0] if a.ndim else 0} "
             f"and {b.shape[0] if b.ndim else 0} results"
         )
-    return PairedCounts(int(np.sum(a & ~b)), int(np.sum(b & ~a)), int(a.size))
-
-
-def mcnemar_exact(
-    a_correct: Sequence[bool], b_correct: Sequence[bool], confidence: float = CONFIDENCE
-) -> tuple[PairedCounts, DifferenceTest]:
-    """McNemar's exact test of two models on the same images: under "equally good", each image
-    exactly one gets right is B's with probability 1/2. The difference is B's accuracy minus
-    A's, with the exact (Clopper-Pearson) interval of that binomial split."""
-    from scipy import stats
-
-    counts = paired_counts(a_correct, b_correct)
+    counts = PairedCounts(int(np.sum(a & ~b)), int(np.sum(b & ~a)), int(a.size))
     discordant = counts.only_a_right + counts.only_b_right
     difference = (counts.only_b_right - counts.only_a_right) / max(counts.images, 1)
     if discordant == 0:

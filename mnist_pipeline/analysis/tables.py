@@ -1,5 +1,4 @@
-"""The runs of an experiment as one table (`mnist-pipeline runs`): the settings a user
-compares, the result, and how long it took."""
+"""The runs of an experiment as one table (`mnist-pipeline runs`): settings, scores, duration."""
 
 from __future__ import annotations
 
@@ -49,8 +48,8 @@ def experiment_table(
     experiment_id: str, where: str = "", sort: str | None = None, ascending: bool = False,
     limit: int | None = None,
 ) -> pd.DataFrame:
-    """The experiment's runs matching `where`, sorted. With a limit the store sends only the
-    runs shown, where it can order them itself: a team server's experiment may hold thousands."""
+    """The experiment's runs matching `where`, sorted; with a limit the store sends only those
+    shown where it can order them (a team server's experiment may hold thousands)."""
     sort = sort or DEFAULT_SORT
     order = server_order(sort, ascending) if (limit or 0) >= 1 else None
     found = store.search_runs(
@@ -70,8 +69,7 @@ def chosen_table(experiment_id: str, run_ids: list[str]) -> pd.DataFrame:
 
 
 def server_order(column: str, ascending: bool = False) -> list[str] | None:
-    """The store's ordering equal to sort_table's, where the store can do it: metrics sort as
-    numbers there, ties newest first. Params are text in the store, so they sort here (None)."""
+    """The store's ordering equal to sort_table's; None for params (text in the store)."""
     source = COLUMNS.get(column)
     if source is None or not source.startswith("metrics."):
         return None

@@ -1,8 +1,6 @@
-"""The runs as the MLflow UI shows them: saved views of the experiment's runs table (the
-columns a user compares, the runs grouped by seed, one tuning study's trials) and links to them.
-
-The UI reads a view from an experiment tag named by the link's `viewStateShareKey`; MLflow's own
-"share view" button stores views the same way."""
+"""Saved views of the MLflow UI's runs table (the columns a user compares, the runs grouped by
+seed, one study's trials) and links to them: experiment tags read by the link's
+`viewStateShareKey`, as MLflow's own "share view" button stores them."""
 
 from __future__ import annotations
 
@@ -38,8 +36,8 @@ def ui_column(source: str) -> str:
 
 
 def runs_view_state() -> dict:
-    """Best validation accuracy first, then test accuracy, the COLUMNS params, the dataset each
-    run used, and every optimizer's settings last (the UI draws only the columns that fit)."""
+    """Best validation accuracy first: the COLUMNS metrics and params, the dataset, and every
+    optimizer's settings last (the UI draws only the columns that fit)."""
     accuracy = ui_column(COLUMNS[DEFAULT_SORT])
     metrics = [accuracy, *(ui_column(s) for s in COLUMNS.values() if s.startswith("metrics."))]
     params = [ui_column(s) for s in COLUMNS.values() if s.startswith("params.")]
@@ -55,8 +53,7 @@ def runs_view_state() -> dict:
 
 
 def groups_view_state() -> dict:
-    """The runs grouped by the `group` tag with MLflow's own group-by (each column's average
-    over a group's runs), with the scores and the params a group differs in."""
+    """The runs grouped by the `group` tag (MLflow's group-by, averaging), scores and params."""
     params = [f"params.{SEED_PARAM}", *DESCRIBED.values()]
     columns = ["metrics.`test_accuracy`", "metrics.`val_accuracy`", *map(ui_column, params)]
     return {
@@ -69,29 +66,25 @@ def groups_view_state() -> dict:
     }
 
 
-def study_view_state(study: str, param_names: list[str]) -> dict:
-    """One tuning study's trials and parent, flat, best validation accuracy first, with the
-    params the study varies (the UI nests trials only when sorted by date)."""
+def share_study_view(experiment_id: str, study: str, param_names: list[str]) -> str:
+    """Saves a view of one study's trials and parent, flat, best first, with its params."""
     metrics = [f"metrics.`{name}`" for name in ("val_accuracy", "test_accuracy", "fit_seconds")]
     tags = [f"tags.`{TRIAL_TAG}`", f"tags.`{STATE_TAG}`"]
     columns = [*metrics, *tags, *(f"params.`{name}`" for name in param_names)]
-    return {
+    state = {
         "selectedColumns": columns,
         "columnOrder": columns,
         "orderByKey": metrics[0],
         "orderByAsc": False,
         "searchFilter": f"tags.`{STUDY_TAG}` = '{study}'",
     }
+    return share_view(experiment_id, f"study-{study}", state)
 
 
 def share_view(experiment_id: str, key: str, state: dict) -> str:
     """Stores the view in the experiment; returns its key for runs_page_link."""
     MlflowClient().set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + key, json.dumps(state))
     return key
-
-
-def share_study_view(experiment_id: str, study: str, param_names: list[str]) -> str:
-    return share_view(experiment_id, f"study-{study}", study_view_state(study, param_names))
 
 
 def runs_page_link(base_url: str, experiment_id: str, view_key: str = RUNS_VIEW_KEY) -> str:
@@ -112,9 +105,8 @@ def compare_page_link(base_url: str, experiment_id: str, run_ids: list[str]) -> 
 
 
 def experiment_links(base_url: str, experiment_name: str) -> tuple[str, str | None]:
-    """Links to the experiment's runs table and to its runs grouped by seed, each with its view
-    saved; the home page and None when there is no experiment yet. A shared server may refuse
-    this user tagging the experiment: then the plain table, and no groups link."""
+    """Links to the runs table and to the runs grouped by seed, each view saved (the home page
+    and None before any experiment; the plain table and None where tagging is refused)."""
     experiment = mlflow.get_experiment_by_name(experiment_name)
     if experiment is None:
         return base_url, None

@@ -18,6 +18,18 @@ from mnist_pipeline.tracking import store
 UI_HOST = "127.0.0.1"
 
 
+def open_experiment(args: argparse.Namespace) -> tuple[Params, str]:
+    """The params file's params and its experiment's id."""
+    params = load_params(args.params)
+    return params, store.open_experiment(params.mlflow.experiment_name)
+
+
+def use_store() -> str:
+    """Points MLflow at this repository's store; returns its URI."""
+    mlflow.set_tracking_uri(uri := store.tracking_uri())
+    return uri
+
+
 def check_params(args: argparse.Namespace) -> None:
     """Validates params.yaml the way every stage does (and its tune section the way
     `mnist-pipeline tune` does), and prints the flattened values."""
@@ -48,8 +60,7 @@ def ui(args: argparse.Namespace) -> None:
     from mnist_pipeline.analysis import views
 
     params = load_params(args.params)
-    uri = store.tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    uri = use_store()
     # A tracking server serves its own UI (with its logins): nothing to start here.
     served = uri.startswith(("http://", "https://"))
     base_url = uri.rstrip("/") if served else f"http://{args.host}:{args.port}"
@@ -77,8 +88,7 @@ def list_runs(args: argparse.Namespace) -> None:
     """Prints the experiment's runs as a table, best validation accuracy first."""
     from mnist_pipeline.analysis import groups, tables
 
-    params = load_params(args.params)
-    experiment_id = store.open_experiment(params.mlflow.experiment_name)
+    params, experiment_id = open_experiment(args)
     if args.groups:
         if args.best is not None:
             raise PipelineError("give --groups or --best N, not both")
@@ -107,15 +117,13 @@ def compare(args: argparse.Namespace) -> None:
     from mnist_pipeline.analysis import comparison, groups, tables, views
     from mnist_pipeline.modelling.figures import save_figure
 
-    params = load_params(args.params)
-    experiment_id = store.open_experiment(params.mlflow.experiment_name)
+    params, experiment_id = open_experiment(args)
     if bool(args.run_ids) == (args.best is not None):
         raise PipelineError("give either run ids or --best N, not both and not neither")
     run_ids = args.run_ids
     if args.best is not None:
-        choice = best_runs(
-            params, experiment_id, args.best, "name the runs: compare RUN_ID RUN_ID ..."
-        )
+        fix = "name the runs: compare RUN_ID RUN_ID ..."
+        choice = best_runs(params, experiment_id, args.best, fix)
         run_ids = choice.run_ids
         print(choice.note())
     if args.groups or any(groups.is_group_key(given) for given in run_ids):
@@ -150,8 +158,7 @@ def reproduce(args: argparse.Namespace) -> int:
     identical, or differ on another machine with test accuracy within tolerance."""
     from mnist_pipeline.tracking import reproduction
 
-    uri = store.tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    uri = use_store()
     original, recipe = reproduction.load_recipe(args.run_id)
     for warning in recipe.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -173,8 +180,7 @@ def promote(args: argparse.Namespace) -> None:
     the champion beyond the seed noise (or --force)."""
     from mnist_pipeline.registry import promotion, selection
 
-    params = load_params(args.params)
-    experiment_id = store.open_experiment(params.mlflow.experiment_name)
+    params, experiment_id = open_experiment(args)
     model_name = params.mlflow.registered_model_name
     plan = selection.plan_promotion(experiment_id, args.run, model_name, args.force)
     run_id = plan.run.info.run_id
@@ -207,7 +213,7 @@ def predict(args: argparse.Namespace) -> int:
     """Predicts the digit in each PNG/JPEG image; exit status 1 if any file could not be read."""
     from mnist_pipeline.registry import prediction, promotion
 
-    mlflow.set_tracking_uri(store.tracking_uri())
+    use_store()
     model = args.model or promotion.champion_uri(
         load_params(args.params).mlflow.registered_model_name
     )
@@ -222,8 +228,7 @@ def predict(args: argparse.Namespace) -> int:
 
 def doctor(args: argparse.Namespace) -> None:
     """Marks KILLED the RUNNING runs whose process died, in every experiment of the store."""
-    uri = store.tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    uri = use_store()
     experiment_ids = [e.experiment_id for e in mlflow.search_experiments()]
     stale = store.mark_stale_runs(experiment_ids) if experiment_ids else []
     print(f"checked the RUNNING runs of {len(experiment_ids)} experiment(s) in {uri}")
@@ -245,8 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("ui", help=ui.__doc__)
     serve.add_argument(
-        "--host",
-        default=UI_HOST,
+        "--host", default=UI_HOST,
         help="interface to bind (default: loopback only; see the README before exposing it)",
     )
     serve.add_argument("--port", type=int, default=store.UI_PORT)
@@ -261,14 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--limit", type=int, help="show only the first N rows")
     table.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     table.add_argument(
-        "--best",
-        type=int,
-        metavar="N",
+        "--best", type=int, metavar="N",
         help="only the N best by validation accuracy, on one set of validation images",
     )
     table.add_argument(
-        "--groups",
-        action="store_true",
+        "--groups", action="store_true",
         help="one row per group (runs differing only in their seed): N, mean, std and 95%% CI",
     )
     table.add_argument(
@@ -285,8 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--best", type=int, metavar="N", help="the N best finished runs by validation accuracy"
     )
     side_by_side.add_argument(
-        "--groups",
-        action="store_true",
+        "--groups", action="store_true",
         help="compare the runs' groups (all their seeds) instead of the runs; a group key "
         "(from `runs --groups`) given as RUN_ID is compared as a group anyway",
     )
@@ -305,8 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--run", metavar="RUN_ID", help="this run instead of the best one on validation"
     )
     champion.add_argument(
-        "--force",
-        action="store_true",
+        "--force", action="store_true",
         help="replace the champion even when the gate finds no improvement beyond the noise",
     )
     champion.set_defaults(handler=promote)

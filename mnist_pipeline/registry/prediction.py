@@ -1,6 +1,5 @@
-"""Predicting the digit in image files (`mnist-pipeline predict`): any PNG or JPEG becomes an
-MNIST-style input (28x28 grayscale, white on black, the digit fitted into 20x20 with its centre
-of mass at pixel (14, 14)) for the champion model or any other."""
+"""Predicting the digit in PNG/JPEG files (`mnist-pipeline predict`), each made an MNIST-style
+input: 28x28, white on black, the digit fitted into 20x20, centre of mass at (14, 14)."""
 
 from __future__ import annotations
 
@@ -85,8 +84,7 @@ def to_mnist_input(image: Image.Image) -> np.ndarray:
 
 
 def predict_files(paths: list[str], classify: Classifier) -> list[Prediction]:
-    """One prediction per path, in order; a file that cannot be read gets its error, and the
-    others are still predicted (in one batch)."""
+    """One prediction per path, in order; an unreadable file gets its error, the rest a digit."""
     inputs, predictions = {}, {}
     for path in paths:
         try:
@@ -101,8 +99,7 @@ def predict_files(paths: list[str], classify: Classifier) -> list[Prediction]:
 
 
 def load_classifier(model: str) -> Classifier:
-    """A `.keras` file, loaded in Keras' safe mode, or any MLflow model URI (`models:/...`,
-    `runs:/...`), loaded by MLflow's pyfunc loader."""
+    """A `.keras` file (Keras' safe mode) or an MLflow model URI (MLflow's pyfunc loader)."""
     if Path(model).suffix == ".keras" or Path(model).is_file():
         from mnist_pipeline.modelling.network import load_model_safely
 

@@ -1,6 +1,5 @@
-"""Promotion (`mnist-pipeline promote`): a run's model, registered in the MLflow Model Registry,
-becomes the `champion` that serving and `mnist-pipeline predict` use, with the gate's evidence
-(analysis/gate.py) recorded on the version."""
+"""Promotion (`mnist-pipeline promote`): a run's registered model becomes the `champion` that
+serving and `predict` use, with the gate's evidence recorded on the version."""
 
 from __future__ import annotations
 
@@ -41,8 +40,8 @@ class Champion:
 
 
 def current_champion(model_name: str) -> Champion | None:
-    """The registered model's champion, or None. Searched rather than asked for by name: a team
-    server answers a request for a model that does not exist yet with "permission denied"."""
+    """The registered model's champion, or None. Searched, not asked for by name: a team server
+    answers a request for a model that does not exist yet with "permission denied"."""
     client = MlflowClient()
     found = client.search_registered_models(f"name = '{model_name}'")
     aliases = found[0].aliases if found else {}
@@ -73,8 +72,7 @@ def require_evaluated(run_id: str) -> Run:
 
 
 def promote(run: Run, model_name: str, evidence: dict[str, str]) -> Promotion:
-    """Registers the run's model (once: a run promoted again keeps its version), records the
-    evidence as tags of that version, then points the champion alias at it."""
+    """Registers the run's model (once), tags the version with the evidence, then aliases it."""
     try:
         return register_and_alias(run, model_name, evidence)
     except MlflowException as error:
@@ -97,7 +95,10 @@ def register_and_alias(run: Run, model_name: str, evidence: dict[str, str]) -> P
     else:
         # Checked first: registering a run without a model would still create the registered
         # model's name, empty, before failing.
-        model_id = logged_model_id(client, run)
+        # MLflow 3 keeps a run's models as its outputs, not among its artifacts.
+        ids = [output.model_id for output in run.outputs.model_outputs] if run.outputs else []
+        ours = (i for i in ids if client.get_logged_model(i).name == MODEL_ARTIFACT)
+        model_id = next(ours, None)
         if model_id is None:
             raise PipelineError(
                 f"run {run_id} has no logged model named '{MODEL_ARTIFACT}' to register; "
@@ -121,11 +122,3 @@ def register_and_alias(run: Run, model_name: str, evidence: dict[str, str]) -> P
     client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version)
     return Promotion(str(version), newly_registered)
 
-
-def logged_model_id(client: MlflowClient, run: Run) -> str | None:
-    """The id of the model the run logged as MODEL_ARTIFACT (MLflow 3 keeps models as a run's
-    outputs, not among its artifacts), or None."""
-    for output in run.outputs.model_outputs if run.outputs else []:
-        if client.get_logged_model(output.model_id).name == MODEL_ARTIFACT:
-            return output.model_id
-    return None

@@ -1,7 +1,6 @@
 """Choosing runs without the test set: `promote`, `runs --best` and `compare --best` rank runs by
-their last epoch's `val_accuracy` only, among runs validated on the same images: the champion's,
-or else the most recent validated run's. Runs validated on other images are left out, and the
-choice says so; a run without a validation score is never picked automatically."""
+`val_accuracy` only, among runs validated on the champion's (or the latest validated run's)
+images; the choice counts those left out."""
 
 from __future__ import annotations
 
@@ -30,7 +29,6 @@ GROUP_LIMIT = 1000
 @dataclass(frozen=True)
 class Choice:
     """The runs picked, best validation score first, and on which validation images."""
-
     run_ids: list[str]
     validation_sha256: str
     basis: str  # whose validation images: the champion's, or the most recent validated run's
@@ -61,10 +59,8 @@ def is_trial(run: Run) -> bool:
 def best_on_validation(
     experiment_id: str, count: int, champion: Champion | None, fix: str, evaluated: bool = False
 ) -> Choice:
-    """The `count` best finished runs on the reference split, best first; a tie goes to the
-    earlier run (an original before its reproduction). Tuning trials are left out: the study
-    chose among them already. `fix` says how to name runs instead; `evaluated` keeps only runs
-    with test metrics (whether they have them, never their values)."""
+    """The `count` best finished non-trial runs on the reference split, best first, ties to the
+    earlier run; `fix` says how to name runs instead; `evaluated` keeps runs with test metrics."""
     if count < 1:
         raise PipelineError(f"--best {count}: must be at least 1")
     client = MlflowClient()
@@ -118,10 +114,9 @@ def why_not_picked(run: Run) -> str | None:
 
 
 def contender(run: Run, with_trials: bool) -> Contender:
-    """The run as one side of the gate, with one validation score per seed of its group: the
-    finished runs with its group tag and validation images, the run itself and then the
-    earliest first (a reproduction repeats its original's seed). Trials count only
-    `with_trials`, a pruned trial never (its score is from an epoch its config did not end at)."""
+    """The run as one side of the gate, with one validation score per seed of its group (the run
+    itself, then the earliest: a reproduction repeats its original's seed). Trials count only
+    `with_trials`, a pruned trial never (scored before its last epoch)."""
     group, digest = run.data.tags.get(GROUP_TAG), validation_digest(run)
     score = run.data.metrics.get(VALIDATION_METRIC)
     if score is None:
@@ -155,9 +150,8 @@ def contender(run: Run, with_trials: bool) -> Contender:
 
 @dataclass(frozen=True)
 class PromotionPlan:
-    """What `promote` would do: the run, the gate's verdict and the evidence to record, and
-    how the run was chosen (`choice`, when picked) or why it would not have been (`note`)."""
-
+    """What `promote` would do: the run, the verdict, the evidence, how the run was chosen
+    (`choice`) or why it would not have been (`note`)."""
     run: Run
     champion: Champion | None
     verdict: Verdict

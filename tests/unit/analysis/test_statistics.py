@@ -17,7 +17,8 @@ def test_summary_of_a_group_known_answer():
     assert summary.mean == pytest.approx(0.98)
     assert summary.std == pytest.approx(0.01)
     # t(0.975, df=2) = 4.302653; the half-width is t x std / sqrt(3).
-    assert summary.half_width == pytest.approx(4.302653 * 0.01 / math.sqrt(3), rel=1e-6)
+    half_width = (summary.ci_high - summary.ci_low) / 2
+    assert half_width == pytest.approx(4.302653 * 0.01 / math.sqrt(3), rel=1e-6)
     assert summary.ci_low < summary.mean < summary.ci_high
 
 
