@@ -1,12 +1,7 @@
 """The native `.keras` file (a zip of config.json, metadata.json and model.weights.h5), read and
-written without TensorFlow.
-
-`read_dense_stack` reads a Sequential stack of Dense layers, the networks network.py builds, with
-h5py, so that evaluate scores in NumPy without importing TensorFlow (10,000 images: 1 CPU-s
-instead of 10-13 with load_model + predict, measured side by side). The arrays' places in the
-h5 file are Keras' layout, not a documented API: where they differ, NotADenseStack says so and
-the caller loads the file with Keras.
-"""
+written without TensorFlow, so that evaluate scores a Dense stack in NumPy (10,000 images: 1 CPU-s
+instead of 10-13 with load_model + predict, measured side by side). The h5 layout is Keras', not
+a documented API: where it differs, NotADenseStack says so and the caller loads with Keras."""
 
 from __future__ import annotations
 
@@ -32,8 +27,7 @@ class NotADenseStack(ValueError):
 
 
 def native_keras_file(path) -> Path:
-    """path, once it names an existing native `.keras` file: legacy `.h5` files and anything
-    else are refused, before any of it is read."""
+    """path, once it names an existing native `.keras` file (anything else is refused)."""
     path = Path(path)
     if path.suffix != ".keras":
         raise PipelineError(
@@ -46,7 +40,7 @@ def native_keras_file(path) -> Path:
 
 def read_dense_stack(path: Path) -> tuple[list[np.ndarray], list[str]]:
     """The arrays (as `get_weights()` lists them) and per-layer activations of the Dense stack
-    saved at path. NotADenseStack for any other model, PipelineError for an unreadable file."""
+    saved at path; NotADenseStack for any other model, PipelineError for an unreadable file."""
     path = native_keras_file(path)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -54,9 +48,9 @@ def read_dense_stack(path: Path) -> tuple[list[np.ndarray], list[str]]:
             weights_file = io.BytesIO(archive.read("model.weights.h5"))
         activations = dense_activations(config)
         saved = h5py.File(weights_file, "r")
+    except NotADenseStack:
+        raise
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
-        if isinstance(error, NotADenseStack):
-            raise
         raise PipelineError(
             f"{path}: not a readable model of this pipeline ({first_line(error)}); "
             "run `dvc repro -f train`"
@@ -74,17 +68,13 @@ def read_dense_stack(path: Path) -> tuple[list[np.ndarray], list[str]]:
 
 
 def dense_activations(config: dict) -> list[str]:
-    """Each Dense layer's activation, once config is a Sequential stack of Dense layers with
-    biases, in float32, with activations mlp.py computes (and layers inert at inference)."""
+    """Each Dense layer's activation, once config is a Sequential stack of float32 Dense layers
+    with biases and activations mlp.py computes (and layers inert at inference)."""
     if config.get("class_name") != "Sequential":
         raise NotADenseStack(f"a {config.get('class_name')} model, not a Sequential one")
-    layers = [
-        layer["config"]
-        for layer in config["config"]["layers"]
-        if layer["class_name"] not in INFERENCE_IDENTITY
-    ]
-    other = sorted({layer["class_name"] for layer in config["config"]["layers"]})
-    other = [name for name in other if name not in ("Dense", *INFERENCE_IDENTITY)]
+    all_layers = config["config"]["layers"]
+    layers = [layer["config"] for layer in all_layers if layer["class_name"] == "Dense"]
+    other = sorted({layer["class_name"] for layer in all_layers} - {"Dense", *INFERENCE_IDENTITY})
     if not layers or other:
         raise NotADenseStack(f"layers other than Dense and {INFERENCE_IDENTITY}: {other}")
     activations = [layer.get("activation") for layer in layers]
@@ -95,10 +85,7 @@ def dense_activations(config: dict) -> list[str]:
         raise NotADenseStack("a Dense layer without bias")
     # A dtype is a plain name or Keras' serialised DTypePolicy.
     dtypes = [layer.get("dtype") for layer in layers]
-    names = [
-        dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
-        for dtype in dtypes
-    ]
+    names = [d.get("config", {}).get("name") if isinstance(d, dict) else d for d in dtypes]
     if any(name not in (None, "float32") for name in names):
         raise NotADenseStack("a Dense layer computing in another dtype than float32")
     return activations
@@ -106,11 +93,8 @@ def dense_activations(config: dict) -> list[str]:
 
 def reproducible_archive(archive: bytes) -> bytes:
     """The `.keras` archive rewritten so that equal models give equal bytes, as DVC needs: Keras
-    stamps each save with the time and memory addresses and has no option to leave them out.
-
-    `date_saved` goes from metadata.json; config.json's `shared_object_id`s (id()s) become 1,
-    2, ... in order of first appearance; both are written with sorted keys; entries are sorted,
-    with a fixed time and mode. model.weights.h5 (h5py writes no timestamps) stays as it is."""
+    stamps each save with the time (`date_saved`) and id()s (`shared_object_id`) and has no option
+    to leave them out. Entries are sorted, with a fixed time and mode; json with sorted keys."""
     entries = []
     with zipfile.ZipFile(io.BytesIO(archive)) as source:
         for info in sorted(source.infolist(), key=lambda info: info.filename):
@@ -141,8 +125,7 @@ def make_reproducible(path: Path) -> None:
 
 
 def _renumbered_shared_objects(config: object) -> object:
-    """config with each shared_object_id replaced by 1, 2, ... in order of first appearance
-    (keys visited in sorted order), equal ids staying equal."""
+    """config with each shared_object_id renumbered 1, 2, ... in order of first appearance."""
     numbers: dict[object, int] = {}
 
     def renumbered(value: object) -> object:

@@ -1,6 +1,5 @@
-"""The portable trainer (`train.framework: numpy`): mlp.py's network trained in NumPy by
-backpropagation, with inverted dropout and Keras 3's SGD, RMSprop and Adam written out update for
-update, so that it matches Keras within rounding (docs/math.md walks through the math)."""
+"""The portable trainer (`train.framework: numpy`): mlp.py's network trained by backpropagation
+with inverted dropout and Keras 3's optimizers update for update (docs/math.md has the math)."""
 
 from __future__ import annotations
 
@@ -22,8 +21,8 @@ log = logging.getLogger(__name__)
 DROPOUT_STREAM = 1
 # Rows scored at a time by evaluate: bounds the hidden activations held, not the result.
 EVALUATE_ROWS = 2048
-# Each hidden activation's derivative from its input z and output a: tanh's and sigmoid's are
-# cheap in a, relu's needs z (and is 0 at z == 0, as TensorFlow's).
+# Each hidden activation's derivative from its input z and output a (relu's is 0 at z == 0, as
+# TensorFlow's).
 DERIVATIVES = {
     "relu": lambda z, a: (z > 0).astype(z.dtype),
     "tanh": lambda z, a: 1 - a * a,
@@ -34,8 +33,7 @@ DERIVATIVES = {
 def init_weights(
     rng: np.random.Generator, input_dim: int, widths: Sequence[int], dtype=np.float32
 ) -> list[np.ndarray]:
-    """Glorot-uniform kernels and zero biases, `keras.layers.Dense`'s defaults, for one hidden
-    layer per width and the output layer, as [kernel, bias] per layer."""
+    """`keras.layers.Dense`'s Glorot-uniform kernels and zero biases, [kernel, bias] per layer."""
     sizes = [input_dim, *widths, NUM_CLASSES]
     weights = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
@@ -49,7 +47,7 @@ def dropout_masks(
     rng: np.random.Generator, rows: int, widths: Sequence[int], rate: float, dtype
 ) -> list[np.ndarray]:
     """Inverted dropout's masks, one (rows, width) array per hidden layer: 0 with probability
-    rate, else 1 / (1 - rate), so inference needs no rescaling. None at rate 0."""
+    rate, else 1 / (1 - rate), so inference needs no rescaling; none at rate 0."""
     if rate == 0:
         return []
     scale = np.asarray(1 / (1 - rate), dtype=dtype)
@@ -68,8 +66,7 @@ class Forward(NamedTuple):
 def forward_pass(
     weights: Sequence[np.ndarray], x: np.ndarray, activation: str, masks: Sequence = ()
 ) -> Forward:
-    """Dense(activation) per hidden layer, each output times its dropout mask when masks are
-    given (training), then the output layer's logits."""
+    """The hidden layers, each output times its dropout mask when given, then the logits."""
     kernels, biases = weights[0::2], weights[1::2]
     result = Forward([x.astype(kernels[0].dtype, copy=False)], [], [], None)
     for index, (kernel, bias) in enumerate(zip(kernels[:-1], biases[:-1], strict=True)):
@@ -110,14 +107,12 @@ def loss_and_gradients(
     layers = len(weights) // 2
     gradients: list[np.ndarray] = [None] * len(weights)  # type: ignore[list-item]
     for index in reversed(range(layers)):
-        # z = layer_input @ kernel + bias: the kernel's gradient pairs every input with every
-        # unit's gradient, summed over the batch; the bias's is the unit's gradient summed.
+        # z = layer_input @ kernel + bias: batch sums of input times gradient, and of gradient.
         gradients[2 * index] = cache.layer_inputs[index].T @ preactivation_gradient
         gradients[2 * index + 1] = preactivation_gradient.sum(axis=0)
         if index == 0:
             break
-        # Back through the kernel to the layer below, through dropout's mask (kept units only,
-        # scaled) and that layer's activation.
+        # Back through the kernel, the dropout mask and the activation of the layer below.
         output_gradient = preactivation_gradient @ weights[2 * index].T
         if masks:
             output_gradient *= masks[index - 1]
@@ -141,16 +136,13 @@ def evaluate(
 
 
 def keras_float(value: float, dtype=np.float32) -> np.floating:
-    """What Keras makes of a Python float hyperparameter: a float32 (its floatx) first, then the
-    weights' dtype, so float64 weights see the float32 rounding as Keras' do."""
+    """A Python float hyperparameter as Keras has it: a float32 (its floatx), then the dtype."""
     return dtype(np.float32(value))
 
 
 class SGD:
-    """`keras.optimizers.SGD`, update for update:
-    momentum 0: weight -= learning_rate * gradient; otherwise
-    velocity = momentum * velocity - learning_rate * gradient, then weight += velocity, or with
-    nesterov weight += momentum * velocity - learning_rate * gradient."""
+    """`keras.optimizers.SGD`, keras/src/optimizers/sgd.py's operations in its order, so that the
+    rounding is the same too."""
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False) -> None:
         self.learning_rate = float(np.float32(learning_rate))
@@ -158,8 +150,6 @@ class SGD:
         self.velocities: list[np.ndarray] = []
 
     def apply(self, weights: list[np.ndarray], gradients: list[np.ndarray]) -> None:
-        # Each expression follows keras/src/optimizers/sgd.py operation by operation, so that
-        # the rounding is the same too.
         if self.momentum and not self.velocities:
             self.velocities = [np.zeros_like(weight) for weight in weights]
         for index, (weight, gradient) in enumerate(zip(weights, gradients, strict=True)):
@@ -176,12 +166,7 @@ class SGD:
 
 
 class RMSprop:
-    """`keras.optimizers.RMSprop`, update for update:
-    velocity = rho * velocity + (1 - rho) * gradient**2
-    centered: average = rho * average + (1 - rho) * gradient, and velocity - average**2 below
-    increment = learning_rate * gradient / sqrt(velocity + epsilon)
-    weight -= increment, or with momentum: buffer = momentum * buffer + increment; weight -= buffer
-    """
+    """`keras.optimizers.RMSprop`, update for update."""
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False):
         self.learning_rate = float(np.float32(learning_rate))
@@ -226,11 +211,7 @@ class RMSprop:
 
 
 class Adam:
-    """`keras.optimizers.Adam`, update for update, at step t = 1, 2, ...:
-    m += (gradient - m) * (1 - beta_1); v += (gradient**2 - v) * (1 - beta_2)
-    amsgrad: v_hat = max(v_hat, v), used for v below
-    alpha = learning_rate * sqrt(1 - beta_2**t) / (1 - beta_1**t)
-    weight -= m * alpha / (sqrt(v) + epsilon)"""
+    """`keras.optimizers.Adam`, update for update."""
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False):
         self.learning_rate = float(np.float32(learning_rate))
@@ -260,12 +241,10 @@ class Adam:
             weight -= (momentum * alpha) / (np.sqrt(velocity) + self.epsilon)
 
 
-OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam}
-
-
 def make_optimizer(params: OptimizerParams):
     """The optimizer params.yaml names, with exactly its settings."""
-    return OPTIMIZERS[params.name](**params.model_dump(exclude={"name"}))
+    optimizer = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam}[params.name]
+    return optimizer(**params.model_dump(exclude={"name"}))
 
 
 def train(
@@ -283,10 +262,8 @@ def train(
     callbacks: Sequence = (),
 ) -> dict[str, list[float]]:
     """Trains weights in place on a fresh shuffle per epoch drawn from the seed; returns the
-    per-epoch history as Keras' fit reports it: the batch-size-weighted mean of each batch's
-    loss and accuracy before its update (with dropout's masks), then `val_loss` and
-    `val_accuracy` when there is a validation split. After each epoch, each callback's
-    `on_epoch_end(epoch, logs)` runs (0-based, as in Keras); what it raises stops training."""
+    per-epoch history as Keras' fit reports it. Each callback's `on_epoch_end(epoch, logs)` runs
+    after each epoch (0-based, as in Keras); what it raises stops training."""
     rng = np.random.default_rng(seed)
     dropout_rng = np.random.default_rng([seed, DROPOUT_STREAM])
     widths = [kernel.shape[1] for kernel in weights[0:-2:2]]
@@ -310,12 +287,8 @@ def train(
         if validation is not None:
             scores = evaluate(weights, *validation, activation)
             logs |= {f"val_{name}": value for name, value in scores.items()}
-        log.info(
-            "epoch %d/%d: %s",
-            epoch + 1,
-            epochs,
-            ", ".join(f"{name} {value:.4f}" for name, value in logs.items()),
-        )
+        summary = ", ".join(f"{name} {value:.4f}" for name, value in logs.items())
+        log.info("epoch %d/%d: %s", epoch + 1, epochs, summary)
         for name, value in logs.items():
             history.setdefault(name, []).append(value)
         for callback in callbacks:
@@ -332,9 +305,8 @@ def fit_portable(
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     callbacks: Sequence = (),
 ) -> tuple[list[np.ndarray], dict[str, list[float]]]:
-    """The portable mode: `train` with OpenBLAS's Haswell kernel at params.threads threads (a
-    PipelineError where the process cannot run it), so that the weights are the same on any
-    x86-64 CPU with AVX2 and FMA. Returns the weights and the per-epoch history."""
+    """`train` under portable.pinned_blas (a PipelineError where the process cannot run it), so
+    that the weights are the same on any x86-64 CPU with AVX2 and FMA; with the history."""
     with portable.pinned_blas(params.threads):
         weights = init_weights(np.random.default_rng(seed), features.shape[1], params.widths)
         history = train(

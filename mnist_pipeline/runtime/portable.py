@@ -1,11 +1,6 @@
-"""The portable training mode's process settings: what makes NumPy training give bit-identical
-weights on any x86-64 CPU with AVX2 and FMA (docs/reproducibility.md).
-
-OPENBLAS_CORETYPE=Haswell pins OpenBLAS's kernel (it otherwise picks one per CPU, each summing
-in its own order); NPY_DISABLE_CPU_FEATURES turns off NumPy's AVX-512 loops; the thread count
-(`train.threads`) is set through threadpoolctl. Both libraries read the variables when they load,
-so `restart_pinned()` re-executes the process with them; `pinned_blas()` reads every setting back.
-"""
+"""The portable mode's process settings, which make NumPy training give bit-identical weights on
+any x86-64 CPU with AVX2 and FMA (docs/reproducibility.md): OpenBLAS's kernel pinned (it otherwise
+sums in a per-CPU order), NumPy's AVX-512 loops off, `train.threads` set through threadpoolctl."""
 
 from __future__ import annotations
 
@@ -20,7 +15,6 @@ from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.tags import KERAS_MODE, MODE_TAG, PORTABLE_MODE
 
 PORTABLE_KERNEL = "Haswell"
-X86_64_MACHINES = ("x86_64", "amd64")
 # NumPy 2.4's dispatch targets above X86_V3 (AVX2, FMA3...): `np.show_runtime()` lists them.
 # Naming one the CPU lacks is no error, so the same value serves every CPU.
 NUMPY_DISABLED_FEATURES = ("X86_V4", "AVX512_ICL", "AVX512_SPR")
@@ -29,7 +23,6 @@ PORTABLE_ENVIRONMENT = {
     "OPENBLAS_CORETYPE": PORTABLE_KERNEL,
     "NPY_DISABLE_CPU_FEATURES": " ".join(NUMPY_DISABLED_FEATURES),
 }
-# The tags a run records (tracking/provenance.py logs them with the machine's).
 
 
 def missing_settings(environ: Mapping[str, str]) -> dict[str, str]:
@@ -40,12 +33,11 @@ def missing_settings(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def restart_pinned() -> None:
-    """Re-executes this process (same interpreter, argv and process id) with
-    PORTABLE_ENVIRONMENT when it lacks it. Call it first thing in an entry point."""
+    """Re-executes this process with PORTABLE_ENVIRONMENT when it lacks it (the libraries read it
+    when they load). Call it first thing in an entry point."""
     missing = missing_settings(os.environ)
-    # Only x86-64 has the Haswell kernel; elsewhere a numpy-framework run is refused by
-    # pinned_blas with its reason, and the Keras path runs as it always did.
-    if not missing or platform.machine().lower() not in X86_64_MACHINES:
+    # Only x86-64 has the Haswell kernel; elsewhere pinned_blas refuses portable runs.
+    if not missing or platform.machine().lower() not in ("x86_64", "amd64"):
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -61,15 +53,6 @@ class BlasState:
     openblas: str
     numpy_simd: tuple[str, ...]
 
-    def tags(self) -> dict[str, str]:
-        return {
-            MODE_TAG: PORTABLE_MODE,
-            "portable.kernel": self.kernel,
-            "portable.threads": str(self.threads),
-            "portable.openblas": self.openblas,
-            "portable.numpy_simd": " ".join(self.numpy_simd) or "baseline only",
-        }
-
 
 def current_state() -> BlasState:
     """Reads NumPy's OpenBLAS (threadpoolctl) and NumPy's dispatch (np.show_config) back."""
@@ -83,14 +66,10 @@ def current_state() -> BlasState:
             "NumPy loaded none; reinstall numpy from PyPI, or set train.framework: keras"
         )
     # NumPy's own OpenBLAS (scipy's, when loaded, has the same kernel and threads).
-    numpy_blas = next((info for info in blas if "numpy" in info["filepath"]), blas[0])
+    info = next((info for info in blas if "numpy" in info["filepath"]), blas[0])
     found = np.show_config(mode="dicts").get("SIMD Extensions", {}).get("found", [])
-    return BlasState(
-        kernel=str(numpy_blas.get("architecture")),
-        threads=int(numpy_blas["num_threads"]),
-        openblas=str(numpy_blas.get("version")),
-        numpy_simd=tuple(found),
-    )
+    kernel, version = str(info.get("architecture")), str(info.get("version"))
+    return BlasState(kernel, int(info["num_threads"]), version, tuple(found))
 
 
 def problems(state: BlasState, threads: int) -> list[str]:
@@ -129,10 +108,15 @@ def pinned_blas(threads: int) -> Iterator[BlasState]:
 
 
 def mode_tags(framework: str, threads: int) -> dict[str, str]:
-    """The tags naming a run's training mode: for `framework: numpy` the portable mode, its
-    settings read back under pinned_blas (a PipelineError where they are off); otherwise
-    Keras/XLA, whose weights depend on the CPU (see the machine.* tags)."""
+    """The tags naming a run's training mode: the portable one's settings read back under
+    pinned_blas for `framework: numpy`, else Keras/XLA (CPU-dependent: see the machine.* tags)."""
     if framework != "numpy":
         return {MODE_TAG: KERAS_MODE}
     with pinned_blas(threads) as state:
-        return state.tags()
+        return {
+            MODE_TAG: PORTABLE_MODE,
+            "portable.kernel": state.kernel,
+            "portable.threads": str(state.threads),
+            "portable.openblas": state.openblas,
+            "portable.numpy_simd": " ".join(state.numpy_simd) or "baseline only",
+        }
