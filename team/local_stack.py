@@ -25,7 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -66,13 +66,13 @@ class Credentials(NamedTuple):
 
 @dataclass(frozen=True)
 class TeamStack:
-    """A running stack, as recorded in `<state_dir>/stack.json`."""
+    """A stack, as recorded in `<state_dir>/stack.json` once its server runs."""
 
     state_dir: Path
     port: int
     postgres_port: int
-    mlflow_pid: int
     artifacts_destination: str
+    mlflow_pid: int = 0  # Not started yet.
 
     @property
     def tracking_uri(self) -> str:
@@ -80,25 +80,26 @@ class TeamStack:
 
     @property
     def admin(self) -> Credentials:
-        return Credentials(ADMIN_USERNAME, admin_password(self.state_dir))
+        if (password := secret(self.state_dir, ADMIN_PASSWORD, create=False)) is None:
+            raise TeamStackError(
+                f"no admin password: set MLFLOW_AUTH_ADMIN_PASSWORD, or restore "
+                f"{self.state_dir / SECRETS / 'admin_password'}"
+            )
+        return Credentials(ADMIN_USERNAME, password)
 
     def database_uri(self, database: str = TRACKING_DATABASE) -> str:
-        return database_uri(self.state_dir, self.postgres_port, database)
+        """An SQLAlchemy URI for one of the stack's databases; the password stays in pgpass."""
+        passfile = urllib.parse.quote(str((self.state_dir / SECRETS).resolve() / "pgpass"))
+        return (
+            f"postgresql+psycopg://{DATABASE_ROLE}@{HOST}:{self.postgres_port}/{database}"
+            f"?passfile={passfile}"
+        )
 
     def create_database(self, database: str) -> str:
         """Creates an empty database of the `mlflow` role (an Optuna study's store); its URI."""
         with superuser_connection(self.state_dir, self.postgres_port) as connection:
             create_owned_database(connection, database)
         return self.database_uri(database)
-
-
-def database_uri(state_dir: Path, postgres_port: int, database: str) -> str:
-    """An SQLAlchemy URI for one of the stack's databases; the password stays in pgpass."""
-    passfile = urllib.parse.quote(str((state_dir / SECRETS).resolve() / "pgpass"))
-    return (
-        f"postgresql+psycopg://{DATABASE_ROLE}@{HOST}:{postgres_port}/{database}"
-        f"?passfile={passfile}"
-    )
 
 
 def cluster_data(state_dir: Path) -> Path:
@@ -130,15 +131,6 @@ def secret(state_dir: Path, which: tuple[str, str], *, create: bool) -> str | No
     value = secrets.token_urlsafe(24)
     write_secret(path, value + "\n")
     return value
-
-
-def admin_password(state_dir: Path) -> str:
-    if (password := secret(state_dir, ADMIN_PASSWORD, create=False)) is None:
-        raise TeamStackError(
-            f"no admin password: set MLFLOW_AUTH_ADMIN_PASSWORD, or restore "
-            f"{state_dir / SECRETS / 'admin_password'}"
-        )
-    return password
 
 
 def database_password(state_dir: Path) -> str:
@@ -257,10 +249,10 @@ def stop_postgres(state_dir: Path, postgres_bin: Path) -> None:
         raise TeamStackError(f"pg_ctl stop failed:\n{stopped.stdout}{stopped.stderr}")
 
 
-def write_auth_config(state_dir: Path, postgres_port: int) -> Path:
-    path = state_dir / SECRETS / "auth.ini"
+def write_auth_config(stack: TeamStack) -> Path:
+    path = stack.state_dir / SECRETS / "auth.ini"
     # configparser reads '%' as interpolation: a percent-quoted path must be doubled.
-    uri = database_uri(state_dir, postgres_port, AUTH_DATABASE).replace("%", "%%")
+    uri = stack.database_uri(AUTH_DATABASE).replace("%", "%%")
     write_secret(
         path,
         "[mlflow]\n"
@@ -292,14 +284,12 @@ def server_environment(state_dir: Path, auth_config: Path, extra: Mapping[str, s
     return environment
 
 
-def server_command(
-    state_dir: Path, port: int, postgres_port: int, artifacts_destination: str, workers: int
-) -> list[str]:
+def server_command(stack: TeamStack, workers: int) -> list[str]:
     command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth"]
-    command += ["--backend-store-uri", database_uri(state_dir, postgres_port, TRACKING_DATABASE)]
-    command += ["--serve-artifacts", "--artifacts-destination", artifacts_destination]
-    command += ["--host", HOST, "--port", str(port), "--workers", str(workers)]
-    return [*command, "--allowed-hosts", f"{HOST}:{port},localhost:{port}"]
+    command += ["--backend-store-uri", stack.database_uri()]
+    command += ["--serve-artifacts", "--artifacts-destination", stack.artifacts_destination]
+    command += ["--host", HOST, "--port", str(stack.port), "--workers", str(workers)]
+    return [*command, "--allowed-hosts", f"{HOST}:{stack.port},localhost:{stack.port}"]
 
 
 def wait_until_healthy(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
@@ -344,9 +334,8 @@ def is_mlflow_process(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return False  # It was our child and has just been reaped.
-    command = ["ps", "-o", "command=", "-p", str(pid)]
-    listed = subprocess.run(command, capture_output=True, text=True)
-    return listed.returncode == 0 and "mlflow" in listed.stdout
+    listed = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True)
+    return listed.returncode == 0 and b"mlflow" in listed.stdout
 
 
 def stop_process_group(pid: int, timeout: float = 20) -> None:
@@ -400,17 +389,18 @@ def start(
     if artifacts_destination is None:
         (state_dir / "artifacts").mkdir(exist_ok=True)
         artifacts_destination = str(state_dir / "artifacts")
+    stack = TeamStack(state_dir, port, postgres_port, artifacts_destination)
 
     start_postgres(state_dir, postgres_port, postgres_bin)
     try:
         if create_databases(state_dir, postgres_port):
             secret(state_dir, ADMIN_PASSWORD, create=True)
-        auth_config = write_auth_config(state_dir, postgres_port)
+        auth_config = write_auth_config(stack)
         log = state_dir / LOG
         with open(log, "w") as output:
             # Its own session: it outlives this process, and stop() ends its workers with it.
             process = subprocess.Popen(
-                server_command(state_dir, port, postgres_port, artifacts_destination, workers),
+                server_command(stack, workers),
                 env=server_environment(state_dir, auth_config, extra_environment or {}),
                 cwd=state_dir,
                 stdin=subprocess.DEVNULL,
@@ -426,7 +416,7 @@ def start(
     except BaseException:
         stop_postgres(state_dir, postgres_bin)
         raise
-    stack = TeamStack(state_dir, port, postgres_port, process.pid, artifacts_destination)
+    stack = replace(stack, mlflow_pid=process.pid)
     fields = {**asdict(stack), "state_dir": str(state_dir)}
     (state_dir / RECORD).write_text(json.dumps(fields, indent=2) + "\n")
     return stack
@@ -487,10 +477,9 @@ def grant_experiment(
 
 
 def print_started(stack: TeamStack) -> None:
+    password = f"cat {stack.state_dir / SECRETS / ADMIN_PASSWORD[0]}"
     if os.environ.get(ADMIN_PASSWORD[1]):
         password = f"the {ADMIN_PASSWORD[1]} you set"
-    else:
-        password = f"cat {stack.state_dir / SECRETS / ADMIN_PASSWORD[0]}"
     print(f"team server: {stack.tracking_uri}  (MLflow with logins, bound to {HOST} only)")
     print(
         f"  tracking store: PostgreSQL on {HOST}:{stack.postgres_port}, artifacts in "
@@ -534,15 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
     started.add_argument("--workers", type=int, default=2)
     commands.add_parser("stop", help="stop the MLflow server, then PostgreSQL")
     commands.add_parser("status", help="say whether the stack runs, and where")
+    grants = {"type": parse_grant, "metavar": "EXPERIMENT=PERMISSION"}
     user = commands.add_parser("add-user", help="create a user (asks for the password)")
     user.add_argument("username")
-    user.add_argument(
-        "--grant", type=parse_grant, action="append", default=[], dest="grants",
-        metavar="EXPERIMENT=PERMISSION",
-    )
+    user.add_argument("--grant", action="append", default=[], dest="grants", **grants)
     grant = commands.add_parser("grant", help="give a user a permission on an experiment")
     grant.add_argument("username")
-    grant.add_argument("grants", type=parse_grant, nargs="+", metavar="EXPERIMENT=PERMISSION")
+    grant.add_argument("grants", nargs="+", **grants)
     database = commands.add_parser("add-database", help="create a study store, print its URI")
     database.add_argument("name")
     return parser
