@@ -1,20 +1,9 @@
 """A team stack on this machine, bound to 127.0.0.1: PostgreSQL 15 holding MLflow's tracking
-store and the basic-auth app's users and permissions, and `mlflow server --app-name basic-auth`
-in front of it, proxying artifacts to a folder or an S3 bucket.
+store and the basic-auth app's users, and `mlflow server --app-name basic-auth` proxying
+artifacts to a folder or an S3 bucket (`make team-server`, tests/fixtures/team_stack.py).
 
-For trying team mode on one machine and for the tests (tests/fixtures/team_stack.py), which start
-it as `make team-server` does; a shared deployment runs the same two programs on a host the team
-can reach.
-
-    python -m team.local_stack start [--state-dir .team] [--port 5050]
-    python -m team.local_stack add-user alice --grant mnist-mlp=EDIT
-    python -m team.local_stack stop
-
-Everything lives in the state folder (git-ignored `.team/` by default): stack.json (ports,
-process id and URIs, no secrets); secrets/ (0700, each file 0600: admin_password unless
-MLFLOW_AUTH_ADMIN_PASSWORD is set, pgpass for the `mlflow` role, read by libpq and never put in
-a URI, flask_secret_key unless MLFLOW_FLASK_SERVER_SECRET_KEY is set, auth.ini); postgres/ (the
-cluster and its log, owned by `postgres` when run as root); artifacts/; mlflow.log.
+State folder (`.team/`): stack.json (no secrets), secrets/ (0700, files 0600; pgpass is read by
+libpq, never put in a URI), postgres/, artifacts/, mlflow.log.
 """
 
 from __future__ import annotations
@@ -35,8 +24,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -67,7 +56,7 @@ FLASK_KEY = ("flask_secret_key", "MLFLOW_FLASK_SERVER_SECRET_KEY")
 
 
 class TeamStackError(RuntimeError):
-    """The stack could not be started or stopped; the message says why and what to do."""
+    """The message says why and what to do."""
 
 
 class Credentials(NamedTuple):
@@ -77,13 +66,13 @@ class Credentials(NamedTuple):
 
 @dataclass(frozen=True)
 class TeamStack:
-    """A running stack, as recorded in `<state_dir>/stack.json`."""
+    """A stack, as recorded in `<state_dir>/stack.json` once its server runs."""
 
     state_dir: Path
     port: int
     postgres_port: int
-    mlflow_pid: int
     artifacts_destination: str
+    mlflow_pid: int = 0  # Not started yet.
 
     @property
     def tracking_uri(self) -> str:
@@ -91,43 +80,34 @@ class TeamStack:
 
     @property
     def admin(self) -> Credentials:
-        return Credentials(ADMIN_USERNAME, admin_password(self.state_dir))
+        if (password := secret(self.state_dir, ADMIN_PASSWORD, create=False)) is None:
+            raise TeamStackError(
+                f"no admin password: set MLFLOW_AUTH_ADMIN_PASSWORD, or restore "
+                f"{self.state_dir / SECRETS / 'admin_password'}"
+            )
+        return Credentials(ADMIN_USERNAME, password)
 
     def database_uri(self, database: str = TRACKING_DATABASE) -> str:
-        return database_uri(self.state_dir, self.postgres_port, database)
+        """An SQLAlchemy URI for one of the stack's databases; the password stays in pgpass."""
+        passfile = urllib.parse.quote(str((self.state_dir / SECRETS).resolve() / "pgpass"))
+        return (
+            f"postgresql+psycopg://{DATABASE_ROLE}@{HOST}:{self.postgres_port}/{database}"
+            f"?passfile={passfile}"
+        )
 
     def create_database(self, database: str) -> str:
-        """Creates an empty database owned by the `mlflow` role (an Optuna study's store, say)
-        and returns its URI."""
-        from psycopg import sql
-
+        """Creates an empty database of the `mlflow` role (an Optuna study's store); its URI."""
         with superuser_connection(self.state_dir, self.postgres_port) as connection:
-            connection.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(database), sql.Identifier(DATABASE_ROLE)
-                )
-            )
+            create_owned_database(connection, database)
         return self.database_uri(database)
-
-
-def database_uri(state_dir: Path, postgres_port: int, database: str) -> str:
-    """An SQLAlchemy URI for one of the stack's databases; the password stays in pgpass."""
-    passfile = urllib.parse.quote(str((state_dir / SECRETS).resolve() / "pgpass"))
-    return (
-        f"postgresql+psycopg://{DATABASE_ROLE}@{HOST}:{postgres_port}/{database}"
-        f"?passfile={passfile}"
-    )
 
 
 def cluster_data(state_dir: Path) -> Path:
     return (state_dir / CLUSTER / "data").resolve()
 
 
-# -- secrets -----------------------------------------------------------------------------------
-
-
 def write_secret(path: Path, text: str) -> None:
-    """Writes `text` to a file only its owner can read, created that way (never widened later)."""
+    """Writes a file only its owner can read, created so (never widened later)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.parent.chmod(0o700)
     temporary = path.with_name(f".tmp-{path.name}")
@@ -138,8 +118,8 @@ def write_secret(path: Path, text: str) -> None:
 
 
 def secret(state_dir: Path, which: tuple[str, str], *, create: bool) -> str | None:
-    """The secret from its environment variable, else from secrets/<name>, else (with `create`)
-    a new random one written there; None when there is none and `create` is false."""
+    """The secret from its environment variable, else secrets/<name>, else (with `create`) a new
+    random one written there, else None."""
     name, variable = which
     if os.environ.get(variable):
         return os.environ[variable]
@@ -153,20 +133,8 @@ def secret(state_dir: Path, which: tuple[str, str], *, create: bool) -> str | No
     return value
 
 
-def admin_password(state_dir: Path) -> str:
-    """The MLflow admin's password: MLFLOW_AUTH_ADMIN_PASSWORD, or the one `start` generated."""
-    password = secret(state_dir, ADMIN_PASSWORD, create=False)
-    if password is None:
-        raise TeamStackError(
-            f"no admin password: set MLFLOW_AUTH_ADMIN_PASSWORD, or restore "
-            f"{state_dir / SECRETS / 'admin_password'}"
-        )
-    return password
-
-
 def database_password(state_dir: Path) -> str:
-    """The `mlflow` role's password, in a pgpass file that libpq reads (so it never appears in
-    a URI, a command line or a log); made on first use."""
+    """The `mlflow` role's password, kept in pgpass for libpq; made on first use."""
     path = state_dir / SECRETS / "pgpass"
     if path.exists():
         return path.read_text().strip().rsplit(":", 1)[1]
@@ -176,9 +144,6 @@ def database_password(state_dir: Path) -> str:
     return password
 
 
-# -- PostgreSQL --------------------------------------------------------------------------------
-
-
 def run_postgres_tool(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     if os.geteuid() == 0:
         command = ["runuser", "-u", POSTGRES_OS_USER, "--", *command]
@@ -186,7 +151,6 @@ def run_postgres_tool(command: list[str], cwd: Path) -> subprocess.CompletedProc
 
 
 def prepare_cluster_folder(folder: Path) -> None:
-    """Makes the cluster's folder, owned by the user PostgreSQL runs as."""
     folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         return
@@ -241,40 +205,36 @@ def start_postgres(state_dir: Path, port: int, postgres_bin: Path) -> None:
 
 
 def create_databases(state_dir: Path, port: int) -> bool:
-    """Creates (or updates) the `mlflow` role and its two databases; returns whether the auth
-    database is new, that is whether the MLflow admin user is still to be made."""
+    """Creates (or updates) the `mlflow` role and its two databases; whether the auth database
+    is new (so the MLflow admin is still to be made)."""
     from psycopg import sql
 
     password = database_password(state_dir)
     with superuser_connection(state_dir, port) as connection:
-        role_exists = connection.execute(
-            "SELECT 1 FROM pg_roles WHERE rolname = %s", (DATABASE_ROLE,)
-        ).fetchone()
-        connection.execute(
-            sql.SQL(("ALTER" if role_exists else "CREATE") + " ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(DATABASE_ROLE), sql.Literal(password)
-            )
-        )
+        roles = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DATABASE_ROLE,))
+        role = sql.SQL(("ALTER" if roles.fetchone() else "CREATE") + " ROLE {} LOGIN PASSWORD {}")
+        connection.execute(role.format(sql.Identifier(DATABASE_ROLE), sql.Literal(password)))
         existing = {name for (name,) in connection.execute("SELECT datname FROM pg_database")}
         for database in {TRACKING_DATABASE, AUTH_DATABASE} - existing:
-            connection.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(database), sql.Identifier(DATABASE_ROLE)
-                )
-            )
+            create_owned_database(connection, database)
     return AUTH_DATABASE not in existing
 
 
-@contextlib.contextmanager
-def superuser_connection(state_dir: Path, port: int) -> Iterator:
+def create_owned_database(connection, database: str) -> None:
+    from psycopg import sql
+
+    statement = sql.SQL("CREATE DATABASE {} OWNER {}")
+    connection.execute(statement.format(sql.Identifier(database), sql.Identifier(DATABASE_ROLE)))
+
+
+def superuser_connection(state_dir: Path, port: int):
     """A psycopg connection (autocommit) as the cluster's superuser, on its Unix socket."""
     import psycopg
 
-    with psycopg.connect(
+    return psycopg.connect(
         host=str(cluster_data(state_dir)), port=port, user="postgres", dbname="postgres",
-        autocommit=True,
-    ) as connection:
-        yield connection
+        autocommit=True
+    )
 
 
 def stop_postgres(state_dir: Path, postgres_bin: Path) -> None:
@@ -289,13 +249,10 @@ def stop_postgres(state_dir: Path, postgres_bin: Path) -> None:
         raise TeamStackError(f"pg_ctl stop failed:\n{stopped.stdout}{stopped.stderr}")
 
 
-# -- MLflow ------------------------------------------------------------------------------------
-
-
-def write_auth_config(state_dir: Path, postgres_port: int) -> Path:
-    path = state_dir / SECRETS / "auth.ini"
+def write_auth_config(stack: TeamStack) -> Path:
+    path = stack.state_dir / SECRETS / "auth.ini"
     # configparser reads '%' as interpolation: a percent-quoted path must be doubled.
-    uri = database_uri(state_dir, postgres_port, AUTH_DATABASE).replace("%", "%%")
+    uri = stack.database_uri(AUTH_DATABASE).replace("%", "%%")
     write_secret(
         path,
         "[mlflow]\n"
@@ -327,14 +284,12 @@ def server_environment(state_dir: Path, auth_config: Path, extra: Mapping[str, s
     return environment
 
 
-def server_command(
-    state_dir: Path, port: int, postgres_port: int, artifacts_destination: str, workers: int
-) -> list[str]:
+def server_command(stack: TeamStack, workers: int) -> list[str]:
     command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth"]
-    command += ["--backend-store-uri", database_uri(state_dir, postgres_port, TRACKING_DATABASE)]
-    command += ["--serve-artifacts", "--artifacts-destination", artifacts_destination]
-    command += ["--host", HOST, "--port", str(port), "--workers", str(workers)]
-    return [*command, "--allowed-hosts", f"{HOST}:{port},localhost:{port}"]
+    command += ["--backend-store-uri", stack.database_uri()]
+    command += ["--serve-artifacts", "--artifacts-destination", stack.artifacts_destination]
+    command += ["--host", HOST, "--port", str(stack.port), "--workers", str(workers)]
+    return [*command, "--allowed-hosts", f"{HOST}:{stack.port},localhost:{stack.port}"]
 
 
 def wait_until_healthy(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
@@ -360,9 +315,6 @@ def tail(log: Path, lines: int = 30) -> str:
     return f"\n--- last lines of {log} ---\n" + "\n".join(last)
 
 
-# -- processes ---------------------------------------------------------------------------------
-
-
 def free_port(requested: int | None, what: str) -> int:
     """`requested` if nothing listens there, or (None) a port that is free now."""
     with socket.socket() as probe:
@@ -382,9 +334,8 @@ def is_mlflow_process(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return False  # It was our child and has just been reaped.
-    command = ["ps", "-o", "command=", "-p", str(pid)]
-    listed = subprocess.run(command, capture_output=True, text=True)
-    return listed.returncode == 0 and "mlflow" in listed.stdout
+    listed = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True)
+    return listed.returncode == 0 and b"mlflow" in listed.stdout
 
 
 def stop_process_group(pid: int, timeout: float = 20) -> None:
@@ -397,9 +348,6 @@ def stop_process_group(pid: int, timeout: float = 20) -> None:
             if not is_mlflow_process(pid):
                 return
             time.sleep(0.1)
-
-
-# -- the stack ---------------------------------------------------------------------------------
 
 
 def running(state_dir: Path = DEFAULT_STATE_DIR) -> TeamStack | None:
@@ -423,10 +371,8 @@ def start(
     postgres_bin: Path = POSTGRES_BIN,
     timeout: float = 120,
 ) -> TeamStack:
-    """Starts PostgreSQL and the MLflow server with logins in the background, on 127.0.0.1
-    (on free ports unless given); returns once the server answers /health. The server outlives
-    this process; `stop(state_dir)` ends both. `extra_environment` goes to the server only
-    (e.g. AWS_* and MLFLOW_S3_ENDPOINT_URL for an `s3://` artifacts destination)."""
+    """Starts PostgreSQL and the MLflow server in the background (free ports unless given) and
+    returns once /health answers. `extra_environment` goes to the server only (S3 settings)."""
     state_dir = Path(state_dir).resolve()
     if (already := running(state_dir)) is not None:
         raise TeamStackError(
@@ -443,17 +389,18 @@ def start(
     if artifacts_destination is None:
         (state_dir / "artifacts").mkdir(exist_ok=True)
         artifacts_destination = str(state_dir / "artifacts")
+    stack = TeamStack(state_dir, port, postgres_port, artifacts_destination)
 
     start_postgres(state_dir, postgres_port, postgres_bin)
     try:
         if create_databases(state_dir, postgres_port):
             secret(state_dir, ADMIN_PASSWORD, create=True)
-        auth_config = write_auth_config(state_dir, postgres_port)
+        auth_config = write_auth_config(stack)
         log = state_dir / LOG
         with open(log, "w") as output:
             # Its own session: it outlives this process, and stop() ends its workers with it.
             process = subprocess.Popen(
-                server_command(state_dir, port, postgres_port, artifacts_destination, workers),
+                server_command(stack, workers),
                 env=server_environment(state_dir, auth_config, extra_environment or {}),
                 cwd=state_dir,
                 stdin=subprocess.DEVNULL,
@@ -469,7 +416,7 @@ def start(
     except BaseException:
         stop_postgres(state_dir, postgres_bin)
         raise
-    stack = TeamStack(state_dir, port, postgres_port, process.pid, artifacts_destination)
+    stack = replace(stack, mlflow_pid=process.pid)
     fields = {**asdict(stack), "state_dir": str(state_dir)}
     (state_dir / RECORD).write_text(json.dumps(fields, indent=2) + "\n")
     return stack
@@ -486,20 +433,14 @@ def stop(state_dir: Path = DEFAULT_STATE_DIR, *, postgres_bin: Path = POSTGRES_B
     return stack is not None
 
 
-# -- users and permissions ---------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def logged_in(credentials: Credentials) -> Iterator[None]:
-    """MLflow's clients as `credentials` for the block: they read MLFLOW_TRACKING_USERNAME and
-    _PASSWORD from the environment (the whole process's: not for use from several threads)."""
+def logged_in(credentials: Credentials) -> contextlib.AbstractContextManager:
+    """MLflow's clients as `credentials` for the block (sets the process's environment: not for
+    use from several threads)."""
     names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    with environment_set(dict(zip(names, credentials, strict=True))):
-        yield
+    return environment_set(dict(zip(names, credentials, strict=True)))
 
 
 def create_user(tracking_uri: str, admin: Credentials, user: Credentials) -> None:
-    """Creates a user of the server's basic-auth app."""
     from mlflow.server import get_app_client
 
     with logged_in(admin):
@@ -509,9 +450,8 @@ def create_user(tracking_uri: str, admin: Credentials, user: Credentials) -> Non
 def grant_experiment(
     tracking_uri: str, admin: Credentials, experiment_name: str, username: str, permission: str
 ) -> str:
-    """Gives `username` `permission` on the experiment (replacing the one they had), creating
-    the experiment if need be; returns its id. The server refuses a permission it does not know,
-    saying which it accepts."""
+    """Gives `username` `permission` on the experiment (replacing any other), creating the
+    experiment if need be; returns its id."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.server import get_app_client
@@ -536,14 +476,10 @@ def grant_experiment(
     return experiment_id
 
 
-# -- command line ------------------------------------------------------------------------------
-
-
 def print_started(stack: TeamStack) -> None:
+    password = f"cat {stack.state_dir / SECRETS / ADMIN_PASSWORD[0]}"
     if os.environ.get(ADMIN_PASSWORD[1]):
         password = f"the {ADMIN_PASSWORD[1]} you set"
-    else:
-        password = f"cat {stack.state_dir / SECRETS / ADMIN_PASSWORD[0]}"
     print(f"team server: {stack.tracking_uri}  (MLflow with logins, bound to {HOST} only)")
     print(
         f"  tracking store: PostgreSQL on {HOST}:{stack.postgres_port}, artifacts in "
@@ -587,18 +523,14 @@ def build_parser() -> argparse.ArgumentParser:
     started.add_argument("--workers", type=int, default=2)
     commands.add_parser("stop", help="stop the MLflow server, then PostgreSQL")
     commands.add_parser("status", help="say whether the stack runs, and where")
+    grants = {"type": parse_grant, "metavar": "EXPERIMENT=PERMISSION"}
     user = commands.add_parser("add-user", help="create a user (asks for the password)")
     user.add_argument("username")
-    user.add_argument(
-        "--grant", type=parse_grant, action="append", default=[], dest="grants",
-        metavar="EXPERIMENT=PERMISSION",
-    )
+    user.add_argument("--grant", action="append", default=[], dest="grants", **grants)
     grant = commands.add_parser("grant", help="give a user a permission on an experiment")
     grant.add_argument("username")
-    grant.add_argument("grants", type=parse_grant, nargs="+", metavar="EXPERIMENT=PERMISSION")
-    database = commands.add_parser(
-        "add-database", help="create a database (an Optuna study store) and print its URI"
-    )
+    grant.add_argument("grants", nargs="+", **grants)
+    database = commands.add_parser("add-database", help="create a study store, print its URI")
     database.add_argument("name")
     return parser
 
