@@ -35,6 +35,7 @@ from ruamel.yaml import YAML
 from mnist_pipeline.data import mnist as dataset
 from mnist_pipeline.data import splits
 from mnist_pipeline.data.mnist import MnistArrays
+from mnist_pipeline.params import load_params
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -154,6 +155,11 @@ def tiny_params(tmp_path, params_tree) -> Path:
     return write_params(tmp_path / "params.yaml", params_tree)
 
 
+@pytest.fixture
+def tiny_train_params(tiny_params):
+    return load_params(tiny_params)
+
+
 def write_prepared_tiny(folder: Path) -> dict[str, Path]:
     """Writes the prepare stage's outputs for the tiny data set, as the train and evaluate
     stages read them; returns their paths by name."""
@@ -261,3 +267,22 @@ def assert_same_classes_where_clear(found: np.ndarray, expected: np.ndarray, tol
     clear = top_two[:, 1] - top_two[:, 0] > 2 * np.max(np.broadcast_to(tolerance, expected.shape))
     assert clear.mean() > 0.5, f"only {clear.sum()} of {len(clear)} rows have a clear class"
     np.testing.assert_array_equal(found[clear].argmax(axis=1), expected[clear].argmax(axis=1))
+
+
+def conv_model(seed=0):
+    """A small Conv2D network on the pipeline's flat 784-pixel inputs: not a Dense stack."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Reshape((28, 28, 1)),
+            keras.layers.Conv2D(2, 3, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    return model

@@ -8,6 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
+from conftest import save_npz
+from mnist_pipeline.data import splits
 from mnist_pipeline.data.splits import load_split, save_split
 from mnist_pipeline.errors import PipelineError
 
@@ -83,3 +85,28 @@ def test_unreadable_splits_fail_with_one_line_that_says_to_rebuild(tmp_path, mak
     with pytest.raises(PipelineError, match=r"not a readable prepared split .*`dvc repro`") as info:
         load_split(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_npz_round_trip_and_damage(tiny_mnist, tmp_path):
+    path = save_npz(tmp_path / "mnist.npz", tiny_mnist)
+    arrays = splits.read_npz(path, "mnist.npz")
+    np.testing.assert_array_equal(arrays.y_train, tiny_mnist.y_train)
+
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(PipelineError, match="truncated or corrupted"):
+        splits.read_npz(truncated, "truncated.npz")
+
+
+def test_npz_with_missing_arrays_or_objects(tmp_path, tiny_mnist):
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, x_train=tiny_mnist.x_train)
+    with pytest.raises(PipelineError, match="missing arrays"):
+        splits.read_npz(partial, "partial.npz")
+
+    objects = tmp_path / "objects.npz"
+    fields = tiny_mnist._asdict()
+    fields["y_train"] = np.array([{"a": 1}], dtype=object)
+    np.savez(objects, **fields)
+    with pytest.raises(PipelineError, match="objects.npz"):
+        splits.read_npz(objects, "objects.npz")

@@ -1,9 +1,8 @@
-"""`mnist-pipeline repeat`: which seeds it runs, and its refusals before any training."""
+"""repeats.runner: which seeds it runs, and its refusals of bad seeds."""
 
 from __future__ import annotations
 
 import pytest
-from fixtures.tiny_store import run_cli
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import parse_params
@@ -29,14 +28,3 @@ def test_with_seed_changes_only_the_seed(params_tree):
     seeded = runner.with_seed(params, 7)
     assert seeded.base.seed == 7
     assert seeded.model_dump(exclude={"base"}) == params.model_dump(exclude={"base"})
-
-
-def test_bad_input_is_one_error_line_before_any_training(tmp_path, mlflow_store, capsys):
-    assert run_cli("repeat", "--seeds", "1") == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and "--seeds 1" in err[0]
-    bad = tmp_path / "params.yaml"
-    bad.write_text("base: {seed: 1}\n")
-    assert run_cli("repeat", "--seeds", "3", params=bad) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and "params.yaml" in err[0]

@@ -1,56 +1,16 @@
-"""evaluate: known-answer metrics, and a full evaluation logged into the training run."""
+"""evaluate: a full evaluation logged into the training run, and its refusals."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import assert_same_classes_where_clear, evaluate_argv, train_argv
+from conftest import conv_model, evaluate_argv, train_argv
 from mnist_pipeline.errors import PipelineError
-from mnist_pipeline.modelling import fitting, metrics, scoring
 from mnist_pipeline.tags import EVALUATION_ERROR_TAG
 from stages import evaluate, train
-
-
-def one_hot(labels, classes=3):
-    return np.eye(classes, dtype=np.float32)[labels]
-
-
-def test_metrics_on_a_known_answer():
-    targets = one_hot([0, 1, 2, 2])
-    probabilities = np.array(
-        [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.6, 0.3, 0.1]], dtype=np.float32
-    )
-    result = metrics.evaluate_predictions(targets, probabilities)
-    assert result.metrics["test_accuracy"] == 0.75
-    expected_loss = -np.mean(np.log([0.8, 0.7, 0.8, 0.1]))
-    assert result.metrics["test_loss"] == pytest.approx(expected_loss, rel=1e-6)
-    assert result.confusion.tolist() == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
-    assert result.report["2"]["recall"] == 0.5 and result.report["0"]["precision"] == 0.5
-    assert result.metrics["test_macro_f1"] == pytest.approx(result.report["macro avg"]["f1-score"])
-
-
-def test_every_class_has_a_row_and_nothing_to_divide_by_counts_zero():
-    # Class 2 never occurs and is never predicted; class 1 occurs but is never predicted.
-    result = metrics.evaluate_predictions(one_hot([0, 1, 0]), one_hot([0, 0, 0]))
-    assert set(result.report) == {"0", "1", "2", "accuracy", "macro avg", "weighted avg"}
-    assert result.report["2"] == {"precision": 0, "recall": 0, "f1-score": 0, "support": 0}
-    assert (result.report["1"]["precision"], result.report["1"]["recall"]) == (0, 0)
-    assert result.report["0"]["precision"] == pytest.approx(2 / 3)
-    assert result.confusion.tolist() == [[2, 0, 0], [1, 0, 0], [0, 0, 0]]
-
-
-def test_mismatched_shapes_are_rejected():
-    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
-        metrics.evaluate_predictions(one_hot([0, 1]), np.zeros((2, 4)))
-
-
-def test_confusion_pairs_are_what_dvc_reads():
-    table = metrics.confusion_pairs(one_hot([2, 0]), one_hot([1, 0]))
-    assert table.to_dict("list") == {"actual": [2, 0], "predicted": [1, 0]}
 
 
 def test_main_scores_and_logs_into_the_training_run(
@@ -163,69 +123,6 @@ def test_a_run_missing_from_the_store_is_a_clear_error(
     with pytest.raises(PipelineError, match="is not in the MLflow store .*dvc repro -f train"):
         evaluate.main(evaluate_argv(tmp_path, tiny_params, prepared_tiny))
     assert list((tmp_path / "reports").iterdir()) == []
-
-
-def conv_model(seed=0):
-    """A small Conv2D network on the pipeline's flat 784-pixel inputs: not a Dense stack."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [
-            keras.Input((784,)),
-            keras.layers.Reshape((28, 28, 1)),
-            keras.layers.Conv2D(2, 3, activation="relu"),
-            keras.layers.BatchNormalization(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    model.compile(optimizer="adam", loss="categorical_crossentropy")
-    return model
-
-
-def test_a_trained_two_layer_model_is_scored_with_numpy_as_keras_predicts(
-    tmp_path, tiny_params, prepared_tiny, caplog
-):
-    import keras
-
-    from mnist_pipeline.data.splits import load_split
-    from mnist_pipeline.params import load_params, parse_params
-
-    tree = load_params(tiny_params).model_dump()
-    tree["train"].update(hidden_units=[16, 8], dropout=0.2)
-    features, targets = load_split(prepared_tiny["train"])
-    model, _ = fitting.train_model(features, targets, parse_params(tree).train, seed=0)
-    model.save(tmp_path / "model.keras")
-    test_features, _ = load_split(prepared_tiny["test"])
-    with caplog.at_level("INFO"):
-        probabilities, weights = scoring.predict_saved_model(
-            tmp_path / "model.keras", test_features, batch_size=5
-        )
-    assert "predicting with Keras" not in caplog.text
-    expected = keras.saving.load_model(tmp_path / "model.keras").predict(test_features, verbose=0)
-    # float32 matrix products summed in another order: equal to float32 rounding.
-    np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-6)
-    assert_same_classes_where_clear(probabilities, expected, 1e-6 + 1e-4 * np.abs(expected))
-    for ours, saved in zip(weights, model.get_weights(), strict=True):
-        np.testing.assert_array_equal(ours, saved)
-
-
-def test_a_model_numpy_cannot_run_is_scored_by_keras(tmp_path, prepared_tiny, caplog):
-    from mnist_pipeline.data.splits import load_split
-
-    model = conv_model()
-    features, targets = load_split(prepared_tiny["train"])
-    model.fit(features, targets, epochs=1, verbose=0)  # moves BatchNormalization's statistics
-    model.save(tmp_path / "conv.keras")
-    test_features, _ = load_split(prepared_tiny["test"])
-    with caplog.at_level("INFO"):
-        probabilities, weights = scoring.predict_saved_model(
-            tmp_path / "conv.keras", test_features, batch_size=5
-        )
-    assert "Conv2D" in caplog.text and "predicting with Keras" in caplog.text
-    np.testing.assert_allclose(probabilities, model.predict(test_features, verbose=0), rtol=1e-5)
-    assert len(weights) == len(model.get_weights())  # BatchNormalization's moving stats too
 
 
 def test_the_stage_scores_a_conv2d_model_instead_of_refusing_it(

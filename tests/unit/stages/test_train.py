@@ -16,13 +16,7 @@ from mnist_pipeline.data.mnist import array_sha256, weights_sha256
 from mnist_pipeline.data.splits import load_split
 from mnist_pipeline.modelling import fitting
 from mnist_pipeline.params import load_params, parse_params
-from mnist_pipeline.tracking import train_logging
 from stages import train
-
-
-@pytest.fixture
-def tiny_train_params(tiny_params):
-    return load_params(tiny_params)
 
 
 def test_network_matches_params(tiny_train_params):
@@ -200,29 +194,6 @@ def test_main_with_an_empty_validation_split_logs_what_it_always_has(
     assert [i.dataset.name for i in run.inputs.dataset_inputs] == ["mnist-train"]
     artifacts = [a.path for a in client.list_artifacts(run_id, "data")]
     assert artifacts == ["data/train_attributes.json"]
-
-
-def test_the_model_is_logged_with_the_running_packages_as_its_requirements(
-    tiny_train_params, mlflow_store, monkeypatch, tmp_path
-):
-    """Given explicitly, not inferred: the versions of the packages that trained it."""
-    import keras
-    import mlflow
-    import tensorflow as tf
-
-    from mnist_pipeline.modelling.network import build_model
-
-    monkeypatch.chdir(tmp_path)  # The default experiment keeps its artifacts in ./mlruns.
-    model = build_model(tiny_train_params.train, input_dim=784)
-    with mlflow.start_run() as run:
-        train_logging.log_model(model)
-    uri = f"runs:/{run.info.run_id}/{train_logging.MODEL_ARTIFACT}"
-    requirements = Path(mlflow.pyfunc.get_model_dependencies(uri)).read_text().split()
-    assert requirements == [
-        f"mlflow=={mlflow.__version__}",
-        f"keras=={keras.__version__}",
-        f"tensorflow=={tf.__version__}",
-    ]
 
 
 def test_failure_mid_training_marks_run_failed_and_leaves_nothing(
