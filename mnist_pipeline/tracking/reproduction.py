@@ -177,11 +177,8 @@ def compare(original: Run, reproduced: Run) -> list[Check]:
 def environment_differences(original: Run, reproduced: Run) -> tuple[list[Check], list[str]]:
     """The machine, library and mode tags that differ, and which runs record no machine."""
     before, after = original.data.tags, reproduced.data.tags
-    unknown = [
-        label
-        for label, tags in (("original", before), ("reproduction", after))
-        if MACHINE_CPU_TAG not in tags
-    ]
+    runs = {"original": before, "reproduction": after}
+    unknown = [label for label, tags in runs.items() if MACHINE_CPU_TAG not in tags]
     names = [name for name in LIBRARY_TAGS if name in before and name in after]
     names += [name for name in (MODE_TAG, *PORTABLE_TAGS) if name in before or name in after]
     if not unknown:
@@ -361,14 +358,8 @@ def git(cwd: Path, *args: str) -> None:
 
 def dvc(cwd: Path, *args: str, env: dict | None = None, capture: bool = False) -> str:
     """Runs DVC from this environment; its progress goes to the terminal unless captured."""
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=cwd,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE if capture else None,
-        stderr=subprocess.PIPE if capture else None,
-    )
+    command = [sys.executable, "-m", "dvc", *args]
+    result = subprocess.run(command, cwd=cwd, env=env, text=True, capture_output=capture)
     if result.returncode != 0:
         detail = last_line(result.stderr) if capture else "see its output above"
         raise PipelineError(f"`dvc {' '.join(args)}` failed in {cwd} ({detail})")
