@@ -20,8 +20,9 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Run, RunStatus
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from mnist_pipeline.data.mnist import array_sha256
 from mnist_pipeline.errors import PipelineError, first_line, server_refusal
@@ -223,8 +224,6 @@ def process_alive(pid: str | None) -> bool:
 
 def log_history(history: dict[str, list[float]], prefix: str) -> None:
     """Logs per-epoch curves (step = epoch, from 1) in one request rather than one per value."""
-    from mlflow.entities import Metric
-
     run_id = mlflow.active_run().info.run_id
     now = int(time.time() * 1000)
     metrics = [
@@ -240,9 +239,6 @@ def log_dataset(
 ) -> None:
     """Logs arrays as a dataset input of the run, by id; digested by SHA-256 (MLflow's own
     digest copied the 188 MB of training images)."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
     digest = hashlib.sha256(f"{features_sha256}:{array_sha256(targets)}".encode()).hexdigest()
     with warnings.catch_warnings():
         # MLflow registers its local-file source class twice and warns that a plain path is
