@@ -19,7 +19,6 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.errors import PipelineError, last_line
 from mnist_pipeline.tags import (
@@ -44,20 +43,47 @@ DATA_STAGE, TRAIN_STAGE = "prepare", "train"
 ACCURACY_TOLERANCE = 0.002
 FLOAT32_SLACK = 1e-6  # Float32 accuracies 20 images apart can read a hair over 0.002.
 DATA_CHECKS = ("data.train_sha256", "data.validation_sha256", "data.test_sha256")
+PORTABLE_DECIDING_TAGS = (*LIBRARY_TAGS, MODE_TAG, *PORTABLE_TAGS)
 
 
 class Case(Enum):
-    IDENTICAL = "the same weights, test accuracy and data"
-    PORTABLE_DIFFERS = "other weights from a portable-mode run on another CPU"
-    OTHER_MACHINE = "other weights from another machine or library build, accuracy within tolerance"
-    UNKNOWN_MACHINE = "other weights, a run records no machine, accuracy within tolerance"
-    SAME_MACHINE = "other weights on the same machine and libraries"
-    ACCURACY = "other weights and test accuracy outside the tolerance"
-    DATA = "other data"
-    EVALUATION = "the same weights but another test accuracy"
-    INCOMPLETE = "a run does not record what is compared"
+    """How a reproduction came out, valued by the conclusion it prints."""
+
+    IDENTICAL = "reproduced: same test accuracy, weights and data"
+    PORTABLE_DIFFERS = (
+        "not reproduced: the weights differ, but this portable-mode run's libraries, kernel and "
+        "threads are the same, and the portable mode gives the same weights on any x86-64 CPU "
+        "with AVX2 and FMA; another CPU does not explain it"
+    )
+    OTHER_MACHINE = (
+        "reproduced within tolerance: the weights differ, as they may on another machine or "
+        "library build (XLA compiles for each CPU), and test accuracy agrees within "
+        "{tolerance} ({moved})"
+    )
+    UNKNOWN_MACHINE = (
+        "reproduced within tolerance: the weights differ and test accuracy agrees within "
+        "{tolerance} ({moved}); whether another machine explains the weights is unknown"
+    )
+    SAME_MACHINE = (
+        "not reproduced: the weights differ on the same machine and libraries, where the same "
+        "commit, params and seed give bit-identical weights"
+    )
+    ACCURACY = (
+        "not reproduced: test accuracy moved more than the {tolerance} another machine may "
+        "explain ({moved})"
+    )
+    DATA = (
+        "not reproduced: the data differs ({data}): the runs did not train or test on the same "
+        "images"
+    )
+    EVALUATION = "not reproduced: the same weights and data gave another test accuracy ({moved})"
+    INCOMPLETE = "not reproduced: {missing} not recorded by both runs"
 
 
+PORTABLE_IDENTICAL = (
+    "reproduced: identical weights, test accuracy and data on another machine, as the portable "
+    "training mode promises on any x86-64 CPU with AVX2 and FMA"
+)
 REPRODUCED = (Case.IDENTICAL, Case.OTHER_MACHINE, Case.UNKNOWN_MACHINE)
 
 
@@ -107,39 +133,28 @@ def recipe_from_run(run: Run, params_yaml: str) -> Recipe:
             f"run {run_id} records no git commit (it was not made in a git repository), so it "
             "cannot be reproduced from one"
         )
-    warnings = []
-    if tags.get("git_dirty") == "True":
-        warnings.append(
-            f"run {run_id} was made from a working tree with uncommitted code changes "
-            f"({tags.get('git_dirty_files', 'files not recorded')}); the reproduction runs "
-            f"commit {commit[:12]} without them, so it may differ"
-        )
-    return Recipe(
-        run_id, run.info.run_name, commit, params_yaml, tuple(warnings), replayed_settings(run)
-    )
-
-
-def replayed_settings(run: Run) -> tuple[tuple[str, str | None], ...]:
-    """The original's TensorFlow thread count and XLA_FLAGS, which decide the weights."""
-    tags = run.data.tags
+    warnings = [
+        f"run {run_id} was made from a working tree with uncommitted code changes "
+        f"({tags.get('git_dirty_files', 'files not recorded')}); the reproduction runs "
+        f"commit {commit[:12]} without them, so it may differ"
+    ] if tags.get("git_dirty") == "True" else []
+    # The TensorFlow thread count and XLA_FLAGS decide the weights. A run from before the
+    # thread-count tag had TensorFlow's default, one per usable CPU; a run with machine tags
+    # had no XLA_FLAGS when it has no machine.xla_flags.
     settings: list[tuple[str, str | None]] = []
-    # A run from before the thread-count tag had TensorFlow's default, one per usable CPU.
     threads = tags.get("machine.intra_op_threads") or tags.get("machine.usable_cpus")
     if threads and threads.isdigit():
         settings.append((provenance.INTRA_OP_THREADS_VARIABLE, threads))
-    # A run with machine tags had no XLA_FLAGS when it has no machine.xla_flags.
     if MACHINE_CPU_TAG in tags:
         settings.append(("XLA_FLAGS", tags.get("machine.xla_flags")))
-    return tuple(settings)
+    return Recipe(run_id, run.info.run_name, commit, params_yaml, tuple(warnings), tuple(settings))
 
 
 def settings_line(recipe: Recipe) -> str | None:
     if not recipe.settings:
         return None
-    shown = ", ".join(
-        f"{name}={value}" if value is not None else f"{name} unset"
-        for name, value in recipe.settings
-    )
+    shown = ", ".join(f"{name}={value}" if value is not None else f"{name} unset"
+                      for name, value in recipe.settings)
     return f"with the original run's settings: {shown}"
 
 
@@ -162,11 +177,8 @@ def compare(original: Run, reproduced: Run) -> list[Check]:
 def environment_differences(original: Run, reproduced: Run) -> tuple[list[Check], list[str]]:
     """The machine, library and mode tags that differ, and which runs record no machine."""
     before, after = original.data.tags, reproduced.data.tags
-    unknown = [
-        label
-        for label, tags in (("original", before), ("reproduction", after))
-        if MACHINE_CPU_TAG not in tags
-    ]
+    runs = {"original": before, "reproduction": after}
+    unknown = [label for label, tags in runs.items() if MACHINE_CPU_TAG not in tags]
     names = [name for name in LIBRARY_TAGS if name in before and name in after]
     names += [name for name in (MODE_TAG, *PORTABLE_TAGS) if name in before or name in after]
     if not unknown:
@@ -182,7 +194,21 @@ def judge(original: Run, reproduced: Run) -> Verdict:
     checks = {check.name: check for check in compare(original, reproduced)}
     differences, unknown = environment_differences(original, reproduced)
     portable = original.data.tags.get(MODE_TAG) == PORTABLE_MODE
-    case, conclusion = decide(checks, differences, unknown, portable)
+    missing = [name for name, check in checks.items() if None in (check.original, check.reproduced)]
+    data_differ = [
+        name
+        for name in DATA_CHECKS
+        if name in checks and name not in missing and not checks[name].matches
+    ]
+    case = decide(checks, differences, unknown, portable, missing, data_differ)
+    accuracy = checks["test_accuracy"]
+    template = PORTABLE_IDENTICAL if case is Case.IDENTICAL and portable and differences else None
+    conclusion = (template or case.value).format(
+        data=", ".join(data_differ),
+        missing=", ".join(missing),
+        tolerance=ACCURACY_TOLERANCE,
+        moved="" if missing else f"{accuracy.original:.4f} -> {accuracy.reproduced:.4f}",
+    )
     lines = [check_line(check) for check in checks.values()]
     if differences:
         lines.append("  the machines or libraries differ (original -> reproduction):")
@@ -196,74 +222,32 @@ def judge(original: Run, reproduced: Run) -> Verdict:
             f"  cannot tell whether the machines differ: {who} machine (logged before machine tags)"
         )
     if not differences and not unknown:
-        lines.append(f"  the same machine and libraries: {machine_summary(reproduced)}")
+        tags = reproduced.data.tags
+        cpu = ", ".join(tags[name] for name in ("machine.cpu", "machine.isa", "machine.cpu_id")
+                        if name in tags)
+        lines.append(f"  the same machine and libraries: {cpu}; TensorFlow "
+                     f"{tags.get('tensorflow_version', '?')}")
     return Verdict(case, (*lines, conclusion))
 
 
-# What a portable-mode run's weights may differ by (it gives the same weights on any x86-64
-# CPU with AVX2 and FMA): the code that computes them.
-PORTABLE_DECIDING_TAGS = (*LIBRARY_TAGS, MODE_TAG, *PORTABLE_TAGS)
-
-
-def decide(
-    checks: dict[str, Check],
-    differences: list[Check],
-    unknown: list[str],
-    portable_mode: bool = False,
-) -> tuple[Case, str]:
-    missing = [name for name, check in checks.items() if None in (check.original, check.reproduced)]
-    data_differ = [
-        name
-        for name in DATA_CHECKS
-        if name in checks and name not in missing and not checks[name].matches
-    ]
+def decide(checks: dict[str, Check], differences: list[Check], unknown: list[str],
+           portable: bool, missing: list[str], data_differ: list[str]) -> Case:
     if data_differ:
-        return Case.DATA, (
-            f"not reproduced: the data differs ({', '.join(data_differ)}): the runs did not "
-            "train or test on the same images"
-        )
+        return Case.DATA
     if missing:
-        return Case.INCOMPLETE, f"not reproduced: {', '.join(missing)} not recorded by both runs"
-    accuracy = checks["test_accuracy"]
-    moved = f"{accuracy.original:.4f} -> {accuracy.reproduced:.4f}"
+        return Case.INCOMPLETE
     if checks["weights_sha256"].matches:
-        if accuracy.matches:
-            if portable_mode and differences:
-                return Case.IDENTICAL, (
-                    "reproduced: identical weights, test accuracy and data on another machine, "
-                    "as the portable training mode promises on any x86-64 CPU with AVX2 and FMA"
-                )
-            return Case.IDENTICAL, "reproduced: same test accuracy, weights and data"
-        return Case.EVALUATION, (
-            f"not reproduced: the same weights and data gave another test accuracy ({moved})"
-        )
+        return Case.IDENTICAL if checks["test_accuracy"].matches else Case.EVALUATION
     if not differences and not unknown:
-        return Case.SAME_MACHINE, (
-            "not reproduced: the weights differ on the same machine and libraries, where the "
-            "same commit, params and seed give bit-identical weights"
-        )
+        return Case.SAME_MACHINE
+    # A portable-mode run gives the same weights on any x86-64 CPU with AVX2 and FMA: only the
+    # code that computes them may explain other weights.
     deciding = [check.name for check in differences if check.name in PORTABLE_DECIDING_TAGS]
-    if portable_mode and not unknown and not deciding:
-        return Case.PORTABLE_DIFFERS, (
-            "not reproduced: the weights differ, but this portable-mode run's libraries, "
-            "kernel and threads are the same, and the portable mode gives the same weights on "
-            "any x86-64 CPU with AVX2 and FMA; another CPU does not explain it"
-        )
-    if not within_tolerance(accuracy):
-        return Case.ACCURACY, (
-            f"not reproduced: test accuracy moved more than the {ACCURACY_TOLERANCE} another "
-            f"machine may explain ({moved})"
-        )
-    if differences:
-        return Case.OTHER_MACHINE, (
-            "reproduced within tolerance: the weights differ, as they may on another machine or "
-            f"library build (XLA compiles for each CPU), and test accuracy agrees within "
-            f"{ACCURACY_TOLERANCE} ({moved})"
-        )
-    return Case.UNKNOWN_MACHINE, (
-        f"reproduced within tolerance: the weights differ and test accuracy agrees within "
-        f"{ACCURACY_TOLERANCE} ({moved}); whether another machine explains the weights is unknown"
-    )
+    if portable and not unknown and not deciding:
+        return Case.PORTABLE_DIFFERS
+    if not within_tolerance(checks["test_accuracy"]):
+        return Case.ACCURACY
+    return Case.OTHER_MACHINE if differences else Case.UNKNOWN_MACHINE
 
 
 def within_tolerance(accuracy: Check) -> bool:
@@ -284,14 +268,6 @@ def check_line(check: Check) -> str:
         for value in (check.original, check.reproduced)
     )
     return f"  {check.name:<18} {original:<20.20} {reproduced:<20.20} {status}"
-
-
-def machine_summary(run: Run) -> str:
-    tags = run.data.tags
-    cpu = ", ".join(
-        tags[name] for name in ("machine.cpu", "machine.isa", "machine.cpu_id") if name in tags
-    )
-    return f"{cpu}; TensorFlow {tags.get('tensorflow_version', '?')}"
 
 
 def run_context(recipe: Recipe, environ: Mapping[str, str]) -> dict[str, str]:
@@ -325,12 +301,12 @@ def run_pipeline(recipe: Recipe, repo: Path, store_uri: str, keep: bool = False)
         (worktree / "params.yaml").write_text(recipe.params_yaml, encoding="utf-8")
         cache = dvc(repo, "cache", "dir", capture=True).strip()
         dvc(worktree, "cache", "dir", "--local", cache)
-        env = {key: value for key, value in os.environ.items() if not key.startswith("DVC_")}
-        for name, value in recipe.settings:
-            if value is None:
-                env.pop(name, None)
-            else:
-                env[name] = value
+        replayed = {**os.environ, **dict(recipe.settings)}
+        env = {
+            name: value
+            for name, value in replayed.items()
+            if value is not None and not name.startswith("DVC_")
+        }
         env.update(
             # Stages run `python -m stages.<name>`: this environment's python, not another.
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
@@ -346,23 +322,6 @@ def run_pipeline(recipe: Recipe, repo: Path, store_uri: str, keep: bool = False)
     return worktree if keep else None
 
 
-def find_reproduction(recipe: Recipe, since_ms: int) -> Run:
-    client = MlflowClient()
-    runs = client.search_runs(
-        [experiment.experiment_id for experiment in client.search_experiments()],
-        filter_string=f"tags.{REPRODUCTION_TAG} = '{recipe.run_id}' and "
-        f"attributes.start_time >= {since_ms}",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
-        raise PipelineError(
-            f"the pipeline ran but logged no run tagged {REPRODUCTION_TAG}={recipe.run_id}; "
-            "was the train stage skipped?"
-        )
-    return runs[0]
-
-
 def reproduce(recipe: Recipe, repo: Path, store_uri: str, keep: bool = False) -> Run:
     """Runs the pipeline again from the recipe and returns the new, finished run."""
     commit = f"{recipe.commit}^{{commit}}"
@@ -375,7 +334,20 @@ def reproduce(recipe: Recipe, repo: Path, store_uri: str, keep: bool = False) ->
         )
     started_ms = int(time.time() * 1000) - 1000
     run_pipeline(recipe, repo, store_uri, keep)
-    return find_reproduction(recipe, started_ms)
+    runs = mlflow.search_runs(
+        filter_string=f"tags.{REPRODUCTION_TAG} = '{recipe.run_id}' and "
+        f"attributes.start_time >= {started_ms}",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+        search_all_experiments=True,
+    )
+    if not runs:
+        raise PipelineError(
+            f"the pipeline ran but logged no run tagged {REPRODUCTION_TAG}={recipe.run_id}; "
+            "was the train stage skipped?"
+        )
+    return runs[0]
 
 
 def git(cwd: Path, *args: str) -> None:
@@ -386,14 +358,8 @@ def git(cwd: Path, *args: str) -> None:
 
 def dvc(cwd: Path, *args: str, env: dict | None = None, capture: bool = False) -> str:
     """Runs DVC from this environment; its progress goes to the terminal unless captured."""
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=cwd,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE if capture else None,
-        stderr=subprocess.PIPE if capture else None,
-    )
+    command = [sys.executable, "-m", "dvc", *args]
+    result = subprocess.run(command, cwd=cwd, env=env, text=True, capture_output=capture)
     if result.returncode != 0:
         detail = last_line(result.stderr) if capture else "see its output above"
         raise PipelineError(f"`dvc {' '.join(args)}` failed in {cwd} ({detail})")

@@ -1,5 +1,4 @@
-"""Where runs are tracked (a SQLite file at the repository root, or a team server), opening
-them, and the small file that ties a DVC stage's outputs to its MLflow run."""
+"""Where runs are tracked (a SQLite file at the repository root, or a team server)."""
 
 from __future__ import annotations
 
@@ -21,8 +20,9 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Run, RunStatus
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from mnist_pipeline.data.mnist import array_sha256
 from mnist_pipeline.errors import PipelineError, first_line, server_refusal
@@ -59,8 +59,7 @@ def default_tracking_uri() -> str:
 
 
 def tracking_uri() -> str:
-    """The store's URI without credentials (MLflow prints it): they move to
-    MLFLOW_TRACKING_USERNAME and _PASSWORD, unless those are set already."""
+    """The store's URI; credentials in it move to MLFLOW_TRACKING_USERNAME and _PASSWORD."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
@@ -149,13 +148,13 @@ def serve_ui(uri: str, host: str, port: int) -> None:
 
 @contextlib.contextmanager
 def sqlite_setup_lock(uri: str) -> Iterator[None]:
-    """One process at a time through a SQLite store's first use, where parallel queue workers
-    would all create MLflow's tables and fail. An flock: SQLite's fcntl locks ignore it."""
+    """One process at a time through a SQLite store's first use (parallel workers would all
+    create MLflow's tables). An flock: SQLite's fcntl locks ignore it."""
+    import fcntl
+
     if not uri.startswith("sqlite:///") or ":memory:" in uri:
         yield
         return
-    import fcntl
-
     database = Path(uri.removeprefix("sqlite:///"))
     database.parent.mkdir(parents=True, exist_ok=True)
     with open(database, "a") as handle:
@@ -182,8 +181,7 @@ def artifact_location(uri: str, experiment_name: str) -> str | None:
 
 @contextlib.contextmanager
 def tracked_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
-    """mlflow.start_run that tags the owning process and ends the run KILLED on Ctrl-C or
-    SIGTERM (MLflow would say FAILED)."""
+    """mlflow.start_run that tags its process and ends the run KILLED (not FAILED) on Ctrl-C."""
     owner = {OWNER_HOST_TAG: socket.gethostname(), OWNER_PID_TAG: str(os.getpid())}
     tags = {**start_run_kwargs.pop("tags", {}), **owner}
     with mlflow.start_run(tags=tags, **start_run_kwargs) as run:
@@ -226,8 +224,6 @@ def process_alive(pid: str | None) -> bool:
 
 def log_history(history: dict[str, list[float]], prefix: str) -> None:
     """Logs per-epoch curves (step = epoch, from 1) in one request rather than one per value."""
-    from mlflow.entities import Metric
-
     run_id = mlflow.active_run().info.run_id
     now = int(time.time() * 1000)
     metrics = [
@@ -241,11 +237,8 @@ def log_history(history: dict[str, list[float]], prefix: str) -> None:
 def log_dataset(
     run_id: str, features, targets, path: Path, name: str, context: str, *, features_sha256: str
 ) -> None:
-    """Logs arrays as a dataset input of the run, by id (evaluate need not reopen the run). The
-    digest is the arrays' SHA-256: MLflow's own copied the 188 MB of training images."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
+    """Logs arrays as a dataset input of the run, by id; digested by SHA-256 (MLflow's own
+    digest copied the 188 MB of training images)."""
     digest = hashlib.sha256(f"{features_sha256}:{array_sha256(targets)}".encode()).hexdigest()
     with warnings.catch_warnings():
         # MLflow registers its local-file source class twice and warns that a plain path is
@@ -264,9 +257,8 @@ def log_dataset(
             MlflowClient().log_inputs(run_id, datasets=inputs)
             return
         except mlflow.MlflowException as error:
-            # Two runs logging the same new dataset at once (queue workers, teammates) can both
-            # find none and insert it: the second breaks the key, and asking again links the
-            # winner's row (seen in tests/e2e/test_team_concurrency_e2e.py, on PostgreSQL).
+            # Two runs logging one new dataset at once can both insert it: the second breaks
+            # the key, and asking again links the winner's row.
             if attempt == DATASET_LOG_ATTEMPTS or not DATASET_KEY_CONFLICT.search(str(error)):
                 raise
             time.sleep(0.2 * attempt)
