@@ -78,9 +78,7 @@ def run(args: argparse.Namespace) -> int:
         worker.work(shared, tune, params, repo_root, experiment_id, show_trial)
     else:
         arguments = ["--params", args.params, "tune", "--study", args.study, "--worker"]
-        for option in ("trials", "sampler"):
-            if getattr(args, option) is not None:
-                arguments += [f"--{option}", str(getattr(args, option))]
+        arguments += ["--trials", str(tune.trials), "--sampler", tune.sampler]
         worker.start_workers(args.workers, arguments, {STORAGE_VARIABLE: url})
     if args.worker:
         return 0
