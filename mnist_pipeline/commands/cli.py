@@ -121,6 +121,7 @@ def compare(args: argparse.Namespace) -> None:
     if bool(args.run_ids) == (args.best is not None):
         raise PipelineError("give either run ids or --best N, not both and not neither")
     run_ids = args.run_ids
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.best is not None:
         fix = "name the runs: compare RUN_ID RUN_ID ..."
         choice = best_runs(params, experiment_id, args.best, fix)
@@ -137,7 +138,6 @@ def compare(args: argparse.Namespace) -> None:
             for verdict in verdicts:
                 print(f"  {verdict.line()}")
         print(comparison.format_diff(compared.diff, "groups"))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         save_figure(comparison.group_comparison_figure(compared.views), args.out)
         print(f"each group's mean and 95% interval over its seeds: {args.out}")
         return
@@ -146,7 +146,6 @@ def compare(args: argparse.Namespace) -> None:
     if len(run_ids) == 2:
         verdict = groups.compare_runs_paired(*run_ids)
         print(f"run 2 (B) against run 1 (A) on the same test images:\n  {verdict.line()}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     save_figure(comparison.comparison_figure(summaries), args.out)
     print(f"curves and test accuracy: {args.out}")
     link = views.compare_page_link(f"http://{UI_HOST}:{store.UI_PORT}", experiment_id, run_ids)
@@ -238,87 +237,70 @@ def doctor(args: argparse.Namespace) -> None:
         print("no stale runs: every RUNNING run belongs to a live process or another machine")
 
 
+def flag(text: str) -> dict:
+    return {"action": "store_true", "help": text}
+
+
+BEST = {"type": int, "metavar": "N"}
+# Each subcommand's handler (its docstring is the help) and options: (flags, add_argument settings).
+COMMANDS = {
+    "check-params": (check_params, []),
+    "ui": (ui, [
+        ("--host", {"default": UI_HOST, "help": "interface to bind (default: loopback only; see "
+                    "the README before exposing it)"}),
+        ("--port", {"type": int, "default": store.UI_PORT}),
+    ]),
+    "runs": (list_runs, [
+        ("--sort", {"help": "column (default: val_accuracy, the validation accuracy; runs "
+                    "without a value last)"}),
+        ("--ascending", flag("smallest first")),
+        ("--limit", {"type": int, "help": "show only the first N rows"}),
+        ("--csv", flag("print CSV instead of a table")),
+        ("--best", BEST | {"help": "only the N best by validation accuracy, on one set of "
+                           "validation images"}),
+        ("--groups", flag("one row per group (runs differing only in their seed): N, mean, std "
+                          "and 95%% CI")),
+        ("--where", {"default": "", "help": "MLflow search filter, e.g. \"params.train.epochs = "
+                     "'5'\" or \"tags.sweep LIKE '%%learning_rate%%'\""}),
+    ]),
+    "compare": (compare, [
+        ("run_ids", {"nargs": "*", "metavar": "RUN_ID"}),
+        ("--best", BEST | {"help": "the N best finished runs by validation accuracy"}),
+        ("--groups", flag("compare the runs' groups (all their seeds) instead of the runs; a "
+                          "group key (from `runs --groups`) given as RUN_ID is compared as a "
+                          "group anyway")),
+        ("--out", {"type": Path, "default": Path("runs_comparison.png"),
+                   "help": "PNG (default: %(default)s)"}),
+    ]),
+    "reproduce": (reproduce, [
+        ("run_id", {"metavar": "RUN_ID"}),
+        ("--keep", flag("keep the temporary worktree")),
+    ]),
+    "promote": (promote, [
+        ("--run", {"metavar": "RUN_ID", "help": "this run instead of the best one on validation"}),
+        ("--force", flag("replace the champion even when the gate finds no improvement beyond "
+                         "the noise")),
+    ]),
+    "predict": (predict, [
+        ("images", {"nargs": "+", "metavar": "IMAGE"}),
+        ("--model", {"help": "models:/ or runs:/ URI, or a .keras file (default: the champion)"}),
+    ]),
+    "doctor": (doctor, []),
+    "tune": (tuning.run, tuning.OPTIONS),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-pipeline", description=__doc__)
     parser.add_argument(
         "--params", default="params.yaml", help="params file (default: %(default)s)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("check-params", help=check_params.__doc__).set_defaults(
-        handler=check_params
-    )
-
-    serve = commands.add_parser("ui", help=ui.__doc__)
-    serve.add_argument(
-        "--host", default=UI_HOST,
-        help="interface to bind (default: loopback only; see the README before exposing it)",
-    )
-    serve.add_argument("--port", type=int, default=store.UI_PORT)
-    serve.set_defaults(handler=ui)
-
-    table = commands.add_parser("runs", help=list_runs.__doc__)
-    table.add_argument(
-        "--sort", help="column (default: val_accuracy, the validation accuracy; runs without a "
-        "value last)",
-    )
-    table.add_argument("--ascending", action="store_true", help="smallest first")
-    table.add_argument("--limit", type=int, help="show only the first N rows")
-    table.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    table.add_argument(
-        "--best", type=int, metavar="N",
-        help="only the N best by validation accuracy, on one set of validation images",
-    )
-    table.add_argument(
-        "--groups", action="store_true",
-        help="one row per group (runs differing only in their seed): N, mean, std and 95%% CI",
-    )
-    table.add_argument(
-        "--where",
-        default="",
-        help="MLflow search filter, e.g. \"params.train.epochs = '5'\" or "
-        "\"tags.sweep LIKE '%%learning_rate%%'\"",
-    )
-    table.set_defaults(handler=list_runs)
-
-    side_by_side = commands.add_parser("compare", help=compare.__doc__)
-    side_by_side.add_argument("run_ids", nargs="*", metavar="RUN_ID")
-    side_by_side.add_argument(
-        "--best", type=int, metavar="N", help="the N best finished runs by validation accuracy"
-    )
-    side_by_side.add_argument(
-        "--groups", action="store_true",
-        help="compare the runs' groups (all their seeds) instead of the runs; a group key "
-        "(from `runs --groups`) given as RUN_ID is compared as a group anyway",
-    )
-    side_by_side.add_argument(
-        "--out", type=Path, default=Path("runs_comparison.png"), help="PNG (default: %(default)s)"
-    )
-    side_by_side.set_defaults(handler=compare)
-
-    again = commands.add_parser("reproduce", help=reproduce.__doc__)
-    again.add_argument("run_id", metavar="RUN_ID")
-    again.add_argument("--keep", action="store_true", help="keep the temporary worktree")
-    again.set_defaults(handler=reproduce)
-
-    champion = commands.add_parser("promote", help=promote.__doc__)
-    champion.add_argument(
-        "--run", metavar="RUN_ID", help="this run instead of the best one on validation"
-    )
-    champion.add_argument(
-        "--force", action="store_true",
-        help="replace the champion even when the gate finds no improvement beyond the noise",
-    )
-    champion.set_defaults(handler=promote)
-
-    digits = commands.add_parser("predict", help=predict.__doc__)
-    digits.add_argument("images", nargs="+", metavar="IMAGE")
-    digits.add_argument(
-        "--model", help="models:/ or runs:/ URI, or a .keras file (default: the champion)"
-    )
-    digits.set_defaults(handler=predict)
-
-    commands.add_parser("doctor", help=doctor.__doc__).set_defaults(handler=doctor)
-    tuning.add_parser(commands)
+    for name, (handler, options) in COMMANDS.items():
+        command = commands.add_parser(name, help=handler.__doc__)
+        for flags, settings in options:
+            command.add_argument(flags, **settings)
+        command.set_defaults(handler=handler)
     repeats.add_parser(commands)
     return parser
 

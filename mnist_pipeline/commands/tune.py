@@ -19,27 +19,21 @@ log = logging.getLogger(__name__)
 STORAGE_VARIABLE = "OPTUNA_STORAGE"  # Optuna's own CLI reads it too.
 
 
-def add_parser(commands) -> None:
-    tune = commands.add_parser("tune", help=run.__doc__)
-    tune.add_argument("--study", default="mnist-tune", help="study name (default: %(default)s)")
-    tune.add_argument(
-        "--trials", type=int, help="the study's budget over all workers (default: tune.trials)"
-    )
-    tune.add_argument("--workers", type=int, default=1, help="workers to start on this machine")
-    tune.add_argument(
-        "--storage",
-        default=os.environ.get(STORAGE_VARIABLE),
-        help=f"study database: sqlite:///... or postgresql://... (default: ${STORAGE_VARIABLE}, "
-        "else optuna.db in the repository)",
-    )
-    tune.add_argument("--sampler", choices=("tpe", "random"), help="(default: tune.sampler)")
-    tune.add_argument("--no-retrain", action="store_true", help="skip retraining the winner")
-    tune.add_argument(
-        "--apply", action="store_true", help="apply the retrained winner to the workspace"
-    )
+# `mnist-pipeline tune`'s options: (flag, add_argument settings).
+OPTIONS = [
+    ("--study", {"default": "mnist-tune", "help": "study name (default: %(default)s)"}),
+    ("--trials", {"type": int, "help": "the study's budget over all workers (default: "
+                  "tune.trials)"}),
+    ("--workers", {"type": int, "default": 1, "help": "workers to start on this machine"}),
+    ("--storage", {"default": os.environ.get(STORAGE_VARIABLE), "help": "study database: "
+                   f"sqlite:///... or postgresql://... (default: ${STORAGE_VARIABLE}, else "
+                   "optuna.db in the repository)"}),
+    ("--sampler", {"choices": ("tpe", "random"), "help": "(default: tune.sampler)"}),
+    ("--no-retrain", {"action": "store_true", "help": "skip retraining the winner"}),
+    ("--apply", {"action": "store_true", "help": "apply the retrained winner to the workspace"}),
     # A process started by `--workers N`: it runs trials and leaves the answer to its parent.
-    tune.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    tune.set_defaults(handler=run)
+    ("--worker", {"action": "store_true", "help": argparse.SUPPRESS}),
+]
 
 
 def show_trial(number: int, values: dict, outcome: str) -> None:
@@ -84,9 +78,7 @@ def run(args: argparse.Namespace) -> int:
         worker.work(shared, tune, params, repo_root, experiment_id, show_trial)
     else:
         arguments = ["--params", args.params, "tune", "--study", args.study, "--worker"]
-        for option in ("trials", "sampler"):
-            if getattr(args, option) is not None:
-                arguments += [f"--{option}", str(getattr(args, option))]
+        arguments += ["--trials", str(tune.trials), "--sampler", tune.sampler]
         worker.start_workers(args.workers, arguments, {STORAGE_VARIABLE: url})
     if args.worker:
         return 0

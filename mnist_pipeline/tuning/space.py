@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -22,20 +23,14 @@ SEARCHABLE_SECTIONS = ("train", "prepare")
 # Params a space may not vary, and why (each is one line of the error). Not base.seed either:
 # choosing the luckiest seed on the validation split tunes on noise.
 NOT_SEARCHABLE = {
-    "train.optimizer.name": (
-        "the optimizers take different settings; tune one optimizer per study, set in "
-        "params.yaml's train.optimizer"
-    ),
+    "train.optimizer.name": "the optimizers take different settings; tune one optimizer per "
+    "study, set in params.yaml's train.optimizer",
     VALIDATION_PARAM: "tune.validation_samples sets it for every trial",
-    "prepare.train_samples": (
-        "it changes which images train and validate (the last ones kept), so trials would "
-        "not compare"
-    ),
+    "prepare.train_samples": "it changes which images train and validate (the last ones "
+    "kept), so trials would not compare",
     "prepare.test_samples": "it changes only the test set, which never chooses",
 }
 KINDS = ("uniform", "log_uniform", "int", "log_int", "choice")
-# The values Optuna stores as a categorical choice.
-OPTUNA_CHOICE_TYPES = (type(None), bool, int, float, str)
 
 
 @dataclass(frozen=True)
@@ -50,9 +45,8 @@ class Distribution:
 
     @property
     def options(self) -> tuple:
-        """What Optuna chooses among: the values, or their JSON texts when Optuna cannot
-        store one (a list of widths)."""
-        if all(isinstance(value, OPTUNA_CHOICE_TYPES) for value in self.values):
+        """What Optuna chooses among: the values, or their JSON texts if one is not a scalar."""
+        if all(isinstance(value, None | bool | int | float | str) for value in self.values):
             return self.values
         return tuple(json.dumps(value) for value in self.values)
 
@@ -96,8 +90,22 @@ class TuneParams(BaseModel):
 
     @field_validator("space", mode="plain")
     @classmethod
-    def _space(cls, value: object, info) -> dict[str, Distribution]:
-        return parse_space(value, info.context["params"])
+    def _space(cls, raw: object, info) -> dict[str, Distribution]:
+        """Each param's distribution; ValueError names every bad entry, in one line."""
+        if not isinstance(raw, dict) or not raw:
+            raise ValueError(
+                "tune.space: expected a mapping of params to distributions, e.g. "
+                f"train.epochs: {{int: [3, 15]}}, got {raw!r}"
+            )
+        space, problems = {}, []
+        for name, spec in raw.items():
+            try:
+                space[name] = _distribution(str(name), spec, info.context["params"])
+            except ValueError as problem:
+                problems.append(f"tune.space.{name}: {problem}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return space
 
 
 def parse_tune(params: Params | dict, source: str = "params.yaml") -> TuneParams:
@@ -122,24 +130,6 @@ def require_training_images(params: Params, tune: TuneParams, source: str = "par
             f"{source}: tune.validation_samples: {tune.validation_samples} leaves no training "
             f"images; it must be less than the {kept} kept (prepare.train_samples)"
         )
-
-
-def parse_space(raw: object, params: Params) -> dict[str, Distribution]:
-    """Each param's distribution; ValueError names every bad entry, in one line."""
-    if not isinstance(raw, dict) or not raw:
-        raise ValueError(
-            "tune.space: expected a mapping of params to distributions, e.g. "
-            f"train.epochs: {{int: [3, 15]}}, got {raw!r}"
-        )
-    space, problems = {}, []
-    for name, spec in raw.items():
-        try:
-            space[name] = _distribution(str(name), spec, params)
-        except ValueError as problem:
-            problems.append(f"tune.space.{name}: {problem}")
-    if problems:
-        raise ValueError("; ".join(problems))
-    return space
 
 
 def _distribution(name: str, spec: object, params: Params) -> Distribution:
@@ -225,10 +215,7 @@ def with_values(params: Params, values: dict[str, object]) -> Params:
     tree = params.model_dump()
     for name, value in values.items():
         *sections, key = name.split(".")
-        node = tree
-        for section in sections:
-            node = node[section]
-        node[key] = copy.deepcopy(value)
+        functools.reduce(dict.__getitem__, sections, tree)[key] = copy.deepcopy(value)
     return parse_params(tree, "trial params")
 
 
@@ -238,8 +225,7 @@ def suggest(trial, space: dict[str, Distribution]) -> dict[str, object]:
 
 
 def encoded_defaults(params: Params, space: dict[str, Distribution]) -> dict[str, object]:
-    """params.yaml's values of the space's params as Optuna stores them; ValueError names
-    the first one the space does not hold."""
+    """params.yaml's values of the space's params as Optuna stores them (ValueError if outside)."""
     flat, encoded = params.flat(), {}
     for name, distribution in space.items():
         try:
