@@ -1,5 +1,4 @@
-"""What every benchmark shares: a throw-away copy of the repository to run commands in, timing a
-command as a process from outside, and reading what the runs logged through MLflow's client."""
+"""What benchmarks share: a throw-away copy of the repository, commands timed as processes."""
 
 from __future__ import annotations
 
@@ -16,11 +15,8 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@localhost",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@localhost",
+GIT_IDENTITY = {f"GIT_{who}_NAME": "bench" for who in ("AUTHOR", "COMMITTER")} | {
+    f"GIT_{who}_EMAIL": "bench@localhost" for who in ("AUTHOR", "COMMITTER")
 }
 # What --quick shrinks params.yaml to: a fit of a few seconds on the real network.
 QUICK_PARAMS = {"prepare.train_samples": 1000, "train.epochs": 1, "tune.validation_samples": 200}
@@ -40,12 +36,9 @@ class Timed:
     peak_rss_mb: float  # the largest of itself and its children
     others_cores: float  # cores other processes on this machine kept busy meanwhile
 
-    def rounded(self) -> dict:
-        return {name: round(value, 2) for name, value in self.__dict__.items()}
-
 
 def run(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> Timed:
-    """Runs `command` to completion, its output into `log`; raises on a non-zero exit."""
+    """Runs `command`, its output into `log`; raises on a non-zero exit."""
     busy_before = busy_cpu_seconds()
     started = time.perf_counter()
     with log.open("w", encoding="utf-8") as output:
@@ -78,14 +71,12 @@ def median(timings: list[Timed]) -> dict:
 
 
 def processor() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+    found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+    return found.group(1).strip() if found else "unknown"
 
 
 def yaml_file(path: Path, tree: dict | None = None) -> dict:
-    """Reads a YAML file, or writes `tree` into it first."""
+    """Reads a YAML file, writing `tree` into it first if given."""
     yaml = YAML(typ="safe", pure=True)
     if tree is not None:
         yaml.default_flow_style = False
@@ -104,8 +95,8 @@ def set_params(tree: dict, dotted: dict) -> dict:
 
 
 class Workspace:
-    """A git repository holding the working tree's files and the fetched data, with its own
-    MLflow store: benchmarks run the user's commands in it, never in the user's repository."""
+    """A git repository with the working tree's files, the fetched data and its own MLflow store,
+    where benchmarks run the user's commands."""
 
     def __init__(self, folder: Path, raw: Path, quick: bool):
         self.folder, self.repo, self.quick = folder, folder / "repo", quick
@@ -152,26 +143,10 @@ class Workspace:
         argv = command.split() if isinstance(command, str) else command
         return run(argv, self.repo, self.env | env, self.folder / f"{log_name}.log")
 
-    def output(self, argv: list[str]) -> str:
-        done = subprocess.run(
-            argv, cwd=self.repo, env=self.env, capture_output=True, text=True, check=True
-        )
-        return done.stdout
-
-    def stage(self, name: str, log_name: str, **env: str) -> Timed:
-        """Runs one stage's command exactly as dvc.yaml gives it."""
-        return self.run(self.commands[name], log_name, **env)
-
-    def runs_since(self, started: float, tracking_uri: str | None = None) -> list:
-        """The MLflow runs that started after `started` (time.time()), oldest first."""
+    def runs_since(self, started: float) -> list:
+        """The MLflow runs that started after `started` (time.time())."""
         import mlflow
 
-        client = mlflow.MlflowClient(tracking_uri or self.env["MLFLOW_TRACKING_URI"])
+        client = mlflow.MlflowClient(self.env["MLFLOW_TRACKING_URI"])
         experiments = [e.experiment_id for e in client.search_experiments()]
-        found = client.search_runs(experiments, order_by=["attributes.start_time ASC"])
-        return [r for r in found if r.info.start_time >= started * 1000]
-
-
-def run_seconds(runs: list) -> list[float]:
-    """Each finished MLflow run's own duration, start to end, as the tracking store has it."""
-    return [(r.info.end_time - r.info.start_time) / 1000 for r in runs if r.info.end_time]
+        return client.search_runs(experiments, f"attributes.start_time >= {int(started * 1000)}")

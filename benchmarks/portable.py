@@ -1,5 +1,4 @@
-"""The portable mode (`train.framework: numpy`) against the default Keras trainer: the train
-stage as a process, each side alternated, on the same data and params otherwise."""
+"""The train stage in the portable mode (`train.framework: numpy`) against Keras, alternated."""
 
 from __future__ import annotations
 
@@ -7,6 +6,7 @@ import statistics
 
 from benchmarks.harness import Workspace, median, set_params, yaml_file
 
+WHAT = "the train stage in the portable mode (train.framework: numpy) against Keras"
 COMMANDS = ["python -m stages.train"]
 FRAMEWORKS = ("keras", "numpy")
 

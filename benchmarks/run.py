@@ -1,10 +1,7 @@
 """`make bench`: time what users run, as processes, in a throw-away copy of the repository.
 
-    python -m benchmarks.run [--only NAME ...] [--quick]
-
 Writes benchmarks/results.json (a partial run replaces only its own entries); docs/performance.md
-says what each figure means.
-"""
+says what each figure means."""
 
 from __future__ import annotations
 
@@ -33,32 +30,11 @@ class Benchmark(NamedTuple):
 
 
 BENCHMARKS = {
-    "chapter": Benchmark(
-        "the chapter's plain script's whole run against each stage and the full dvc repro",
-        chapter.measure,
-        chapter.COMMANDS,
-    ),
-    "sweep": Benchmark(
-        "cost per experiment of a DVC sweep over learning rates, run one at a time",
-        trials.measure_sweep,
-        trials.SWEEP_COMMANDS,
-    ),
-    "tune": Benchmark(
-        "cost per trial of an Optuna study over the same learning rates",
-        trials.measure_tune,
-        trials.TUNE_COMMANDS,
-    ),
-    "team": Benchmark(
-        "the train stage logging to the team server against a local SQLite store",
-        team.measure,
-        team.COMMANDS,
-        team.CODE,
-    ),
-    "portable": Benchmark(
-        "the train stage in the portable mode (train.framework: numpy) against Keras",
-        portable.measure,
-        portable.COMMANDS,
-    ),
+    "chapter": Benchmark(chapter.WHAT, chapter.measure, chapter.COMMANDS),
+    "sweep": Benchmark(trials.SWEEP_WHAT, trials.measure_sweep, trials.SWEEP_COMMANDS),
+    "tune": Benchmark(trials.TUNE_WHAT, trials.measure_tune, trials.TUNE_COMMANDS),
+    "team": Benchmark(team.WHAT, team.measure, team.COMMANDS, team.CODE),
+    "portable": Benchmark(portable.WHAT, portable.measure, portable.COMMANDS),
 }
 
 

@@ -1,11 +1,8 @@
-"""Team mode's cost to a run: the train stage logging to the team server (PostgreSQL and MLflow
-with logins, team/local_stack.py's stack on loopback, as `make team-server` starts it) against
-logging to a local SQLite store, alternated. The fit is one epoch, so that the difference, the
-logging, stands out of the fit's noise."""
+"""Team mode's cost: the train stage logging to the team server (`make team-server`'s stack on
+loopback) against a local SQLite store, alternated; one epoch, so the logging stands out."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import tempfile
@@ -13,6 +10,7 @@ from pathlib import Path
 
 from benchmarks.harness import Workspace, median, set_params, yaml_file
 
+WHAT = "the train stage logging to the team server against a local SQLite store"
 COMMANDS = ["make team-server", "python -m stages.train"]
 CODE = ["team.local_stack.start"]
 
@@ -38,8 +36,7 @@ def measure(workspace: Workspace) -> dict:
             sqlite.append(workspace.run(train, f"team-sqlite-{round_}"))
             team.append(workspace.run(train, f"team-server-{round_}", **server))
     finally:
-        if os.path.exists(state / "state"):
-            local_stack.stop(state / "state")
+        local_stack.stop(state / "state")
         shutil.rmtree(state, ignore_errors=True)
     extra = [t.wall_seconds - s.wall_seconds for s, t in zip(sqlite, team, strict=True)]
     return {

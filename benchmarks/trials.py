@@ -1,14 +1,15 @@
-"""What a trial costs: a DVC sweep (queued experiments, run one at a time) against
-`mnist-pipeline tune`, on the same learning rates, the same validation split and the same
-epochs. Each experiment or trial is one MLflow run; its duration comes from the store."""
+"""What a trial costs: a DVC sweep (queued experiments, one at a time) against `mnist-pipeline
+tune`, on the same learning rates, validation split and epochs; each trial is one MLflow run."""
 
 from __future__ import annotations
 
 import statistics
 import time
 
-from benchmarks.harness import Workspace, run_seconds
+from benchmarks.harness import Workspace
 
+SWEEP_WHAT = "cost per experiment of a DVC sweep over learning rates, run one at a time"
+TUNE_WHAT = "cost per trial of an Optuna study over the same learning rates"
 SWEEP_COMMANDS = ["dvc exp run --queue", "dvc exp run --run-all"]
 TUNE_COMMANDS = ["mnist-pipeline tune"]
 LEARNING_RATES = (0.0005, 0.001, 0.002)
@@ -20,7 +21,7 @@ def per_trial(wall: float, runs: list, expected: int) -> dict:
     if len(finished) != expected:
         states = [r.info.status for r in runs]
         raise RuntimeError(f"expected {expected} finished MLflow runs, found {states}")
-    mlflow_seconds = statistics.mean(run_seconds(finished))
+    mlflow_seconds = statistics.mean((r.info.end_time - r.info.start_time) / 1000 for r in finished)
     return {
         "trials": expected,
         "wall_seconds": round(wall, 2),
@@ -56,4 +57,5 @@ def measure_tune(workspace: Workspace) -> dict:
     # A study's trials may be nested under a parent run; the parent is not a trial.
     parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
     trial_runs = [r for r in runs if r.info.run_id not in parents]
-    return per_trial(timed.wall_seconds, trial_runs, trials) | {"process": timed.rounded()}
+    process = {name: round(value, 2) for name, value in vars(timed).items()}
+    return per_trial(timed.wall_seconds, trial_runs, trials) | {"process": process}
