@@ -1,6 +1,5 @@
-"""The train and evaluate stages in one long-lived process, for `repeat` (a run per seed) and
-`tune` (a run per trial): TensorFlow, MLflow and the data load once, and each run is logged by
-the stages' own code, so it is a pipeline run like any other."""
+"""The train and evaluate stages in one process for `repeat` (a run per seed) and `tune` (a run
+per trial): TensorFlow, MLflow and the data load once; each run is logged by the stages' code."""
 
 from __future__ import annotations
 
@@ -38,10 +37,6 @@ class Scored:
     test_accuracy: float
     fit_seconds: float
 
-    @property
-    def val_accuracy(self) -> float | None:
-        return self.history["val_accuracy"][-1] if "val_accuracy" in self.history else None
-
 
 def declared_paths(repo_root: Path) -> dict[str, str]:
     """The pipeline's paths, relative to the repository root, from dvc.yaml's `vars`."""
@@ -56,7 +51,7 @@ def declared_paths(repo_root: Path) -> dict[str, str]:
 
 
 def load_splits(repo_root: Path, prepare: PrepareParams) -> Splits:
-    """The prepare stage's splits of the fetched raw file, made in memory with `prepare`."""
+    """The prepare stage's splits of the fetched raw file, made in memory."""
     from mnist_pipeline.data.transforms import prepare_splits
 
     paths = declared_paths(repo_root)
@@ -78,8 +73,8 @@ def load_splits(repo_root: Path, prepare: PrepareParams) -> Splits:
 def train_and_evaluate(
     params: Params, splits: Splits, run_id: str, callbacks: Sequence = (), validated: bool = False
 ) -> Scored:
-    """What the train then evaluate stages log, into the active run `run_id`; with `validated`,
-    also the per-image validation predictions (a study's answer compares trials on them)."""
+    """What the train and evaluate stages log, into the active run `run_id`; with `validated`,
+    also the validation predictions (a study's answer compares trials on them)."""
     import mlflow
 
     from mnist_pipeline.data.mnist import array_sha256
@@ -107,20 +102,17 @@ def train_and_evaluate(
     batch_size = params.evaluate.batch_size
     with tempfile.TemporaryDirectory(prefix="mnist-run-") as folder:
         work = Path(folder)
+        saved = work / "model.keras"
         # Scored from the saved file, as the evaluate stage scores models/model.keras.
-        model.save(work / "model.keras")
+        model.save(saved)
         history_table(history).to_csv(work / "history.csv", index=False)
-        probabilities, _ = predict_saved_model(
-            work / "model.keras", splits.test.features, batch_size
-        )
+        probabilities, _ = predict_saved_model(saved, splits.test.features, batch_size)
         evaluation = evaluate_predictions(splits.test.targets, probabilities)
         figures = {name: work / name for name in EVALUATION_FIGURES}
         draw_evaluation_figures(evaluation.confusion, work / "history.csv", *figures.values())
         log_test_results(run_id, evaluation, figures, splits.test, batch_size, probabilities)
         if validated and validation is not None:
-            on_validation, _ = predict_saved_model(
-                work / "model.keras", validation.features, batch_size
-            )
+            on_validation, _ = predict_saved_model(saved, validation.features, batch_size)
             found = predictions.from_probabilities(
                 validation.targets, on_validation, array_sha256(validation.features)
             )
@@ -130,8 +122,7 @@ def train_and_evaluate(
 
 
 def seeds_from(values: Sequence[int]) -> list[int]:
-    """`--seeds N`: seeds 0 to N-1; `--seeds A B ...`: those seeds (one run says nothing of the
-    noise, so at least MINIMUM_SEEDS)."""
+    """`--seeds N`: seeds 0 to N-1 (N >= MINIMUM_SEEDS); `--seeds A B ...`: those seeds."""
     values = list(values)
     if len(values) == 1:
         if values[0] < MINIMUM_SEEDS:
@@ -155,9 +146,8 @@ def with_seed(params: Params, seed: int) -> Params:
 
 
 def repeat(params: Params, seeds: Sequence[int], say: Callable[[str], None]) -> None:
-    """Trains `params` once per seed, each a flat run tagged with one batch (REPEAT_TAG), and
-    says each result and the group's seed noise. A failure (or Ctrl-C) ends its run FAILED
-    (KILLED) and propagates: the seeds before it are kept."""
+    """Trains `params` once per seed, each run tagged with one batch (REPEAT_TAG), and says each
+    result and the group's seed noise; a failure ends its run and propagates, earlier ones kept."""
     from mnist_pipeline.analysis import groups, tables
 
     started = time.perf_counter()
@@ -178,8 +168,8 @@ def repeat(params: Params, seeds: Sequence[int], say: Callable[[str], None]) -> 
         with tracking.tracked_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
             result = train_and_evaluate(with_seed(params, seed), splits, run.info.run_id)
         results.append(result)
-        accuracy = result.val_accuracy
-        validation = "" if accuracy is None else f", val_accuracy {accuracy:.4f}"
+        accuracy = result.history.get("val_accuracy")
+        validation = f", val_accuracy {accuracy[-1]:.4f}" if accuracy else ""
         say(
             f"seed {seed}: test_accuracy {result.test_accuracy:.4f}{validation} (fit "
             f"{result.fit_seconds:.1f} s, run {result.run_id})"

@@ -1,15 +1,15 @@
-"""Per-image predictions as a run artifact (a 10 KB compressed .npz, read without pickle): each
-image's predicted and true label and the digest of the images scored, so two models scored on
-the same images can be compared image by image without scoring them again."""
+"""Per-image predicted and true labels, and the digest of the images scored, as a run artifact
+(a 10 KB .npz): two models scored on the same images compare image by image."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.runtime.environment import environment_set
 
@@ -47,12 +47,7 @@ def from_probabilities(
 
 
 def save(predictions: Predictions, path: Path) -> None:
-    np.savez_compressed(
-        path,
-        predicted=predictions.predicted,
-        actual=predictions.actual,
-        images_sha256=np.array(predictions.images_sha256),
-    )
+    np.savez_compressed(path, **asdict(predictions))
 
 
 def load(path: Path) -> Predictions:
@@ -61,9 +56,7 @@ def load(path: Path) -> Predictions:
 
 
 def log_predictions(run_id: str, predictions: Predictions, artifact: str) -> None:
-    """Logs the predictions into the run (by id, without reopening it) as `artifact`."""
-    from mlflow.tracking import MlflowClient
-
+    """Logs the predictions into the run (by id) as `artifact`."""
     folder_name, file_name = artifact.rsplit("/", 1)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / file_name
@@ -73,20 +66,10 @@ def log_predictions(run_id: str, predictions: Predictions, artifact: str) -> Non
 
 def load_predictions(run_id: str, artifact: str = TEST_PREDICTIONS) -> Predictions | None:
     """The run's predictions, or None when it logged none."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    folder_name = artifact.rsplit("/", 1)[0]
-    listed = {item.path for item in MlflowClient().list_artifacts(run_id, folder_name)}
+    client = MlflowClient()
+    listed = {item.path for item in client.list_artifacts(run_id, artifact.rsplit("/", 1)[0])}
     if artifact not in listed:
         return None
     quiet = {PROGRESS_BAR_VARIABLE: os.environ.get(PROGRESS_BAR_VARIABLE, "false")}
-    try:
-        with environment_set(quiet), tempfile.TemporaryDirectory() as folder:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=artifact, dst_path=folder
-            )
-            return load(Path(path))
-    except MlflowException:
-        return None
+    with environment_set(quiet), tempfile.TemporaryDirectory() as folder:
+        return load(Path(client.download_artifacts(run_id, artifact, folder)))

@@ -12,30 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from mnist_pipeline import tags
 from mnist_pipeline.analysis import statistics
-from mnist_pipeline.analysis.statistics import DifferenceTest, PairedCounts
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import Params
-from mnist_pipeline.repeats.runner import declared_paths
-from mnist_pipeline.tags import (
-    BEST_TRIAL_TAG,
-    DEFAULTS_TRIAL_TAG,
-    MARGIN_TEST_TAG,
-    RETRAIN_OF_TAG,
-    RETRAIN_RUN_TAG,
-    STUDY_TAG,
-)
+from mnist_pipeline.repeats.runner import FIT_SECONDS, declared_paths
 from mnist_pipeline.tracking import predictions
 from mnist_pipeline.tuning import space as search_space
-from mnist_pipeline.tuning.space import TuneParams
 from mnist_pipeline.tuning.study import DEFAULTS_ATTR, ERROR_ATTR, SharedStudy, spent, summary
 from mnist_pipeline.tuning.trial import OBJECTIVE
-from mnist_pipeline.tuning.worker import FIT_SECONDS_ATTR, PARAMS_ATTR, PARENT_RUN_ATTR, RUN_ID_ATTR
+from mnist_pipeline.tuning.worker import PARAMS_ATTR, PARENT_RUN_ATTR, RUN_ID_ATTR
 
 FIGURES = ("optimization_history.png", "param_importances.png")
-SHOWN_TRIALS = 5
 # The study's user attr naming the clone that answers its budget: {"trials": N, "by": clone}.
 ANSWERED_ATTR = "answered_at_trials"
 # The folder of each study's figures, under the repository root (git-ignored).
@@ -47,13 +39,13 @@ def finished_trials(study: optuna.Study) -> list:
     return sorted(complete, key=lambda trial: trial.value, reverse=True)
 
 
-def best_trials_table(study: optuna.Study, count: int = SHOWN_TRIALS) -> str:
+def best_trials_table(study: optuna.Study, count: int = 5) -> str:
     rows = []
     for trial in finished_trials(study)[:count]:
         values = trial.user_attrs.get(PARAMS_ATTR, {}).items()
         rows.append(
             f"  trial {trial.number:>3}  {OBJECTIVE} {trial.value:.4f}  "
-            f"{trial.user_attrs.get(FIT_SECONDS_ATTR, float('nan')):6.1f} s  "
+            f"{trial.user_attrs.get(FIT_SECONDS, float('nan')):6.1f} s  "
             f"run {trial.user_attrs.get(RUN_ID_ATTR, '?')}  "
             + ", ".join(f"{name}={value!r}" for name, value in values)
         )
@@ -70,8 +62,8 @@ class Margin:
 
     winner: int  # trial numbers
     defaults: int
-    counts: PairedCounts  # A: the defaults, B: the winner
-    test: DifferenceTest
+    counts: statistics.PairedCounts  # A: the defaults, B: the winner
+    test: statistics.DifferenceTest
 
     def line(self) -> str:
         test, counts = self.test, self.counts
@@ -85,11 +77,8 @@ class Margin:
         )
 
 
-def margin_over_defaults(study, winner, params: Params, tune: TuneParams) -> Margin:
-    """The winner's margin over the defaults' trial, from both trials' validation predictions;
-    raises NoMargin saying why there is none."""
-    from mlflow.exceptions import MlflowException
-
+def margin_over_defaults(study, winner, params: Params, tune: search_space.TuneParams) -> Margin:
+    """The winner's margin over the defaults' trial on validation predictions, or NoMargin."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(DEFAULTS_ATTR)]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
@@ -125,8 +114,6 @@ def margin_over_defaults(study, winner, params: Params, tune: TuneParams) -> Mar
 
 
 def log_margin(parent_run_id: str, margin: Margin) -> None:
-    from mlflow.tracking import MlflowClient
-
     client, test = MlflowClient(), margin.test
     for name, value in (
         ("margin_over_defaults", test.difference),
@@ -135,36 +122,30 @@ def log_margin(parent_run_id: str, margin: Margin) -> None:
         ("margin_p_value", test.p_value),
     ):
         client.log_metric(parent_run_id, name, value)
-    client.set_tag(parent_run_id, DEFAULTS_TRIAL_TAG, str(margin.defaults))
-    client.set_tag(parent_run_id, MARGIN_TEST_TAG, test.test)
+    client.set_tag(parent_run_id, tags.DEFAULTS_TRIAL_TAG, str(margin.defaults))
+    client.set_tag(parent_run_id, tags.MARGIN_TEST_TAG, test.test)
 
 
 def write_figures(study: optuna.Study, folder: Path) -> list[Path]:
     """Optuna's optimization history and (from two trials) param importances as PNGs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
+
+    from mnist_pipeline.modelling.figures import save_figure
 
     folder.mkdir(parents=True, exist_ok=True)
     drawings = [optuna_plots.plot_optimization_history]
     if len(finished_trials(study)) >= 2:
         drawings.append(optuna_plots.plot_param_importances)
-    written = []
     for name, draw in zip(FIGURES, drawings, strict=False):
         figure = draw(study, target_name=OBJECTIVE).figure
         figure.set_size_inches(8, 5)
         figure.tight_layout()
-        figure.savefig(folder / name, dpi=110)
-        plt.close(figure)
-        written.append(folder / name)
-    return written
+        save_figure(figure, folder / name)
+    return [folder / name for name in FIGURES[: len(drawings)]]
 
 
 def claim(shared: SharedStudy, clone: str) -> tuple[int, str | None]:
-    """The trials still running anywhere, and (once none runs) the clone that answers this
-    budget: the first to ask."""
+    """The trials running anywhere, and (once none runs) the first clone to ask: it answers."""
     with shared.lock:
         study = shared.study
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -179,15 +160,13 @@ def claim(shared: SharedStudy, clone: str) -> tuple[int, str | None]:
 
 def answer(
     shared: SharedStudy,
-    tune: TuneParams,
+    tune: search_space.TuneParams,
     params: Params,
     repo_root: Path,
     say: Callable[[str], None],
 ) -> optuna.trial.FrozenTrial | None:
     """Says the best trials and, when this clone answers, the winner's margin, logged with the
     figures to the parent run, which it ends; returns the winner to retrain, or None."""
-    from mlflow.tracking import MlflowClient
-
     study, clone = shared.study, f"{socket.gethostname()}:{repo_root}"
     running, by = claim(shared, clone)
     say(f"study {study.study_name}: {summary(study)}")
@@ -202,11 +181,11 @@ def answer(
     best = finished_trials(study)
     if not best:
         raise PipelineError(f"study {study.study_name}: no trial completed; see the errors above")
-    client, parent = MlflowClient(), study.user_attrs.get(PARENT_RUN_ATTR)
+    # Every worker opens the parent run before its first trial, so a finished trial implies it.
+    client, parent = MlflowClient(), study.user_attrs[PARENT_RUN_ATTR]
     for figure in write_figures(study, repo_root / STUDIES_FOLDER / study.study_name):
         say(f"wrote {figure.relative_to(repo_root)}")
-        if parent:
-            client.log_artifact(parent, str(figure), "tuning")
+        client.log_artifact(parent, str(figure), "tuning")
     winner = best[0]
     try:
         margin = margin_over_defaults(study, winner, params, tune)
@@ -214,12 +193,11 @@ def answer(
     except NoMargin as why:
         margin = None
         say(f"trial {winner.number}'s margin over the defaults: unavailable: {why}")
-    if parent:
-        client.set_tag(parent, BEST_TRIAL_TAG, str(winner.number))
-        client.log_metric(parent, "best_val_accuracy", winner.value)
-        if margin:
-            log_margin(parent, margin)
-        client.set_terminated(parent, status="FINISHED")
+    client.set_tag(parent, tags.BEST_TRIAL_TAG, str(winner.number))
+    client.log_metric(parent, "best_val_accuracy", winner.value)
+    if margin:
+        log_margin(parent, margin)
+    client.set_terminated(parent, status="FINISHED")
     return winner
 
 
@@ -231,11 +209,9 @@ class Retrained:
 
 
 def retrain(study_name: str, trial, repo_root: Path, parent_run_id: str | None) -> Retrained:
-    """Retrains the trial on every training image as a DVC experiment (`dvc exp run --temp`,
-    once per winner), and reads its MLflow run and test accuracy from its own outputs: DVC's
-    run cache may restore another study's run of the same params instead of training."""
+    """Retrains the trial on all training images (`dvc exp run --temp`, once per winner); reads
+    its run and test accuracy from its outputs, as DVC's run cache may restore another's run."""
     import dvc.api
-    from mlflow.tracking import MlflowClient
 
     name = f"{study_name}-trial-{trial.number}"
     listed = _dvc("exp", "list", "--name-only", cwd=repo_root, capture_output=True, text=True)
@@ -259,13 +235,12 @@ def retrain(study_name: str, trial, repo_root: Path, parent_run_id: str | None) 
             f"DVC experiment {name} has no run record or metrics ({first_line(error)}); "
             f"see `dvc exp show`, and remove it (`dvc exp remove {name}`) to retrain"
         ) from None
-    client = MlflowClient()
-    run_id = record["run_id"]
-    if RETRAIN_OF_TAG not in client.get_run(run_id).data.tags:  # The first study names it.
-        client.set_tag(run_id, RETRAIN_OF_TAG, f"{study_name}/{trial.number}")
-        client.set_tag(run_id, STUDY_TAG, study_name)
+    client, run_id = MlflowClient(), record["run_id"]
+    if tags.RETRAIN_OF_TAG not in client.get_run(run_id).data.tags:  # The first study names it.
+        client.set_tag(run_id, tags.RETRAIN_OF_TAG, f"{study_name}/{trial.number}")
+        client.set_tag(run_id, tags.STUDY_TAG, study_name)
     if parent_run_id:
-        client.set_tag(parent_run_id, RETRAIN_RUN_TAG, run_id)
+        client.set_tag(parent_run_id, tags.RETRAIN_RUN_TAG, run_id)
     return Retrained(name, run_id, float(metrics["test_accuracy"]))
 
 

@@ -3,7 +3,6 @@ trials of a shared study until its budget is spent; and `--workers N` of them.""
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -11,40 +10,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+from mlflow.tracking import MlflowClient
 
 from mnist_pipeline.errors import PipelineError, first_line, redacted
 from mnist_pipeline.params import Params
-from mnist_pipeline.repeats.runner import load_splits
+from mnist_pipeline.repeats.runner import FIT_SECONDS, load_splits
 from mnist_pipeline.tags import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 from mnist_pipeline.tracking import provenance
 from mnist_pipeline.tracking import store as tracking
 from mnist_pipeline.tuning import space as search_space
 from mnist_pipeline.tuning import study as studies
-from mnist_pipeline.tuning.space import TuneParams
 from mnist_pipeline.tuning.trial import OBJECTIVE, EpochReporter, run_trial
-
-log = logging.getLogger(__name__)
 
 # The study's user attr holding its MLflow parent run, shared by every worker.
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
-# Trial user attrs: its params as params.yaml spells them, its MLflow run and fit time.
+# Trial user attrs: its params as params.yaml spells them and its MLflow run (and FIT_SECONDS).
 PARAMS_ATTR = "params"
 RUN_ID_ATTR = "mlflow_run_id"
-FIT_SECONDS_ATTR = "fit_seconds"
-# A worker stops after this many trials in a row failed: something else is wrong (the store,
-# the data), and the budget should not burn on it.
+# A worker stops after this many failed trials in a row: the store or data is wrong, not them.
 FAILURES_IN_A_ROW = 3
-THREADS_VARIABLE = "TF_NUM_INTRAOP_THREADS"
-
-# What a worker says of each trial: its number, values, and its outcome (a line).
-Report = Callable[[int, dict, str], None]
 
 
 def parent_run(shared: studies.SharedStudy, experiment_id: str) -> str:
-    """The study's MLflow parent run, created by the first worker, reopened if an earlier round
-    ended it (MLflow nests runs only under a running parent)."""
-    from mlflow.tracking import MlflowClient
-
+    """The study's MLflow parent run, made by the first worker, reopened if a round ended it."""
     client, study = MlflowClient(), shared.study
     with shared.lock:
         run_id = study.user_attrs.get(PARENT_RUN_ATTR)
@@ -60,14 +48,14 @@ def parent_run(shared: studies.SharedStudy, experiment_id: str) -> str:
 
 def work(
     shared: studies.SharedStudy,
-    tune: TuneParams,
+    tune: search_space.TuneParams,
     params: Params,
     repo_root: Path,
     experiment_id: str,
-    report: Report,
+    report: Callable[[int, dict, str], None],
 ) -> None:
-    """Runs trials until the study's budget is spent over all workers. A failed trial keeps its
-    one-line error and the search goes on; Ctrl-C gives the trial's budget back and propagates."""
+    """Runs trials until the study's budget is spent over all workers, calling `report` with each
+    trial's number, values and outcome line; a failed trial keeps its error, the search goes on."""
     study = shared.study
     # The arrays every trial shares, split by the study's own validation size.
     splits = load_splits(repo_root, search_space.trial_params(params, tune, {}).prepare)
@@ -116,17 +104,15 @@ def work(
             raise studies.TrialFailed(message) from None
         failures.clear()
         trial.set_user_attr(RUN_ID_ATTR, scored.run_id)
-        trial.set_user_attr(FIT_SECONDS_ATTR, scored.fit_seconds)
+        trial.set_user_attr(FIT_SECONDS, scored.fit_seconds)
         trial.set_user_attr("test_accuracy", scored.test_accuracy)
         report(trial.number, values, f"{OBJECTIVE} {scored.history[OBJECTIVE][-1]:.4f} (fit "
                f"{scored.fit_seconds:.1f} s, run {scored.run_id})")  # fmt: skip
         return scored.history[OBJECTIVE][-1]
 
-    try:
-        # The study's first trial: params.yaml's own values, the winner's baseline.
+    try:  # The study's first trial: params.yaml's own values, the winner's baseline.
         defaults = search_space.encoded_defaults(params, tune.space)
-    except ValueError as outside:
-        log.info("the defaults are not a trial of this study: %s", outside)
+    except ValueError:  # The answer says why it has no margin.
         defaults = None
     studies.run_trials(shared, tune.trials, objective, defaults)
 
@@ -135,7 +121,8 @@ def start_workers(count: int, arguments: list[str], env: dict[str, str]) -> None
     """Runs `count` processes of `mnist-pipeline ARGUMENTS`, each with its share of the cores
     and `env` (the study URL travels there, not in argv, which `ps` shows)."""
     env = {**os.environ, **env}
-    env.setdefault(THREADS_VARIABLE, str(max(1, len(os.sched_getaffinity(0)) // count)))
+    threads = max(1, len(os.sched_getaffinity(0)) // count)
+    env.setdefault(provenance.INTRA_OP_THREADS_VARIABLE, str(threads))
     command = [sys.executable, "-m", "mnist_pipeline", *arguments]
     workers = [subprocess.Popen(command, env=env) for _ in range(count)]
     try:
