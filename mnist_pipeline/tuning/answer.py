@@ -16,11 +16,18 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from mnist_pipeline import tags
 from mnist_pipeline.analysis import statistics
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import Params
 from mnist_pipeline.repeats.runner import FIT_SECONDS, declared_paths
+from mnist_pipeline.tags import (
+    BEST_TRIAL_TAG,
+    DEFAULTS_TRIAL_TAG,
+    MARGIN_TEST_TAG,
+    RETRAIN_OF_TAG,
+    RETRAIN_RUN_TAG,
+    STUDY_TAG,
+)
 from mnist_pipeline.tracking import predictions
 from mnist_pipeline.tuning import space as search_space
 from mnist_pipeline.tuning.study import DEFAULTS_ATTR, ERROR_ATTR, SharedStudy, spent, summary
@@ -122,8 +129,8 @@ def log_margin(parent_run_id: str, margin: Margin) -> None:
         ("margin_p_value", test.p_value),
     ):
         client.log_metric(parent_run_id, name, value)
-    client.set_tag(parent_run_id, tags.DEFAULTS_TRIAL_TAG, str(margin.defaults))
-    client.set_tag(parent_run_id, tags.MARGIN_TEST_TAG, test.test)
+    client.set_tag(parent_run_id, DEFAULTS_TRIAL_TAG, str(margin.defaults))
+    client.set_tag(parent_run_id, MARGIN_TEST_TAG, test.test)
 
 
 def write_figures(study: optuna.Study, folder: Path) -> list[Path]:
@@ -193,7 +200,7 @@ def answer(
     except NoMargin as why:
         margin = None
         say(f"trial {winner.number}'s margin over the defaults: unavailable: {why}")
-    client.set_tag(parent, tags.BEST_TRIAL_TAG, str(winner.number))
+    client.set_tag(parent, BEST_TRIAL_TAG, str(winner.number))
     client.log_metric(parent, "best_val_accuracy", winner.value)
     if margin:
         log_margin(parent, margin)
@@ -236,11 +243,11 @@ def retrain(study_name: str, trial, repo_root: Path, parent_run_id: str | None) 
             f"see `dvc exp show`, and remove it (`dvc exp remove {name}`) to retrain"
         ) from None
     client, run_id = MlflowClient(), record["run_id"]
-    if tags.RETRAIN_OF_TAG not in client.get_run(run_id).data.tags:  # The first study names it.
-        client.set_tag(run_id, tags.RETRAIN_OF_TAG, f"{study_name}/{trial.number}")
-        client.set_tag(run_id, tags.STUDY_TAG, study_name)
+    if RETRAIN_OF_TAG not in client.get_run(run_id).data.tags:  # The first study names it.
+        client.set_tag(run_id, RETRAIN_OF_TAG, f"{study_name}/{trial.number}")
+        client.set_tag(run_id, STUDY_TAG, study_name)
     if parent_run_id:
-        client.set_tag(parent_run_id, tags.RETRAIN_RUN_TAG, run_id)
+        client.set_tag(parent_run_id, RETRAIN_RUN_TAG, run_id)
     return Retrained(name, run_id, float(metrics["test_accuracy"]))
 
 
