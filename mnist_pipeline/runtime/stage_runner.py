@@ -4,10 +4,8 @@ non-zero exit, which is all DVC looks at."""
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
-import threading
 import traceback
 from collections.abc import Callable
 
@@ -51,13 +49,11 @@ def configure_logging() -> None:
 def run_stage(
     stage_main: Callable[[list[str] | None], None],
     argv: list[str] | None = None,
-    *,
-    skip_teardown: bool = False,
 ):
     """Runs a stage's main; a PipelineError, or an MLflow server refusing the user or gone,
     becomes one `error:` line and exit status 2. Secrets are replaced by *** in errors, log
-    records and tracebacks. With skip_teardown (a stage run as its own process), success ends
-    the process at once (exit_now)."""
+    records and tracebacks. After success it returns, and the process ends the usual way:
+    Python's teardown of TensorFlow's modules costs 1-3 s a stage, and no public way skips it."""
     configure_logging()
     sys.excepthook = _redacting_excepthook
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -76,20 +72,3 @@ def run_stage(
     except KeyboardInterrupt:
         print("error: interrupted; outputs were removed, run the stage again", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    if skip_teardown:
-        exit_now()
-
-
-def exit_now() -> None:
-    """Ends a stage that succeeded without the interpreter's teardown: freeing TensorFlow's
-    thousands of modules takes 1-3 s a stage and changes nothing on disk, since every output
-    is written, renamed and closed, and the MLflow run ended, by now. `atexit` hooks do not
-    run. While a non-daemon thread still works, it returns instead, and the usual exit waits
-    for that thread."""
-    main = threading.main_thread()
-    if any(thread is not main and not thread.daemon for thread in threading.enumerate()):
-        return
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)

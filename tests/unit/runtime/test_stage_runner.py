@@ -26,8 +26,7 @@ STAGE = textwrap.dedent(
         if argv[0] == "fail":
             raise PipelineError("params.yaml: bad value; fix it")
 
-    run_stage(main, sys.argv[1:], skip_teardown=True)
-    print("unreachable after a successful stage")
+    run_stage(main, sys.argv[1:])
     """
 )
 
@@ -43,12 +42,12 @@ def run_script(tmp_path, outcome):
     return completed, marker
 
 
-def test_a_successful_stage_exits_zero_at_once_with_its_output_flushed(tmp_path):
+def test_a_successful_stage_exits_zero_with_its_output_flushed(tmp_path):
     completed, marker = run_script(tmp_path, "succeed")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == "buffered, no newline"
     assert "INFO stage: logged" in completed.stderr
-    assert not marker.exists()  # The quick exit runs no exit hooks: nothing a stage needs.
+    assert marker.read_text() == "exit hooks ran"  # The usual exit: its hooks run.
 
 
 def test_a_failing_stage_prints_one_error_line_and_exits_2(tmp_path):
@@ -59,8 +58,8 @@ def test_a_failing_stage_prints_one_error_line_and_exits_2(tmp_path):
 
 
 def test_in_process_callers_keep_their_interpreter(capsys):
-    """The command line calls run_stage in-process (and tests call it): without skip_teardown
-    it returns after success and raises SystemExit after a failure."""
+    """The command line calls run_stage in-process (and tests call it): it returns after
+    success and raises SystemExit after a failure."""
     assert run_stage(lambda argv: None, []) is None
 
     def fail(argv):
@@ -102,12 +101,12 @@ WORK_AT_EXIT = textwrap.dedent(
                 mlflow.log_metric("value", step, step=step, synchronous=False)
         main_returned.set()
 
-    run_stage(main, sys.argv[1:], skip_teardown=True)
+    run_stage(main, sys.argv[1:])
     """
 )
 
 
-def test_the_quick_exit_waits_for_threads_executors_and_mlflows_async_logging(tmp_path):
+def test_a_stage_exit_waits_for_threads_executors_and_mlflows_async_logging(tmp_path):
     """What a normal interpreter exit would finish is finished: non-daemon threads, work queued
     on a concurrent.futures executor, and every metric MLflow was logging asynchronously."""
     import mlflow
@@ -146,7 +145,7 @@ LEAKY_STAGE = textwrap.dedent(
             )
         raise RuntimeError("crash talking to http://alice:s3cret-pw@host:5000")
 
-    run_stage(main, sys.argv[1:], skip_teardown=True)
+    run_stage(main, sys.argv[1:])
     """
 )
 
