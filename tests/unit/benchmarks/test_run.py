@@ -156,8 +156,9 @@ def test_quick_figures_add_up(quick_results):
         )
         assert 0 < trials["run_seconds_per_trial"] < trials["wall_seconds_per_trial"]
     team = quick_results["team"]["figures"]
+    # Both walls are rounded to 0.01 s, so their difference may be off by up to 0.01 either way.
     assert team["server_extra_seconds"] == pytest.approx(
-        wall(team["train_stage_to_server"]) - wall(team["train_stage_to_sqlite"]), abs=0.01
+        wall(team["train_stage_to_server"]) - wall(team["train_stage_to_sqlite"]), abs=0.011
     )
     portable = quick_results["portable"]["figures"]
     assert portable["numpy_over_keras"] == pytest.approx(
