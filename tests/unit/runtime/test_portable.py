@@ -1,6 +1,7 @@
 """The portable training mode (mnist_pipeline/runtime/portable.py): its settings, read back from
 the libraries; the same weights whatever the usable CPUs; and, slow, the same weights on an
-emulated CPU of another model (qemu-x86_64 -cpu), where Keras/XLA promises nothing."""
+emulated CPU of another model (qemu-x86_64 -cpu). How reproduce judges Keras/XLA runs from
+different CPUs is tested on logged runs in tests/unit/tracking/test_reproduction.py."""
 
 from __future__ import annotations
 
@@ -146,71 +147,3 @@ def test_portable_mode_gives_the_same_weights_on_an_emulated_cpu(threads):
     assert emulated["tags"] == native["tags"]
     assert emulated["weights"] == native["weights"]
 
-
-# TensorFlow crashed (SIGSEGV) emulated as Cascadelake-Server, a model whose AVX-512 QEMU 7.2's
-# TCG does not emulate (it warns so); issue 18 ran it as EPYC-Milan, which has none.
-KERAS_EMULATED_CPU = "EPYC-Milan"
-
-# A tiny Keras/XLA fit through train_model, the train stage's code, with what it ran on.
-KERAS_SCRIPT = """
-import json
-import numpy as np
-from mnist_pipeline.data.mnist import weights_sha256
-from mnist_pipeline.modelling.fitting import train_model
-from mnist_pipeline.params import TrainParams
-from mnist_pipeline.runtime import portable
-from mnist_pipeline.tracking.provenance import machine_tags
-
-rng = np.random.default_rng(0)
-features = rng.random((256, 784), dtype=np.float32)
-targets = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 256)]
-params = TrainParams.model_validate({
-    "framework": "keras", "hidden_units": 64, "activation": "relu", "epochs": 1,
-    "batch_size": 64, "optimizer": {"name": "rmsprop", "learning_rate": 0.001, "rho": 0.9,
-    "momentum": 0.0, "epsilon": 1e-7, "centered": False},
-})
-model, _ = train_model(features, targets, params, seed=42)
-predicted = model.predict(features, verbose=0).argmax(axis=1)
-print(json.dumps({"weights": weights_sha256(model.get_weights()),
-                  "accuracy": float(np.mean(predicted == targets.argmax(axis=1))),
-                  "tags": {**machine_tags(), **portable.mode_tags("keras", 2)}}))
-"""
-
-
-@pytest.mark.slow
-@needs_qemu
-def test_the_keras_path_gets_its_per_cpu_verdict_on_an_emulated_cpu(tmp_path, capsys):
-    """Keras/XLA compiles for the CPU it finds, so on an emulated CPU its weights may differ:
-    reproduce judges such a pair per CPU, as before the portable mode, and never with the
-    portable mode's promise. (qemu-user shows the host's /proc/cpuinfo, so the machine.* tags
-    of both sides read the same: a difference in weights then reads as 'the same machine'.)"""
-    import mlflow
-
-    from mnist_pipeline.tracking import reproduction as reproduce
-
-    env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    native = run_python(KERAS_SCRIPT, env=env)
-    emulated = run_python(KERAS_SCRIPT, cpu=KERAS_EMULATED_CPU, env=env)
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.create_experiment("emulated", artifact_location=tmp_path.as_uri())
-
-    def logged(result: dict):
-        tags = {**result["tags"], "weights_sha256": result["weights"], "data.test_sha256": "t"}
-        run = client.create_run(experiment, tags=tags)
-        client.log_param(run.info.run_id, "data.train_sha256", "d")
-        client.log_metric(run.info.run_id, "test_accuracy", result["accuracy"])
-        return client.get_run(run.info.run_id)
-
-    verdict = reproduce.judge(logged(native), logged(emulated))
-    with capsys.disabled():
-        print(f"\nKeras/XLA on {KERAS_EMULATED_CPU} (emulated) against native:\n{verdict.report()}")
-    assert native["tags"][MODE_TAG] == emulated["tags"][MODE_TAG] == "keras-xla"
-    if native["weights"] == emulated["weights"]:
-        assert verdict.case is reproduce.Case.IDENTICAL
-    else:
-        assert verdict.case in (
-            reproduce.Case.OTHER_MACHINE,
-            reproduce.Case.SAME_MACHINE,
-            reproduce.Case.ACCURACY,
-        )
-    assert "portable" not in verdict.report()

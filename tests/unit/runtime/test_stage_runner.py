@@ -1,4 +1,5 @@
-"""How a stage process ends: status codes, one-line errors, and the quick exit after success."""
+"""How a stage process ends: status codes, one-line errors, and an exit that finishes what a
+normal one would (hooks, threads, MLflow's async logging) with the collector's sweep skipped."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ STAGE = textwrap.dedent(
     from mnist_pipeline.runtime.stage_runner import run_stage
 
     def main(argv):
+        argv = sys.argv[1:]  # None: this process's own arguments, as a stage gets them.
         marker = Path(argv[1])
         atexit.register(marker.write_text, "exit hooks ran")
         sys.stdout.write("buffered, no newline")
@@ -26,7 +28,7 @@ STAGE = textwrap.dedent(
         if argv[0] == "fail":
             raise PipelineError("params.yaml: bad value; fix it")
 
-    run_stage(main, sys.argv[1:])
+    run_stage(main)
     """
 )
 
@@ -90,7 +92,7 @@ WORK_AT_EXIT = textwrap.dedent(
         Path(path).write_text("done")
 
     def main(argv):
-        folder = Path(argv[0])
+        folder = Path(sys.argv[1])
         # A non-daemon thread and an executor's queued work, both still busy when main returns.
         threading.Thread(target=slow_write, args=(folder / "thread.txt",)).start()
         ThreadPoolExecutor(max_workers=1).submit(slow_write, folder / "executor.txt")
@@ -101,7 +103,7 @@ WORK_AT_EXIT = textwrap.dedent(
                 mlflow.log_metric("value", step, step=step, synchronous=False)
         main_returned.set()
 
-    run_stage(main, sys.argv[1:])
+    run_stage(main)
     """
 )
 
