@@ -159,8 +159,6 @@ def draw_digits(axes, images: np.ndarray, captions: list[str], empty: str) -> No
             ha="center",
             va="center",
             fontsize=9,
-            # Inside the image, so the layout need not measure a hundred texts.
-            in_layout=False,
         )
     axes.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
 
