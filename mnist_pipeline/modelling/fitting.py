@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mnist_pipeline.params import TrainParams
+from mnist_pipeline.runtime.tensorflow_start import start_tensorflow
 
 # A validation split: (features, one-hot targets).
 Validation = tuple[np.ndarray, np.ndarray]
@@ -46,6 +47,7 @@ def train_model(
         validation = None
     # Imported here, not at the top: TensorFlow takes seconds to load, and bad params should
     # fail before that, with nothing but their one-line error.
+    start_tensorflow()  # Before Keras loads it: quietly.
     import keras
 
     from mnist_pipeline.modelling.network import build_model
