@@ -157,7 +157,7 @@ def reproduce(args: argparse.Namespace) -> int:
     identical, or differ on another machine with test accuracy within tolerance."""
     from mnist_pipeline.tracking import reproduction
 
-    uri = use_store()
+    uri = store.existing_store()
     original, recipe = reproduction.load_recipe(args.run_id)
     for warning in recipe.warnings:
         print(f"warning: {warning}", file=sys.stderr)
