@@ -4,6 +4,7 @@ epoch, and callbacks; and the per-epoch history as a table."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -73,7 +74,9 @@ def train_model(
         batch_size=params.batch_size,
         validation_data=validation,
         callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=c.on_epoch_end) for c in callbacks],
-        verbose=2,
+        # A progress bar on a terminal; elsewhere (a log file, a pipe) one line per epoch, not
+        # the bar's raw terminal codes, which Keras writes on any POSIX system.
+        verbose=1 if sys.stdout.isatty() else 2,
     )
     return model, fitted.history
 
