@@ -3,6 +3,8 @@ input: 28x28, white on black, the digit fitted into 20x20, centre of mass at (14
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +15,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_pipeline.data.mnist import IMAGE_SIDE
 from mnist_pipeline.errors import PipelineError, first_line
+from mnist_pipeline.runtime.environment import environment_set
 from mnist_pipeline.runtime.tensorflow_start import start_tensorflow
+from mnist_pipeline.tracking.predictions import PROGRESS_BAR_VARIABLE
 
 FORMATS = ("PNG", "JPEG")
 DIGIT_BOX = 20  # MNIST fits each digit into 20x20 pixels, inside a 28x28 image.
@@ -117,8 +121,12 @@ def load_classifier(model: str) -> Classifier:
         start_tensorflow()  # Before MLflow's Keras flavour loads it: quietly.
         import mlflow
 
+        # MLflow's download progress bar only on a terminal: elsewhere its raw codes.
+        terminal = str(sys.stderr.isatty()).lower()
+        quiet = {PROGRESS_BAR_VARIABLE: os.environ.get(PROGRESS_BAR_VARIABLE, terminal)}
         try:
-            keras_model = mlflow.keras.load_model(model)
+            with environment_set(quiet):
+                keras_model = mlflow.keras.load_model(model)
         except Exception as error:  # MLflow raises many types for a model it cannot load.
             raise PipelineError(
                 f"cannot load the model {model} ({first_line(error)}); promote a run "
