@@ -12,7 +12,7 @@ TEAM_PORT ?= 5050
 TEAM_STATE_DIR ?= .team
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro test test-fast lint ui bench lock clean team-server team-server-stop
+.PHONY: help setup repro experiments test test-fast lint ui bench lock clean team-server team-server-stop
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 repro: setup ## Run the pipeline (fetch, prepare, train, evaluate); only what changed re-runs.
 	dvc repro
 	dvc metrics show
+
+experiments: setup ## The DVC experiments table: params and metrics, not code hashes or tune's search space.
+	dvc exp show --drop '.*/|tune\.'
 
 test: setup ## Run the whole test suite, slow end-to-end tests included (as CI does).
 	python -m pytest

@@ -24,6 +24,8 @@ EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 # How the weights were trained: the portable NumPy mode, or Keras/XLA.
 MODE_TAG = "training.mode"
 PORTABLE_MODE, KERAS_MODE = "portable", "keras-xla"
+# Where the weights were trained: CPU, or the GPU's name (e.g. "NVIDIA H100 80GB HBM3").
+DEVICE_TAG = "training.device"
 PORTABLE_TAGS = {
     "portable.kernel": "OpenBLAS's kernel, read back through threadpoolctl",
     "portable.threads": "OpenBLAS's thread count during training, read back",

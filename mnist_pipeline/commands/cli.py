@@ -171,7 +171,7 @@ def reproduce(args: argparse.Namespace) -> int:
     identical, or differ on another machine with test accuracy within tolerance."""
     from mnist_pipeline.tracking import reproduction
 
-    uri = use_store()
+    uri = store.existing_store()
     original, recipe = reproduction.load_recipe(args.run_id)
     for warning in recipe.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -262,7 +262,8 @@ COMMANDS = {
     "ui": (ui, [
         ("--host", {"default": UI_HOST, "help": "interface to bind (default: loopback only; see "
                     "the README before exposing it)"}),
-        ("--port", {"type": int, "default": store.UI_PORT}),
+        ("--port", {"type": int, "default": store.UI_PORT, "help": "port to serve on (default: "
+                    "%(default)s, or $MLFLOW_UI_PORT)"}),
     ]),
     "runs": (list_runs, [
         ("--sort", {"help": "column (default: val_accuracy, the validation accuracy; runs "
@@ -278,7 +279,8 @@ COMMANDS = {
                      "'5'\" or \"tags.sweep LIKE '%%learning_rate%%'\""}),
     ]),
     "compare": (compare, [
-        ("run_ids", {"nargs": "*", "metavar": "RUN_ID"}),
+        ("run_ids", {"nargs": "*", "metavar": "RUN_ID", "help": "runs to compare (ids from "
+                     "`mnist-pipeline runs`), or group keys (from `runs --groups`)"}),
         ("--best", BEST | {"help": "the N best finished runs by validation accuracy"}),
         ("--groups", flag("compare the runs' groups (all their seeds) instead of the runs; a "
                           "group key (from `runs --groups`) given as RUN_ID is compared as a "
@@ -290,7 +292,8 @@ COMMANDS = {
                                      "%(default)s)"}),
     ]),
     "reproduce": (reproduce, [
-        ("run_id", {"metavar": "RUN_ID"}),
+        ("run_id", {"metavar": "RUN_ID", "help": "the run to reproduce (an id from "
+                    "`mnist-pipeline runs`)"}),
         ("--keep", flag("keep the temporary worktree")),
     ]),
     "promote": (promote, [
@@ -299,7 +302,8 @@ COMMANDS = {
                          "the noise")),
     ]),
     "predict": (predict, [
-        ("images", {"nargs": "+", "metavar": "IMAGE"}),
+        ("images", {"nargs": "+", "metavar": "IMAGE", "help": "PNG or JPEG files, one digit "
+                    "each, any size or colours"}),
         ("--model", {"help": "models:/ or runs:/ URI, or a .keras file (default: the champion)"}),
     ]),
     "doctor": (doctor, []),
@@ -314,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (handler, options) in COMMANDS.items():
-        command = commands.add_parser(name, help=handler.__doc__)
+        command = commands.add_parser(name, help=handler.__doc__, description=handler.__doc__)
         for flags, settings in options:
             command.add_argument(flags, **settings)
         command.set_defaults(handler=handler)

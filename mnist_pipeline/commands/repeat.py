@@ -10,7 +10,7 @@ from mnist_pipeline.params import load_params
 
 
 def add_parser(commands) -> None:
-    repeat = commands.add_parser("repeat", help=run.__doc__)
+    repeat = commands.add_parser("repeat", help=run.__doc__, description=run.__doc__)
     repeat.add_argument(
         "--seeds",
         type=int,

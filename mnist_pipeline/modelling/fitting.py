@@ -4,6 +4,7 @@ epoch, and callbacks; and the per-epoch history as a table."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mnist_pipeline.params import TrainParams
+from mnist_pipeline.runtime.tensorflow_start import start_tensorflow
 
 # A validation split: (features, one-hot targets).
 Validation = tuple[np.ndarray, np.ndarray]
@@ -46,6 +48,7 @@ def train_model(
         validation = None
     # Imported here, not at the top: TensorFlow takes seconds to load, and bad params should
     # fail before that, with nothing but their one-line error.
+    start_tensorflow()  # Before Keras loads it: quietly.
     import keras
 
     from mnist_pipeline.modelling.network import build_model
@@ -71,7 +74,9 @@ def train_model(
         batch_size=params.batch_size,
         validation_data=validation,
         callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=c.on_epoch_end) for c in callbacks],
-        verbose=2,
+        # A progress bar on a terminal; elsewhere (a log file, a pipe) one line per epoch, not
+        # the bar's raw terminal codes, which Keras writes on any POSIX system.
+        verbose=1 if sys.stdout.isatty() else 2,
     )
     return model, fitted.history
 

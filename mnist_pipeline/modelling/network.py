@@ -3,11 +3,11 @@ reproducibly and loading one safely."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-# Quiet TensorFlow's C++ start-up chatter before anything imports it; users set it to see it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mnist_pipeline.runtime.tensorflow_start import start_tensorflow
+
+start_tensorflow()  # Before Keras loads TensorFlow, so its C++ start-up chatter stays quiet.
 
 import keras  # noqa: E402
 

@@ -3,8 +3,9 @@ input: 28x28, white on black, the digit fitted into 20x20, centre of mass at (14
 
 from __future__ import annotations
 
-import contextlib
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnist_pipeline.data.mnist import IMAGE_SIDE
 from mnist_pipeline.errors import PipelineError, first_line
+from mnist_pipeline.runtime.environment import environment_set
+from mnist_pipeline.runtime.tensorflow_start import start_tensorflow
+from mnist_pipeline.tracking.predictions import PROGRESS_BAR_VARIABLE
 
 FORMATS = ("PNG", "JPEG")
 DIGIT_BOX = 20  # MNIST fits each digit into 20x20 pixels, inside a 28x28 image.
@@ -34,15 +38,24 @@ class Prediction:
 def read_image(path: Path) -> Image.Image:
     """A PNG or JPEG file; anything else is a ValueError naming the problem."""
     try:
-        image = Image.open(path)
-        image.load()
+        with warnings.catch_warnings():
+            # Pillow only warns about an image over its decompression-bomb limit, and refuses
+            # one twice as large: both are refused here, with the same error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.load()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ValueError(
+            f"too large: over {Image.MAX_IMAGE_PIXELS:,} pixels, Pillow's limit against "
+            "decompression bombs; scale it down"
+        ) from None
     except FileNotFoundError:
         raise ValueError("file not found") from None
     except IsADirectoryError:
         raise ValueError("is a folder, not an image") from None
     except UnidentifiedImageError:
         raise ValueError("not an image Pillow can read; use PNG or JPEG") from None
-    except (OSError, Image.DecompressionBombError) as error:
+    except OSError as error:
         raise ValueError(f"unreadable image ({error})") from None
     if image.format not in FORMATS:
         raise ValueError(f"{image.format} images are not supported; use PNG or JPEG")
@@ -99,27 +112,27 @@ def predict_files(paths: list[str], classify: Classifier) -> list[Prediction]:
 
 
 def load_classifier(model: str) -> Classifier:
-    """A `.keras` file (Keras' safe mode) or an MLflow model URI (MLflow's pyfunc loader)."""
+    """A `.keras` file (Keras' safe mode) or an MLflow model URI (MLflow's Keras flavour)."""
     if Path(model).suffix == ".keras" or Path(model).is_file():
         from mnist_pipeline.modelling.network import load_model_safely
 
         keras_model = load_model_safely(Path(model))
-        return lambda features: keras_model.predict(features, verbose=0)
-    import mlflow
+    else:
+        start_tensorflow()  # Before MLflow's Keras flavour loads it: quietly.
+        import mlflow
 
-    try:
-        pyfunc = mlflow.pyfunc.load_model(model)
-    except Exception as error:  # MLflow raises many types for a model it cannot find or load.
-        raise PipelineError(
-            f"cannot load the model {model} ({first_line(error)}); promote a run "
-            "(`mnist-pipeline promote`) or pass --model with a models:/ or runs:/ URI or a "
-            ".keras file"
-        ) from None
-
-    def classify(features: np.ndarray) -> np.ndarray:
-        # The Keras flavour predicts with a progress bar: to stderr, with MLflow's own progress,
-        # so that stdout holds only the predictions.
-        with contextlib.redirect_stdout(sys.stderr):
-            return np.asarray(pyfunc.predict(features))
-
-    return classify
+        # MLflow's download progress bar only on a terminal: elsewhere its raw codes.
+        terminal = str(sys.stderr.isatty()).lower()
+        quiet = {PROGRESS_BAR_VARIABLE: os.environ.get(PROGRESS_BAR_VARIABLE, terminal)}
+        try:
+            with environment_set(quiet):
+                keras_model = mlflow.keras.load_model(model)
+        except Exception as error:  # MLflow raises many types for a model it cannot load.
+            raise PipelineError(
+                f"cannot load the model {model} ({first_line(error)}); promote a run "
+                "(`mnist-pipeline promote`) or pass --model with a models:/ or runs:/ URI or a "
+                ".keras file"
+            ) from None
+    # No progress bar: a few images take a moment, and Keras' would write raw terminal codes
+    # into redirected output.
+    return lambda features: keras_model.predict(features, verbose=0)

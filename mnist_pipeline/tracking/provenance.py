@@ -16,6 +16,7 @@ from ruamel.yaml.error import YAMLError
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import load_params, parse_params
+from mnist_pipeline.runtime.tensorflow_start import start_tensorflow
 from mnist_pipeline.tags import SWEEP_TAG
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def git_tags(cwd: Path | None = None) -> dict[str, str]:
 
 
 def environment_tags() -> dict[str, str]:
+    start_tensorflow()  # Before Keras loads it: quietly.
     import keras
     import mlflow
     import numpy as np

@@ -30,6 +30,10 @@ from mnist_pipeline.runtime.environment import environment_set
 from mnist_pipeline.tags import EXPERIMENT_KIND_TAG, OWNER_HOST_TAG, OWNER_PID_TAG
 
 log = logging.getLogger(__name__)
+# Creating a new SQLite store's tables is routine, not news (MLflow logs it at INFO); a user who
+# sets MLFLOW_LOGGING_LEVEL sees what MLflow logs.
+if not os.environ.get("MLFLOW_LOGGING_LEVEL"):
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -99,12 +103,19 @@ def connect(experiment_name: str) -> str:
         ) from None
 
 
-def open_experiment(experiment_name: str) -> str:
-    """Like connect, but never creates anything, so a typo leaves no empty store behind."""
+def existing_store() -> str:
+    """Points MLflow at the store and returns its URI; the default SQLite file must exist, so a
+    command that only reads leaves no empty store behind."""
     uri = tracking_uri()
     if uri == default_tracking_uri() and not (repo_root() / STORE_FILE).exists():
         raise PipelineError(f"no MLflow store at {uri}; run the pipeline first (`dvc repro`)")
     mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def open_experiment(experiment_name: str) -> str:
+    """Like connect, but never creates anything, so a typo leaves no empty store behind."""
+    uri = existing_store()
     try:
         experiment = MlflowClient().get_experiment_by_name(experiment_name)
     except mlflow.MlflowException as error:

@@ -10,7 +10,8 @@ from mnist_pipeline.data.mnist import array_sha256, weights_sha256
 from mnist_pipeline.data.splits import PreparedSplit
 from mnist_pipeline.params import Params
 from mnist_pipeline.runtime import portable
-from mnist_pipeline.tags import GROUP_TAG, WEIGHTS_TAG
+from mnist_pipeline.runtime.tensorflow_start import training_device
+from mnist_pipeline.tags import DEVICE_TAG, GROUP_TAG, WEIGHTS_TAG
 from mnist_pipeline.tracking import store as tracking
 from mnist_pipeline.tracking.groups import group_key
 
@@ -23,13 +24,14 @@ def log_run_inputs(
     run_id: str, params: Params, train: PreparedSplit, validation: PreparedSplit | None
 ) -> None:
     """What a run logs before it trains, so a run that crashes shows what it was asked to do:
-    the `base` and `train` params and the whole params file, its training mode, its data, and
-    its group (GROUP_TAG: runs that differ only in their seed share it)."""
+    the `base` and `train` params and the whole params file, its training mode and device, its
+    data, and its group (GROUP_TAG: runs that differ only in their seed share it)."""
     flat = params.flat().items()
     mlflow.log_params({key: value for key, value in flat if key.startswith(LOGGED_SECTIONS)})
     mlflow.log_dict(params.model_dump(), "params.yaml")
     # Read back before training, so a process not in the portable mode fails here, at once.
     mlflow.set_tags(portable.mode_tags(params.train.framework, params.train.threads))
+    mlflow.set_tag(DEVICE_TAG, training_device(params.train.framework))
     data_sha256 = {"train": log_split_data(run_id, train, "train", "training")}
     if validation is not None and len(validation.features):
         data_sha256["validation"] = log_split_data(run_id, validation, "validation", "validation")

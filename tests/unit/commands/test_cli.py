@@ -3,11 +3,15 @@ experiment; runs of live processes and of other machines are left alone."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import socket
 import subprocess
 
 import mlflow
+import pytest
 from fixtures.tiny_store import run_cli
 
 
@@ -42,3 +46,40 @@ def test_doctor_marks_only_dead_local_runs_killed(mlflow_store, tmp_path, capsys
 
     assert run_cli("doctor") == 0
     assert capsys.readouterr().out.splitlines()[1].startswith("no stale runs")
+
+
+
+def help_text(*argv: str) -> str:
+    from mnist_pipeline.commands.cli import build_parser
+
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown), pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--help"])
+    return shown.getvalue()
+
+
+def without_help(section: str) -> list[str]:
+    """The arguments of one `--help` section (`options:` ...) shown with no help text: an entry
+    line with nothing after its flags, and no deeper-indented help line below it."""
+    lines = section.splitlines()[1:]
+    return [
+        line.strip()
+        for line, below in zip(lines, [*lines[1:], ""], strict=True)
+        if re.match(r"  \S", line)
+        and not re.search(r"\S {2,}\S", line.strip())
+        and not re.match(r" {3,}\S", below)
+    ]
+
+
+def test_every_subcommand_and_argument_has_help():
+    """`mnist-pipeline X --help` describes X and each of its arguments."""
+    names = re.search(r"\{([a-z,-]+)\}", help_text()).group(1).split(",")
+    assert {"predict", "reproduce", "tune", "repeat"} <= set(names)
+    missing = []
+    for name in names:
+        usage, *blocks = help_text(name).split("\n\n")
+        sections = [b for b in blocks if b.startswith(("positional arguments:", "options:"))]
+        if blocks[0] in sections:
+            missing.append(f"{name}: no description")
+        missing += [f"{name} {argument}" for s in sections for argument in without_help(s)]
+    assert not missing, f"no help: {missing}"

@@ -119,6 +119,22 @@ def test_cli_predicts_with_a_logged_model_and_reports_bad_files(tiny_store, tmp_
     assert errors == [
         f"error: {tmp_path / 'bad.txt'}: not an image Pillow can read; use PNG or JPEG"
     ]
+    # Output not on a terminal: no progress bars (Keras', MLflow's download), whose terminal
+    # codes would land in a log.
+    assert not any(code in captured.out + captured.err for code in ("\x1b", "\r", "\b"))
+
+
+def test_an_image_over_pillows_bomb_limit_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """Pillow warns about an image over Image.MAX_IMAGE_PIXELS and refuses one twice as large:
+    either is one error line saying what to do, and no bare warning."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    drawn_seven(40).save(tmp_path / "warned.png")  # 1,600 pixels: Pillow's warning
+    drawn_seven(50).save(tmp_path / "refused.png")  # 2,500 pixels: Pillow's error
+    paths = [str(tmp_path / name) for name in ("warned.png", "refused.png")]
+    results = predict.predict_files(paths, lambda features: pytest.fail("nothing to classify"))
+    message = "too large: over 1,000 pixels, Pillow's limit against decompression bombs; scale"
+    assert [r.error.startswith(message) for r in results] == [True, True]
+    assert "Warning" not in capsys.readouterr().err
 
 
 def test_cli_loads_keras_files_safely_and_only_keras_files(tmp_path, params_tree, capsys):

@@ -349,3 +349,45 @@ def test_a_server_that_never_answers_fails_the_stage_within_seconds(
     assert f"MLflow tracking store http://127.0.0.1:{port} is unusable" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_stage_run_off_a_terminal_prints_no_library_noise(tmp_path, tiny_params, prepared_tiny):
+    """A train stage run as DVC runs it, output redirected and TF_CPP_MIN_LOG_LEVEL unset:
+    none of TensorFlow's C++ start-up lines, MLflow's table creation or a progress bar's
+    terminal codes; the run names the device it trained on."""
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from conftest import REPO_ROOT
+    from mnist_pipeline.runtime.tensorflow_start import training_device
+    from mnist_pipeline.tags import DEVICE_TAG
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    quiet = ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_LOGGING_LEVEL")
+    env = {k: v for k, v in os.environ.items() if k not in quiet} | {"MLFLOW_TRACKING_URI": uri}
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.train", *train_argv(tmp_path, tiny_params, prepared_tiny)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    for noise in (
+        "absl::InitializeLog",
+        "cuda drivers",
+        "cuInit",
+        "oneDNN",
+        "cpu_feature_guard",
+        "Creating initial MLflow database tables",
+        "\x1b",
+    ):
+        assert noise not in result.stderr + result.stdout, noise
+    assert "Epoch 2/2" in result.stdout  # Keras' one line per epoch
+    run_id = json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]
+    tags = mlflow.MlflowClient(uri).get_run(run_id).data.tags
+    assert tags[DEVICE_TAG] == training_device("keras")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import git
+from conftest import REPO_ROOT, git
 from mnist_pipeline.tags import LIBRARY_TAGS, MACHINE_PREFIX, MACHINE_TAGS
 from mnist_pipeline.tracking import provenance
 
@@ -18,12 +18,15 @@ def test_git_tags_ignore_params_and_dvc_files_but_not_code(tmp_path):
     git(tmp_path, "init", "-q")
     for name in ("params.yaml", "dvc.lock", "train.py"):
         (tmp_path / name).write_text("v1\n")
+    (tmp_path / ".gitignore").write_text((REPO_ROOT / ".gitignore").read_text())
     git(tmp_path, "add", "-A")
     git(tmp_path, "commit", "-q", "-m", "v1")
     (tmp_path / "params.yaml").write_text("v2\n")
     (tmp_path / "dvc.lock").write_text("v2\n")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / ".gitignore").write_text("/mnist.npz\n")
+    (tmp_path / "dvc_plots").mkdir()  # `dvc plots show`'s HTML, ignored by the project's rules
+    (tmp_path / "dvc_plots" / "index.html").write_text("<html>\n")
     tags = provenance.git_tags(tmp_path)
     assert tags["git_dirty"] == "False" and len(tags["git_commit"]) == 40
     assert tags["mlflow.source.git.commit"] == tags["git_commit"]

@@ -96,6 +96,14 @@ def test_unknown_run_id_is_a_one_line_error(mlflow_store, repo, capsys):
     assert error.startswith(f"error: run {'0' * 32} is not in the MLflow store")
 
 
+def test_with_no_store_an_unknown_run_is_one_error_and_leaves_no_store(repo, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert run_cli("reproduce", "0" * 32) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: no MLflow store at sqlite:///") and error.count("\n") == 1
+    assert not (repo / "mlflow.db").exists()
+
+
 def test_a_commit_that_is_gone_is_a_clear_error_after_the_dirty_warning(mlflow_store, repo, capsys):
     tags = {"git_commit": "e" * 40, "git_dirty": "True", "git_dirty_files": "x.py"}
     run = logged_run(mlflow_store, tags)
