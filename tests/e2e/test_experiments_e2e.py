@@ -45,11 +45,11 @@ def swept(tmp_path_factory, default_params, real_mnist):
     names = {"learning_rate": queued_names(sweep.stdout), "rho": queued_names(single.stdout)}
     assert [len(found) for found in names.values()] == [2, 1], sweep.stdout + single.stdout
     started = time.monotonic()
-    repo.run("dvc", "queue", "start", "-j", "3")
+    repo.start_queue(3)
     try:
         status = wait_for_queue(repo, QUEUE_LIMIT_SECONDS)
     finally:
-        repo.run("dvc", "queue", "stop", check=False)
+        repo.stop_queue()
     print(f"\nqueue of 3 experiments, 3 workers: {time.monotonic() - started:.0f} s\n{status}")
     return repo, names, status
 

@@ -55,12 +55,12 @@ def crowd(tmp_path_factory, default_params, real_mnist, team_stack, team_users) 
     )
     names = queued_names(queued.stdout)
     assert len(names) == len(LEARNING_RATES), queued.stdout
-    alice.run("dvc", "queue", "start", "-j", "3")
+    alice.start_queue(3)
     try:
         bobs_repro = bob.run("dvc", "repro", check=False)  # while alice's workers train
         status = wait_for_queue(alice, QUEUE_LIMIT_SECONDS)
     finally:
-        alice.run("dvc", "queue", "stop", check=False)
+        alice.stop_queue()
     logs = {name: alice.run("dvc", "queue", "logs", name).stdout for name in names}
     return {
         "alice": alice,
