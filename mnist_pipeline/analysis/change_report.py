@@ -89,7 +89,7 @@ def render(report: ChangeReport) -> str:
         lines += [f"| `{name}` | {cell(old)} | {cell(now)} | {change(old, now)} |"
                   for name, (old, now) in report.metrics.items()]
     else:
-        lines.append("No metric changed.")
+        lines.append("No metrics at either revision.")
     lines += ["", "### Over seeds (each run's group: runs differing only in their seed)", ""]
     lines += [f"| | run | group | N | {' | '.join(IMAGES)} |", "|---|---|---|---|---|---|"]
     for side in (base, new):
