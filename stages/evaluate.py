@@ -42,10 +42,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--confusion", required=True, type=Path, help="actual/predicted CSV")
     parser.add_argument("--confusion-png", required=True, type=Path)
     parser.add_argument("--curves-png", required=True, type=Path)
+    parser.add_argument("--misclassified-png", required=True, type=Path)
     args = parser.parse_args(argv)
     params = load_params(args.params)
 
-    outputs = (args.metrics, args.report, args.confusion, args.confusion_png, args.curves_png)
+    outputs = (
+        args.metrics,
+        args.report,
+        args.confusion,
+        args.confusion_png,
+        args.curves_png,
+        args.misclassified_png,
+    )
     with atomic_outputs(*outputs) as (metrics_file, report_file, confusion_file, *png_files):
         features, targets = load_split(args.test)
         probabilities, weights = predict_saved_model(
@@ -68,7 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         with failure_tagged(run):
             require_logged_weights(weights, run, args.model)
             figure_files = dict(zip(EVALUATION_FIGURES, png_files, strict=True))
-            draw_evaluation_figures(evaluation.confusion, args.history, *png_files)
+            draw_evaluation_figures(
+                evaluation.confusion, args.history, (features, targets, probabilities), *png_files
+            )
             write_json(metrics_file, evaluation.metrics)
             write_json(report_file, evaluation.report)
             confusion_pairs(targets, probabilities).to_csv(confusion_file, index=False)

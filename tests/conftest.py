@@ -237,6 +237,7 @@ def evaluate_argv(tmp_path: Path, params: Path, prepared: dict[str, Path]) -> li
         confusion=reports / "confusion.csv",
         confusion_png=reports / "confusion.png",
         curves_png=reports / "curves.png",
+        misclassified_png=reports / "misclassified.png",
     )
 
 

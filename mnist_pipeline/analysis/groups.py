@@ -158,13 +158,6 @@ def compare_predictions(a, b) -> Verdict:
     return Verdict(metric, test, counts)
 
 
-def compare_runs_paired(run_a: str, run_b: str) -> Verdict:
-    """McNemar's exact test of two runs on their logged per-image test predictions."""
-    from mnist_pipeline.tracking.predictions import load_predictions
-
-    return compare_predictions(load_predictions(run_a), load_predictions(run_b))
-
-
 def is_group_key(text: str) -> bool:
     return len(text) == GROUP_KEY_CHARS and all(c in "0123456789abcdef" for c in text)
 

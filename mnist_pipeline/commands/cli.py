@@ -113,9 +113,11 @@ def list_runs(args: argparse.Namespace) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    """Plots runs' training curves and test accuracy side by side; prints the params that differ."""
-    from mnist_pipeline.analysis import comparison, groups, tables, views
+    """Plots runs' training curves and test accuracy side by side, and two runs' test images
+    that only one gets right; prints the params that differ."""
+    from mnist_pipeline.analysis import comparison, disagreement, groups, tables, views
     from mnist_pipeline.modelling.figures import save_figure
+    from mnist_pipeline.tracking.predictions import load_predictions
 
     params, experiment_id = open_experiment(args)
     if bool(args.run_ids) == (args.best is not None):
@@ -143,11 +145,23 @@ def compare(args: argparse.Namespace) -> None:
         return
     summaries = comparison.load_summaries(run_ids)
     print(comparison.format_diff(comparison.param_diff({s.label: s.params for s in summaries})))
-    if len(run_ids) == 2:
-        verdict = groups.compare_runs_paired(*run_ids)
+    pair = [load_predictions(run_id) for run_id in run_ids] if len(run_ids) == 2 else None
+    if pair:
+        verdict = groups.compare_predictions(*pair)
         print(f"run 2 (B) against run 1 (A) on the same test images:\n  {verdict.line()}")
     save_figure(comparison.comparison_figure(summaries), args.out)
     print(f"curves and test accuracy: {args.out}")
+    if pair and verdict.counts:
+        labels = [summary.label for summary in summaries]
+        try:
+            sides = disagreement.write_figure(*pair, labels, store.repo_root(), args.disagreements)
+        except PipelineError as why:
+            print(f"no figure of the images they disagree on: {why}")
+        else:
+            print(
+                f"the images only A gets right ({len(sides.only_a_right)}) and only B gets right "
+                f"({len(sides.only_b_right)}): {args.disagreements}"
+            )
     link = views.compare_page_link(f"http://{UI_HOST}:{store.UI_PORT}", experiment_id, run_ids)
     print(f"side by side in the MLflow UI (`make ui`): {link}")
 
@@ -290,6 +304,9 @@ COMMANDS = {
                           "group anyway")),
         ("--out", {"type": Path, "default": Path("runs_comparison.png"),
                    "help": "PNG (default: %(default)s)"}),
+        ("--disagreements", {"type": Path, "default": Path("runs_disagreements.png"),
+                             "help": "PNG of the test images two runs disagree on (default: "
+                                     "%(default)s)"}),
     ]),
     "report": (report, [
         ("--base", {"default": "main", "help": "the revision to compare with (default: "

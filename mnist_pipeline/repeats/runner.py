@@ -10,8 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ruamel.yaml import YAML
-
+from mnist_pipeline.data.paths import declared_paths
 from mnist_pipeline.data.splits import PreparedSplit, read_npz
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.params import Params, PrepareParams, parse_params
@@ -36,18 +35,6 @@ class Scored:
     history: dict[str, list[float]]
     test_accuracy: float
     fit_seconds: float
-
-
-def declared_paths(repo_root: Path) -> dict[str, str]:
-    """The pipeline's paths, relative to the repository root, from dvc.yaml's `vars`."""
-    dvc_yaml = repo_root / "dvc.yaml"
-    try:
-        declared = YAML(typ="safe", pure=True).load(dvc_yaml.read_text(encoding="utf-8"))
-        return dict(declared["vars"][0]["paths"])
-    except (OSError, KeyError, IndexError, TypeError) as error:
-        raise PipelineError(
-            f"{dvc_yaml}: no pipeline paths in it ({error}); run from the repository root"
-        ) from None
 
 
 def load_splits(repo_root: Path, prepare: PrepareParams) -> Splits:
@@ -109,7 +96,12 @@ def train_and_evaluate(
         probabilities, _ = predict_saved_model(saved, splits.test.features, batch_size)
         evaluation = evaluate_predictions(splits.test.targets, probabilities)
         figures = {name: work / name for name in EVALUATION_FIGURES}
-        draw_evaluation_figures(evaluation.confusion, work / "history.csv", *figures.values())
+        draw_evaluation_figures(
+            evaluation.confusion,
+            work / "history.csv",
+            (splits.test.features, splits.test.targets, probabilities),
+            *figures.values(),
+        )
         log_test_results(run_id, evaluation, figures, splits.test, batch_size, probabilities)
         if validated and validation is not None:
             on_validation, _ = predict_saved_model(saved, validation.features, batch_size)

@@ -27,7 +27,7 @@ from mnist_pipeline.tracking import store as tracking
 log = logging.getLogger(__name__)
 
 # The evaluate stage's figures, by the name each is logged under in the run's `evaluation/`.
-EVALUATION_FIGURES = ("confusion_matrix.png", "training_curves.png")
+EVALUATION_FIGURES = ("confusion_matrix.png", "training_curves.png", "misclassified_digits.png")
 
 
 def require_logged_weights(arrays: list[np.ndarray], run, model_path: Path) -> None:

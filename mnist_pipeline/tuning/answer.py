@@ -17,9 +17,10 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from mnist_pipeline.analysis import statistics
+from mnist_pipeline.data.paths import declared_paths
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.params import Params
-from mnist_pipeline.repeats.runner import FIT_SECONDS, declared_paths
+from mnist_pipeline.repeats.runner import FIT_SECONDS
 from mnist_pipeline.tags import (
     BEST_TRIAL_TAG,
     DEFAULTS_TRIAL_TAG,

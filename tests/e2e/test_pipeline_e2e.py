@@ -66,6 +66,9 @@ def test_repro_trains_evaluates_and_logs_one_run(pipeline_repo):
     assert run_info.data.tags["git_dirty"] == "False", run_info.data.tags.get("git_dirty_files")
     artifact_root = run_info.info.artifact_uri
     assert artifact_root.startswith((repo / "mlartifacts").as_uri())
+    logged = {a.path for a in client.list_artifacts(run_info.info.run_id, "evaluation")}
+    assert "evaluation/misclassified_digits.png" in logged
+    assert (repo / "reports" / "misclassified_digits.png").is_file()
 
 
 def test_logged_model_loads_and_predicts_like_the_metrics_say(pipeline_repo):

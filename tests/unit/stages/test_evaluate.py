@@ -26,7 +26,7 @@ def test_main_scores_and_logs_into_the_training_run(
     assert set(metrics) == {"test_loss", "test_accuracy", "test_macro_f1"}
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert len(pd.read_csv(reports / "confusion.csv")) == 16
-    for png in ("confusion.png", "curves.png"):
+    for png in ("confusion.png", "curves.png", "misclassified.png"):
         assert (reports / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     run_id = json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]
@@ -44,6 +44,7 @@ def test_main_scores_and_logs_into_the_training_run(
     assert {
         "evaluation/confusion_matrix.png",
         "evaluation/training_curves.png",
+        "evaluation/misclassified_digits.png",
         "evaluation/classification_report.json",
     } <= artifacts
 
