@@ -15,6 +15,7 @@ from pathlib import Path
 from mnist_pipeline.analysis import groups, views
 from mnist_pipeline.analysis.groups import IMAGES, Verdict
 from mnist_pipeline.analysis.statistics import GroupSummary
+from mnist_pipeline.data.paths import declared_paths
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.tags import GROUP_TAG
 from mnist_pipeline.tracking.store import RunRecord
@@ -124,13 +125,13 @@ def write(report: ChangeReport, folder: Path) -> None:
                 (folder / image_name(label, path)).write_bytes(figure)
 
 
-def collect(root: Path, base: str, rev: str | None, run_record: str, ui_url: str) -> ChangeReport:
+def collect(root: Path, base: str, rev: str | None, ui_url: str) -> ChangeReport:
     """Reads both revisions through DVC (the git history and the local DVC cache) and their
     runs from the MLflow store MLflow points at."""
     from dvc.repo import Repo
     from dvc.scm import RevError
 
-    new_rev = rev or WORKSPACE
+    new_rev, run_record = rev or WORKSPACE, declared_paths(root)["run_record"]
     with Repo(str(root)) as repo:
         try:
             params = repo.params.diff(a_rev=base, b_rev=new_rev)["diff"]

@@ -170,14 +170,12 @@ def report(args: argparse.Namespace) -> None:
     """Writes a Markdown report of a change against a base (main), ready for a pull request:
     the params that changed, the metrics, each side's seeds, the figures, the MLflow runs."""
     from mnist_pipeline.analysis import change_report
-    from mnist_pipeline.repeats.runner import declared_paths
     from mnist_pipeline.runtime.atomic import atomic_folder
 
     uri, root = use_store(), store.repo_root()
     served = uri.startswith(("http://", "https://"))
     ui_url = uri.rstrip("/") if served else f"http://{UI_HOST}:{store.UI_PORT}"
-    run_record = declared_paths(root)["run_record"]
-    found = change_report.collect(root, args.base, args.rev, run_record, ui_url)
+    found = change_report.collect(root, args.base, args.rev, ui_url)
     with atomic_folder(args.output) as folder:
         change_report.write(found, folder)
     print(f"{args.output / change_report.REPORT_FILE}: `{found.new.rev}` against `{args.base}`")
