@@ -96,6 +96,10 @@ def runs_page_link(base_url: str, experiment_id: str, view_key: str = RUNS_VIEW_
     )
 
 
+def run_page_link(base_url: str, experiment_id: str, run_id: str) -> str:
+    return f"{base_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def compare_page_link(base_url: str, experiment_id: str, run_ids: list[str]) -> str:
     """MLflow's side-by-side comparison of the given runs."""
     return (

@@ -166,6 +166,23 @@ def compare(args: argparse.Namespace) -> None:
     print(f"side by side in the MLflow UI (`make ui`): {link}")
 
 
+def report(args: argparse.Namespace) -> None:
+    """Writes a Markdown report of a change against a base (main), ready for a pull request:
+    the params that changed, the metrics, each side's seeds, the figures, the MLflow runs."""
+    from mnist_pipeline.analysis import change_report
+    from mnist_pipeline.runtime.atomic import atomic_folder
+
+    uri, root = use_store(), store.repo_root()
+    served = uri.startswith(("http://", "https://"))
+    ui_url = uri.rstrip("/") if served else f"http://{UI_HOST}:{store.UI_PORT}"
+    found = change_report.collect(root, args.base, args.rev, ui_url)
+    with atomic_folder(args.output) as folder:
+        change_report.write(found, folder)
+    print(f"{args.output / change_report.REPORT_FILE}: `{found.new.rev}` against `{args.base}`")
+    if not served:
+        print("its run links open the MLflow UI that `mnist-pipeline ui` serves")
+
+
 def reproduce(args: argparse.Namespace) -> int:
     """Runs a logged run again from its commit and params; exit status 1 unless its weights are
     identical, or differ on another machine with test accuracy within tolerance."""
@@ -290,6 +307,15 @@ COMMANDS = {
         ("--disagreements", {"type": Path, "default": Path("runs_disagreements.png"),
                              "help": "PNG of the test images two runs disagree on (default: "
                                      "%(default)s)"}),
+    ]),
+    "report": (report, [
+        ("--base", {"default": "main", "help": "the revision to compare with (default: "
+                    "%(default)s)"}),
+        ("--rev", {"help": "the revision reported on: a branch, tag or commit (default: the "
+                   "workspace)"}),
+        ("--output", {"type": Path, "default": Path("reports/change"),
+                      "help": "folder for report.md and its figures, replaced whole (default: "
+                      "%(default)s)"}),
     ]),
     "reproduce": (reproduce, [
         ("run_id", {"metavar": "RUN_ID", "help": "the run to reproduce (an id from "

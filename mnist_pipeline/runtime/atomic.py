@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,23 @@ def atomic_outputs(*paths: str | Path) -> Iterator[list[Path]]:
     except BaseException:
         for path in temporaries + finals:
             path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yields an empty temporary folder to fill; it replaces `path` if the block succeeds and is
+    removed otherwise, so a failure leaves the earlier folder as it was."""
+    final = Path(path)
+    temporary = final.with_name(f".tmp-{os.getpid()}-{final.name}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    try:
+        yield temporary
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
         raise
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT
-from mnist_pipeline.runtime.atomic import atomic_outputs, write_json
+from mnist_pipeline.runtime.atomic import atomic_folder, atomic_outputs, write_json
 
 
 def test_outputs_appear_only_when_the_block_succeeds(tmp_path):
@@ -90,3 +90,18 @@ def test_write_json_is_stable(tmp_path):
     write_json(tmp_path / "m.json", {"b": 1, "a": 0.5})
     assert (tmp_path / "m.json").read_text() == '{\n  "a": 0.5,\n  "b": 1\n}\n'
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": 0.5, "b": 1}
+
+
+def test_a_folder_is_replaced_whole_or_left_as_it_was(tmp_path):
+    final = tmp_path / "change"
+    final.mkdir()
+    (final / "old.md").write_text("old")
+    with pytest.raises(RuntimeError), atomic_folder(final) as folder:
+        (folder / "new.md").write_text("half")
+        raise RuntimeError("failed midway")
+    assert [path.name for path in tmp_path.iterdir()] == ["change"]
+    assert [path.name for path in final.iterdir()] == ["old.md"]
+    with atomic_folder(final) as folder:
+        (folder / "new.md").write_text("new")
+    assert [path.name for path in tmp_path.iterdir()] == ["change"]
+    assert [path.name for path in final.iterdir()] == ["new.md"]
