@@ -26,6 +26,7 @@ from mnist_pipeline.runtime.stage_runner import run_stage
 from mnist_pipeline.tracking import provenance
 from mnist_pipeline.tracking import store as tracking
 from mnist_pipeline.tracking.train_logging import (
+    LiveCurves,
     PreparedSplit,
     log_run_inputs,
     log_trained_model,
@@ -83,14 +84,19 @@ def main(argv: list[str] | None = None) -> None:
             log_run_inputs(run.info.run_id, params, train, validation_split)
             logging_seconds = time.perf_counter() - started
             model, history = train_model(
-                features, targets, params.train, params.base.seed, validation=validation
+                features,
+                targets,
+                params.train,
+                params.base.seed,
+                validation=validation,
+                callbacks=[LiveCurves(run.info.run_id)],
             )
             save_model(model, model_file)
             history_table(history).to_csv(history_file, index=False)
             started = time.perf_counter()
-            log_trained_model(model, history)
+            log_trained_model(model)
             log.info(
-                "logged params, metrics, data and model to MLflow in %.3f s",
+                "logged params, data and model to MLflow in %.3f s (curves as each epoch ended)",
                 logging_seconds + time.perf_counter() - started,
             )
             tracking.RunRecord(run.info.run_id, experiment_id).save(record_file)

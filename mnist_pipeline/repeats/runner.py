@@ -71,7 +71,11 @@ def train_and_evaluate(
     from mnist_pipeline.modelling.scoring import predict_saved_model
     from mnist_pipeline.tracking import predictions
     from mnist_pipeline.tracking.evaluate_logging import EVALUATION_FIGURES, log_test_results
-    from mnist_pipeline.tracking.train_logging import log_run_inputs, log_trained_model
+    from mnist_pipeline.tracking.train_logging import (
+        LiveCurves,
+        log_run_inputs,
+        log_trained_model,
+    )
 
     validation = splits.validation if len(splits.validation.features) else None
     log_run_inputs(run_id, params, splits.train, validation)
@@ -82,10 +86,11 @@ def train_and_evaluate(
         params.train,
         params.base.seed,
         validation=None if validation is None else (validation.features, validation.targets),
-        callbacks=callbacks,
+        # First, so an epoch that a later callback stops on (pruned, diverged) is logged.
+        callbacks=[LiveCurves(run_id), *callbacks],
     )
     fit_seconds = time.perf_counter() - started
-    log_trained_model(model, history)
+    log_trained_model(model)
     batch_size = params.evaluate.batch_size
     with tempfile.TemporaryDirectory(prefix="mnist-run-") as folder:
         work = Path(folder)

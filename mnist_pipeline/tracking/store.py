@@ -20,7 +20,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Run, RunStatus
+from mlflow.entities import Dataset, DatasetInput, InputTag, Run, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -45,6 +45,9 @@ DIGEST_CHARS = 8
 # PostgreSQL names the key, SQLite its columns.
 DATASET_LOG_ATTEMPTS = 3
 DATASET_KEY_CONFLICT = re.compile(r'"dataset_pk"|UNIQUE constraint failed: datasets\.')
+# MLflow's switch for its system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py),
+# which tracked_run turns on when the user has not set it.
+SYSTEM_METRICS_SWITCH = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
 
 
 def repo_root() -> Path:
@@ -192,9 +195,14 @@ def artifact_location(uri: str, experiment_name: str) -> str | None:
 
 @contextlib.contextmanager
 def tracked_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
-    """mlflow.start_run that tags its process and ends the run KILLED (not FAILED) on Ctrl-C."""
+    """mlflow.start_run that tags its process, ends the run KILLED (not FAILED) on Ctrl-C, and
+    logs MLflow's system metrics unless MLflow's own switch, SYSTEM_METRICS_SWITCH, is set."""
     owner = {OWNER_HOST_TAG: socket.gethostname(), OWNER_PID_TAG: str(os.getpid())}
     tags = {**start_run_kwargs.pop("tags", {}), **owner}
+    if SYSTEM_METRICS_SWITCH not in os.environ:
+        start_run_kwargs.setdefault("log_system_metrics", True)
+    # The monitor says at INFO that it starts, stops and (on a CPU machine) skips the GPU.
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     with mlflow.start_run(tags=tags, **start_run_kwargs) as run:
         if "run_id" in start_run_kwargs:
             mlflow.set_tags(owner)  # A reopened run gets its new owner too.
@@ -231,18 +239,6 @@ def process_alive(pid: str | None) -> bool:
     except PermissionError:
         pass  # Alive, but another user's.
     return True
-
-
-def log_history(history: dict[str, list[float]], prefix: str) -> None:
-    """Logs per-epoch curves (step = epoch, from 1) in one request rather than one per value."""
-    run_id = mlflow.active_run().info.run_id
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(f"{prefix}{name}", value, now, epoch)
-        for name, values in history.items()
-        for epoch, value in enumerate(values, start=1)
-    ]
-    MlflowClient().log_batch(run_id, metrics=metrics)
 
 
 def log_dataset(

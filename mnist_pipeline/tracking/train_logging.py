@@ -1,5 +1,5 @@
 """What the train stage (and each tuning trial) logs into its MLflow run: params, data, the
-optimizer as Keras configured it, the curves and the model."""
+curves as each epoch ends, the optimizer as Keras configured it and the model."""
 
 from __future__ import annotations
 
@@ -38,24 +38,34 @@ def log_run_inputs(
     mlflow.set_tag(GROUP_TAG, group_key(params, data_sha256))
 
 
-def log_trained_model(model, history: dict[str, list[float]]) -> None:
+class LiveCurves:
+    """An epoch callback (modelling.fitting.EpochCallback) that logs each epoch's metrics into
+    run `run_id` as the epoch ends, in one request, so the MLflow UI draws a run's curves while
+    it trains: `train_loss`, `train_accuracy`, and `val_loss`, `val_accuracy` as named; the step
+    is the epoch, from 1, as in the history table."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        metrics = {curve_name(name): float(value) for name, value in logs.items()}
+        mlflow.log_metrics(metrics, step=epoch + 1, run_id=self.run_id)
+
+
+def curve_name(name: str) -> str:
+    """The MLflow metric of a Keras history entry: `loss` is `train_loss`, `val_loss` itself."""
+    return name if name.startswith("val_") else f"train_{name}"
+
+
+def log_trained_model(model) -> None:
     """What a run logs once trained: the optimizer as Keras configured it (defaults included),
-    the per-epoch curves, the weights' digest and the model."""
+    the weights' digest and the model."""
     configured = model.optimizer.get_config()
     # Keras numbers optimizer names per process (rm_sprop, rm_sprop3...): log the class instead.
     configured["name"] = type(model.optimizer).__name__
     mlflow.log_params({f"keras.optimizer.{k}": v for k, v in configured.items()})
-    log_curves(history)
     mlflow.set_tag(WEIGHTS_TAG, weights_sha256(model.get_weights()))
     log_model(model)
-
-
-def log_curves(history: dict[str, list[float]]) -> None:
-    """`train_loss` and `train_accuracy` per epoch; `val_loss` and `val_accuracy` as named."""
-    validation = {k: v for k, v in history.items() if k.startswith("val_")}
-    tracking.log_history({k: v for k, v in history.items() if k not in validation}, "train_")
-    if validation:
-        tracking.log_history(validation, prefix="")
 
 
 def log_split_data(run_id: str, split: PreparedSplit, name: str, context: str) -> str:

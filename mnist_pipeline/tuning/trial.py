@@ -50,8 +50,6 @@ def run_trial(params: Params, splits: Splits, reporter: EpochReporter, **run: ob
     exceptions propagate: optuna.TrialPruned for a pruned trial."""
     import mlflow
 
-    from mnist_pipeline.tracking.train_logging import log_curves
-
     pruned = None
     with tracking.tracked_run(**run) as active:
         try:
@@ -60,7 +58,6 @@ def run_trial(params: Params, splits: Splits, reporter: EpochReporter, **run: ob
             )
             mlflow.set_tag(STATE_TAG, "complete")
         except optuna.TrialPruned as stopped:
-            log_curves(reporter.history)  # the epochs it trained
             mlflow.set_tags({STATE_TAG: "pruned", ERROR_TAG: str(stopped)})
             pruned = stopped
         except BaseException as error:

@@ -154,3 +154,43 @@ def test_credentials_in_the_tracking_uri_move_to_mlflows_variables(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mallory:other@127.0.0.1:5000")
     assert tracking.tracking_uri() == "http://127.0.0.1:5000"
     assert __import__("os").environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
+
+
+@pytest.mark.parametrize("switch", [None, "false"])
+def test_runs_log_system_metrics_unless_mlflows_switch_is_off(
+    mlflow_store, monkeypatch, capfd, switch
+):
+    """On by default, quietly; MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false turns them off; and
+    nothing more arrives once the run has ended."""
+    import time
+
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.05")
+    if switch is None:
+        monkeypatch.delenv(tracking.SYSTEM_METRICS_SWITCH, raising=False)
+    else:
+        monkeypatch.setenv(tracking.SYSTEM_METRICS_SWITCH, switch)
+    client = mlflow.MlflowClient()
+
+    def system_metrics(run_id: str) -> dict[str, int]:
+        names = [name for name in client.get_run(run_id).data.metrics if name.startswith("system/")]
+        return {name: len(client.get_metric_history(run_id, name)) for name in names}
+
+    tracking.connect("system")
+    with tracking.tracked_run() as run:
+        # Ten sampling intervals when off; when on, until two metrics are in (a loaded
+        # machine's thread may start late).
+        deadline = time.monotonic() + (30 if switch is None else 0.5)
+        while time.monotonic() < deadline and len(system_metrics(run.info.run_id)) < 2:
+            time.sleep(0.1)
+    logged = system_metrics(run.info.run_id)
+    if switch is None:
+        expected = {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"}
+        assert expected <= set(logged)
+        time.sleep(0.5)
+        assert system_metrics(run.info.run_id) == logged  # the monitor stopped with the run
+    else:
+        assert logged == {}
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert "system metrics" not in capfd.readouterr().err
