@@ -9,12 +9,11 @@ import logging
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 import urllib.parse
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from mnist_pipeline.data.mnist import array_sha256
 from mnist_pipeline.errors import PipelineError, first_line, server_refusal
+from mnist_pipeline.runtime import serving
 from mnist_pipeline.runtime.environment import environment_set
 from mnist_pipeline.tags import EXPERIMENT_KIND_TAG, OWNER_HOST_TAG, OWNER_PID_TAG
 
@@ -35,6 +35,8 @@ STORE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 # Where `mnist-pipeline ui` serves the local store, and the links printed for it point.
 UI_PORT = int(os.environ.get("MLFLOW_UI_PORT", 5000))
+# MLflow's startup advice to bind 0.0.0.0, against the README's; hidden from `ui`'s output.
+UI_HOST_ADVICE = "use --host 0.0.0.0"
 # A dataset digest as long as MLflow's own.
 DIGEST_CHARS = 8
 # Tries of logging a dataset input, and the store's words for the race log_dataset retries:
@@ -129,21 +131,16 @@ def search_runs(experiment_id: str, where: str = "", order_by: list[str] | None 
         ) from None
 
 
-def serve_ui(uri: str, host: str, port: int) -> None:
-    """Runs `mlflow server` on the store (and the default store's artifacts) until Ctrl-C."""
+def serve_ui(uri: str, host: str, port: int, on_ready: Callable[[], None]) -> None:
+    """Runs `mlflow server` on the store (and the default store's artifacts) until Ctrl-C or
+    SIGTERM, then stops it with its uvicorn workers, job runner and huey consumers; calls
+    on_ready once it answers."""
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
     command += ["--host", host, "--port", str(port)]
     if uri == default_tracking_uri():
         command += ["--artifacts-destination", str(repo_root() / ARTIFACTS_DIR)]
-    try:
-        subprocess.run(command, check=True)
-    except KeyboardInterrupt:
-        pass
-    except subprocess.CalledProcessError as error:
-        raise PipelineError(
-            f"the MLflow UI stopped with status {error.returncode}; is port {port} in use? "
-            "try --port 5001"
-        ) from None
+    log.info("starting the MLflow UI on %s:%s; it answers in about half a minute", host, port)
+    serving.serve(command, "the MLflow UI", host, port, on_ready, "/health", (UI_HOST_ADVICE,))
 
 
 @contextlib.contextmanager
