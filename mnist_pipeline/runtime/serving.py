@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import signal
 import socket
@@ -16,6 +17,8 @@ import urllib.request
 from collections.abc import Callable
 
 from mnist_pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 # How long a server may take to answer (the MLflow UI: about 25 s on 2 idle CPUs, minutes on a
 # busy machine), and how long its processes get to stop after SIGTERM before SIGKILL.
@@ -31,6 +34,7 @@ def serve(command: list[str], name: str, host: str, port: int, on_ready: Callabl
     output goes to stderr less the lines containing a `hidden` text. It runs in a session of its
     own, stopped whole on the way out."""
     require_free_port(host, port)
+    log.info("starting %s on %s:%s; it is announced once it answers", name, host, port)
     server = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
         start_new_session=True,

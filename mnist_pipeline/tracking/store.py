@@ -139,7 +139,6 @@ def serve_ui(uri: str, host: str, port: int, on_ready: Callable[[], None]) -> No
     command += ["--host", host, "--port", str(port)]
     if uri == default_tracking_uri():
         command += ["--artifacts-destination", str(repo_root() / ARTIFACTS_DIR)]
-    log.info("starting the MLflow UI on %s:%s; it answers in about half a minute", host, port)
     serving.serve(command, "the MLflow UI", host, port, on_ready, "/health", (UI_HOST_ADVICE,))
 
 

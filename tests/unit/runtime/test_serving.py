@@ -4,18 +4,16 @@ SIGTERM, including a worker that ignores SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 
 import psutil
 import pytest
-from fixtures.local_server import free_port
+from fixtures.local_server import free_port, session_processes, wait_until_gone
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.runtime import serving
@@ -47,25 +45,6 @@ COMMAND = textwrap.dedent(
     run_stage(lambda argv: serving.serve(server, "the server", "127.0.0.1", port, announce))
     """
 )
-
-
-def session_processes(session_id: int) -> list[psutil.Process]:
-    """The live (not zombie) processes of a session."""
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if os.getsid(process.pid) == session_id and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            pass
-    return found
-
-
-def wait_until_gone(session_id: int, seconds: float = 5) -> list[psutil.Process]:
-    deadline = time.monotonic() + seconds
-    while (left := session_processes(session_id)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
 
 
 def test_announces_once_answering_and_stops_every_process_at_ctrl_c(tmp_path, monkeypatch,
