@@ -58,6 +58,7 @@ def ui(args: argparse.Namespace) -> None:
     """Serves the MLflow UI for this repository's store, on loopback unless asked otherwise; with
     a tracking server, prints the link to its own UI instead."""
     from mnist_pipeline.analysis import views
+    from mnist_pipeline.tracking.ui_server import serve_ui
 
     params = load_params(args.params)
     uri = use_store()
@@ -78,7 +79,7 @@ def ui(args: argparse.Namespace) -> None:
         print(links)
     else:
         # Flushed: the links are the news while the server runs on.
-        store.serve_ui(uri, args.host, args.port, on_ready=lambda: print(links, flush=True))
+        serve_ui(uri, args.host, args.port, on_ready=lambda: print(links, flush=True))
 
 
 def best_runs(params: Params, experiment_id: str, count: int, fix: str):

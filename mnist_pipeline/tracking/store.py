@@ -9,11 +9,10 @@ import logging
 import os
 import re
 import socket
-import sys
 import time
 import urllib.parse
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from mnist_pipeline.data.mnist import array_sha256
 from mnist_pipeline.errors import PipelineError, first_line, server_refusal
-from mnist_pipeline.runtime import serving
 from mnist_pipeline.runtime.environment import environment_set
 from mnist_pipeline.tags import EXPERIMENT_KIND_TAG, OWNER_HOST_TAG, OWNER_PID_TAG
 
@@ -35,8 +33,6 @@ STORE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 # Where `mnist-pipeline ui` serves the local store, and the links printed for it point.
 UI_PORT = int(os.environ.get("MLFLOW_UI_PORT", 5000))
-# MLflow's startup advice to bind 0.0.0.0, against the README's; hidden from `ui`'s output.
-UI_HOST_ADVICE = "use --host 0.0.0.0"
 # A dataset digest as long as MLflow's own.
 DIGEST_CHARS = 8
 # Tries of logging a dataset input, and the store's words for the race log_dataset retries:
@@ -129,17 +125,6 @@ def search_runs(experiment_id: str, where: str = "", order_by: list[str] | None 
         raise PipelineError(
             f"--where {where!r}: {first_line(error)} (example: \"params.train.epochs = '5'\")"
         ) from None
-
-
-def serve_ui(uri: str, host: str, port: int, on_ready: Callable[[], None]) -> None:
-    """Runs `mlflow server` on the store (and the default store's artifacts) until Ctrl-C or
-    SIGTERM, then stops it with its uvicorn workers, job runner and huey consumers; calls
-    on_ready once it answers."""
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
-    command += ["--host", host, "--port", str(port)]
-    if uri == default_tracking_uri():
-        command += ["--artifacts-destination", str(repo_root() / ARTIFACTS_DIR)]
-    serving.serve(command, "the MLflow UI", host, port, on_ready, "/health", (UI_HOST_ADVICE,))
 
 
 @contextlib.contextmanager
