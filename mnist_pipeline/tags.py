@@ -18,7 +18,9 @@ REPRODUCTION_TAG = "reproduction_of"
 REPEAT_TAG = "repeat.batch"
 # Evidence a promotion records on the model version: promotion.<what>.
 PROMOTION_PREFIX = "promotion."
-# Makes MLflow 3's UI open the experiment on its runs table rather than the GenAI traces view.
+# The experiment's kind for MLflow 3's UI: training, not GenAI. MLflow 3.17 ignores it when it
+# opens an experiment (its sidebar toggle, remembered by the browser, or the link's
+# workflowType=machine_learning decides), so the links `ui` prints carry that too.
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 
 # How the weights were trained: the portable NumPy mode, or Keras/XLA.

@@ -4,6 +4,7 @@ seed, one study's trials) and links to them: experiment tags read by the link's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import urllib.parse
@@ -19,7 +20,7 @@ from mnist_pipeline.analysis.tables import (
     OPTIMIZER_SETTINGS,
 )
 from mnist_pipeline.errors import first_line
-from mnist_pipeline.tags import GROUP_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
+from mnist_pipeline.tags import EXPERIMENT_KIND_TAG, GROUP_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
 from mnist_pipeline.tracking.groups import SEED_PARAM
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,10 @@ def experiment_links(base_url: str, experiment_name: str) -> tuple[str, str | No
     if experiment is None:
         return base_url, None
     experiment_id = experiment.experiment_id
+    if EXPERIMENT_KIND_TAG[0] not in experiment.tags:
+        # Made before store.connect tagged new experiments. A refusal: the views' warning says.
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
+            MlflowClient().set_experiment_tag(experiment_id, *EXPERIMENT_KIND_TAG)
     links = []
     for key, state in ((RUNS_VIEW_KEY, runs_view_state()), (GROUPS_VIEW_KEY, groups_view_state())):
         try:

@@ -58,6 +58,7 @@ def ui(args: argparse.Namespace) -> None:
     """Serves the MLflow UI for this repository's store, on loopback unless asked otherwise; with
     a tracking server, prints the link to its own UI instead."""
     from mnist_pipeline.analysis import views
+    from mnist_pipeline.tracking.ui_server import serve_ui
 
     params = load_params(args.params)
     uri = use_store()
@@ -65,15 +66,20 @@ def ui(args: argparse.Namespace) -> None:
     served = uri.startswith(("http://", "https://"))
     base_url = uri.rstrip("/") if served else f"http://{args.host}:{args.port}"
     runs_link, groups_link = views.experiment_links(base_url, params.mlflow.experiment_name)
-    if served:
-        print(f"the MLflow UI is the tracking server's own: sign in at {uri}")
-    else:
-        print(f"MLflow UI for {uri}")
-    print(f"runs: {runs_link}")
+
+    heading = (
+        f"the MLflow UI is the tracking server's own: sign in at {uri}" if served
+        else f"MLflow UI for {uri}"
+    )
+    lines = [heading, f"runs: {runs_link}"]
     if groups_link:
-        print(f"groups (runs differing only in their seed): {groups_link}")
-    if not served:
-        store.serve_ui(uri, args.host, args.port)
+        lines.append(f"groups (runs differing only in their seed): {groups_link}")
+    links = "\n".join(lines)
+    if served:
+        print(links)
+    else:
+        # Flushed: the links are the news while the server runs on.
+        serve_ui(uri, args.host, args.port, on_ready=lambda: print(links, flush=True))
 
 
 def best_runs(params: Params, experiment_id: str, count: int, fix: str):

@@ -9,8 +9,6 @@ import logging
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import warnings
@@ -140,23 +138,6 @@ def search_runs(experiment_id: str, where: str = "", order_by: list[str] | None 
     except mlflow.MlflowException as error:
         raise PipelineError(
             f"--where {where!r}: {first_line(error)} (example: \"params.train.epochs = '5'\")"
-        ) from None
-
-
-def serve_ui(uri: str, host: str, port: int) -> None:
-    """Runs `mlflow server` on the store (and the default store's artifacts) until Ctrl-C."""
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
-    command += ["--host", host, "--port", str(port)]
-    if uri == default_tracking_uri():
-        command += ["--artifacts-destination", str(repo_root() / ARTIFACTS_DIR)]
-    try:
-        subprocess.run(command, check=True)
-    except KeyboardInterrupt:
-        pass
-    except subprocess.CalledProcessError as error:
-        raise PipelineError(
-            f"the MLflow UI stopped with status {error.returncode}; is port {port} in use? "
-            "try --port 5001"
         ) from None
 
 

@@ -1,18 +1,25 @@
 """The MLflow UI, as `make ui` serves it, in a real headless Chromium: the runs table (with the
-rmsprop params, epochs, test accuracy and dataset columns) and the run-comparison page show the
-runs of the test's store. Screenshots of both pages are kept; the test prints where."""
+rmsprop params, epochs, test accuracy and dataset columns, not MLflow's GenAI overview) and the
+run-comparison page show the runs of the test's store. Screenshots of both pages are kept; the
+test prints where. The same `ui` prints its links only once the server answers, hides MLflow's
+advice to bind 0.0.0.0, makes a second `ui` on its port fail in one line, and at SIGTERM stops
+every process it started."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 
+import psutil
 import pytest
-from fixtures.local_server import free_port, serving
+from fixtures.local_server import free_port, session_processes, wait_until_gone
 
 from conftest import REPO_ROOT
 from mnist_pipeline.analysis import views
@@ -79,23 +86,33 @@ def browse(chromium: str, url: str, *, screenshot=None, height: int = 1100) -> s
 
 @pytest.fixture
 def ui(tiny_store_copy, tmp_path):
-    """`mnist-pipeline ui` on a free port, serving the tiny store; yields the runs link it
-    printed."""
+    """`mnist-pipeline ui` on a free port, serving the tiny store, once it printed its runs link;
+    yields the link, the store, the command and the session of the server it started."""
     port = free_port()
     command = [
         *(sys.executable, "-m", "mnist_pipeline", "--params", str(REPO_ROOT / "params.yaml")),
         *("ui", "--port", str(port)),
     ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tiny_store_copy.uri}
-    log = tmp_path / "ui.log"
-    with serving(command, f"http://127.0.0.1:{port}/health", log, env, timeout=180):
-        link = re.search(r"^runs: (\S+)$", log.read_text(), re.MULTILINE)[1]
-        yield link, tiny_store_copy
+    with open(tmp_path / "ui.log", "w+") as log:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+        try:
+            lines = [process.stdout.readline() for _ in range(3)]  # or "" once it failed
+            assert process.poll() is None, (tmp_path / "ui.log").read_text()
+            (server,) = psutil.Process(process.pid).children()
+            yield lines, tiny_store_copy, process, server.pid, log
+        finally:
+            if process.poll() is None:
+                process.terminate()  # which `ui` passes on to all it started
+                process.wait(timeout=60)
 
 
 def test_runs_table_and_comparison_page_show_the_runs(chromium, ui, tmp_path_factory):
-    link, store = ui
+    lines, store, command, session, log = ui
+    link = re.search(r"^runs: (\S+)$", "".join(lines), re.MULTILINE)[1]
     base_url = link.split("/#/")[0]
+    with urllib.request.urlopen(f"{base_url}/health", timeout=60) as answer:  # busy, not down
+        assert answer.status == 200  # already answering when the link was printed
     assert link == views.runs_page_link(base_url, store.experiment_id)
     assert base_url.startswith("http://127.0.0.1:")  # loopback only
 
@@ -106,6 +123,7 @@ def test_runs_table_and_comparison_page_show_the_runs(chromium, ui, tmp_path_fac
         assert column in table
     assert "test_accuracy" in table and "0.95" in table and "0.0005" in table
     assert "mnist-train" in table  # the Dataset column: the data each run used
+    assert "Detect Issues" not in table  # not MLflow's GenAI overview
 
     compare_link = views.compare_page_link(
         base_url, store.experiment_id, list(store.run_ids.values())
@@ -122,3 +140,22 @@ def test_runs_table_and_comparison_page_show_the_runs(chromium, ui, tmp_path_fac
         browse(chromium, url, screenshot=screenshots / f"{page}.png", height=height)
         assert (screenshots / f"{page}.png").stat().st_size > 20_000
     print(f"\nMLflow UI screenshots: {screenshots}")
+
+    port = base_url.rsplit(":", 1)[1]
+    second = subprocess.run(
+        [sys.executable, "-m", "mnist_pipeline", "--params", str(REPO_ROOT / "params.yaml"),
+         "ui", "--port", port],
+        env={**os.environ, "MLFLOW_TRACKING_URI": store.uri}, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert (second.returncode, second.stdout) == (2, "")
+    assert second.stderr.splitlines()[-1].startswith(f"error: port {port} is already in use;")
+    assert "--port" in second.stderr and "Errno" not in second.stderr
+
+    assert len(session_processes(session)) > 3  # mlflow server, uvicorn and its workers, jobs
+    command.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert command.wait(timeout=60) == 0
+    assert wait_until_gone(session) == [], f"left running {time.monotonic() - started:.0f} s"
+    log.seek(0)
+    assert "0.0.0.0" not in log.read()  # MLflow's advice, which the README contradicts

@@ -61,3 +61,12 @@ def test_the_groups_view_uses_mlflows_own_group_by_on_the_group_tag(tiny_store_c
         "groupByKeys": [{"mode": "tag", "groupByData": "group"}],
     }
     assert "metrics.`test_accuracy`" in state["selectedColumns"]
+
+
+def test_an_experiment_from_before_the_kind_tag_gets_it_and_a_chosen_kind_stays(mlflow_store):
+    old = mlflow.create_experiment("mnist-mlp")  # as this project created them before the tag
+    chosen = mlflow.create_experiment("genai", tags={"mlflow.experimentKind": "genai_development"})
+    for name in ("mnist-mlp", "genai"):
+        views.experiment_links("http://127.0.0.1:5000", name)
+    kinds = {e: mlflow.get_experiment(e).tags["mlflow.experimentKind"] for e in (old, chosen)}
+    assert kinds == {old: "custom_model_development", chosen: "genai_development"}

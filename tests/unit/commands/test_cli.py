@@ -1,5 +1,5 @@
 """`mnist-pipeline doctor`: RUNNING runs whose process died are marked KILLED, in every
-experiment; runs of live processes and of other machines are left alone."""
+experiment; runs of live processes and of other machines are left alone. `ui` on a taken port."""
 
 from __future__ import annotations
 
@@ -83,3 +83,17 @@ def test_every_subcommand_and_argument_has_help():
             missing.append(f"{name}: no description")
         missing += [f"{name} {argument}" for s in sections for argument in without_help(s)]
     assert not missing, f"no help: {missing}"
+
+
+def test_ui_on_a_taken_port_prints_one_error_and_no_link(mlflow_store, capsys):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert run_cli("ui", "--port", str(port)) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and "starting" not in printed.err
+    assert printed.err.splitlines()[-1] == (
+        f"error: port {port} is already in use; choose a free one with --port, e.g. --port "
+        f"{port + 1}"
+    )
