@@ -73,24 +73,24 @@ def image_name(side: str, path: str) -> str:
     return f"{side}_" + re.sub(r"[^A-Za-z0-9.-]+", "_", path)
 
 
+def changes_table(kind: str, heads: str, rows: dict, empty: str) -> list[str]:
+    """One row per name: its value at each revision and the change, or `empty` without rows."""
+    if not rows:
+        return [empty]
+    return [f"| {kind} {heads} change |", "|---|---|---|---|"] + [
+        f"| `{name}` | {cell(old)} | {cell(now)} | {change(old, now)} |"
+        for name, (old, now) in rows.items()
+    ]
+
+
 def render(report: ChangeReport) -> str:
     """The report's Markdown; figures are linked as image_name("base"/"new", path)."""
     base, new = report.base, report.new
     heads = f"| `{base.rev}` | `{new.rev}` |"
     lines = [f"## `{new.rev}` against `{base.rev}`", "", "### Params", ""]
-    if report.params:
-        lines += [f"| param {heads} change |", "|---|---|---|---|"]
-        lines += [f"| `{name}` | {cell(old)} | {cell(now)} | {change(old, now)} |"
-                  for name, (old, now) in report.params.items()]
-    else:
-        lines.append("No params changed.")
+    lines += changes_table("param", heads, report.params, "No params changed.")
     lines += ["", "### Metrics", ""]
-    if report.metrics:
-        lines += [f"| metric {heads} change |", "|---|---|---|---|"]
-        lines += [f"| `{name}` | {cell(old)} | {cell(now)} | {change(old, now)} |"
-                  for name, (old, now) in report.metrics.items()]
-    else:
-        lines.append("No metrics at either revision.")
+    lines += changes_table("metric", heads, report.metrics, "No metrics at either revision.")
     lines += ["", "### Over seeds (each run's group: runs differing only in their seed)", ""]
     lines += [f"| | run | group | N | {' | '.join(IMAGES)} |", "|---|---|---|---|---|---|"]
     for side in (base, new):
