@@ -134,13 +134,13 @@ def collect(root: Path, base: str, rev: str | None, ui_url: str) -> ChangeReport
     new_rev, run_record = rev or WORKSPACE, declared_paths(root)["run_record"]
     with Repo(str(root)) as repo:
         try:
-            params = repo.params.diff(a_rev=base, b_rev=new_rev)["diff"]
+            params = repo.params.diff(a_rev=base, b_rev=new_rev).get("diff", {})
         except RevError as error:
             raise PipelineError(
                 f"{error}: give a branch, tag or commit (`git branch --all` lists them)"
             ) from None
         records = [read_record(root, r, run_record) for r in (base, rev)]
-        metrics = repo.metrics.diff(a_rev=base, b_rev=new_rev, all=True)["diff"]
+        metrics = repo.metrics.diff(a_rev=base, b_rev=new_rev, all=True).get("diff", {})
         shown = repo.plots.show(revs=[base, new_rev])
     (base_side, base_runs), (new_side, new_runs) = (
         side(r, record, figures(shown.get(r, {})), ui_url)

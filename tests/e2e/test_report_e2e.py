@@ -67,3 +67,13 @@ def test_a_bad_base_is_one_error_line_and_writes_nothing(two_commits, base, erro
     assert result.returncode == 2 and result.stderr.startswith(error), result.stderr
     assert "Traceback" not in result.stderr and not (repo.path / "elsewhere").exists()
 
+
+
+def test_a_revision_against_itself_changed_no_param(two_commits, tmp_path):
+    """DVC's diffs come back without their "diff" key when nothing differs."""
+    repo = two_commits["repo"]
+    output = tmp_path / "same"
+    repo.run(sys.executable, "-m", "mnist_pipeline", "report", "--base", "main", "--rev", "main",
+             "--output", str(output))
+    markdown = (output / "report.md").read_text()
+    assert "No params changed." in markdown and "| `test_accuracy` |" in markdown
