@@ -15,8 +15,6 @@ from mnist_pipeline.params import Params, load_params
 from mnist_pipeline.runtime.stage_runner import run_stage
 from mnist_pipeline.tracking import store
 
-UI_HOST = "127.0.0.1"
-
 
 def open_experiment(args: argparse.Namespace) -> tuple[Params, str]:
     """The params file's params and its experiment's id."""
@@ -63,8 +61,8 @@ def ui(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     uri = use_store()
     # A tracking server serves its own UI (with its logins): nothing to start here.
-    served = uri.startswith(("http://", "https://"))
-    base_url = uri.rstrip("/") if served else f"http://{args.host}:{args.port}"
+    served = views.is_served(uri)
+    base_url = views.ui_base_url(uri, args.host, args.port)
     runs_link, groups_link = views.experiment_links(base_url, params.mlflow.experiment_name)
 
     heading = (
@@ -168,24 +166,23 @@ def compare(args: argparse.Namespace) -> None:
                 f"the images only A gets right ({len(sides.only_a_right)}) and only B gets right "
                 f"({len(sides.only_b_right)}): {args.disagreements}"
             )
-    link = views.compare_page_link(f"http://{UI_HOST}:{store.UI_PORT}", experiment_id, run_ids)
+    local_ui = f"http://{store.UI_HOST}:{store.UI_PORT}"
+    link = views.compare_page_link(local_ui, experiment_id, run_ids)
     print(f"side by side in the MLflow UI (`make ui`): {link}")
 
 
 def report(args: argparse.Namespace) -> None:
     """Writes a Markdown report of a change against a base (main), ready for a pull request:
     the params that changed, the metrics, each side's seeds, the figures, the MLflow runs."""
-    from mnist_pipeline.analysis import change_report
+    from mnist_pipeline.analysis import change_report, views
     from mnist_pipeline.runtime.atomic import atomic_folder
 
     uri, root = use_store(), store.repo_root()
-    served = uri.startswith(("http://", "https://"))
-    ui_url = uri.rstrip("/") if served else f"http://{UI_HOST}:{store.UI_PORT}"
-    found = change_report.collect(root, args.base, args.rev, ui_url)
+    found = change_report.collect(root, args.base, args.rev, views.ui_base_url(uri))
     with atomic_folder(args.output) as folder:
         change_report.write(found, folder)
     print(f"{args.output / change_report.REPORT_FILE}: `{found.new.rev}` against `{args.base}`")
-    if not served:
+    if not views.is_served(uri):
         print("its run links open the MLflow UI that `mnist-pipeline ui` serves")
 
 
@@ -283,8 +280,8 @@ BEST = {"type": int, "metavar": "N"}
 COMMANDS = {
     "check-params": (check_params, []),
     "ui": (ui, [
-        ("--host", {"default": UI_HOST, "help": "interface to bind (default: loopback only; see "
-                    "the README before exposing it)"}),
+        ("--host", {"default": store.UI_HOST, "help": "interface to bind (default: loopback "
+                    "only; see the README before exposing it)"}),
         ("--port", {"type": int, "default": store.UI_PORT, "help": "port to serve on (default: "
                     "%(default)s, or $MLFLOW_UI_PORT)"}),
     ]),

@@ -114,7 +114,6 @@ def print_study_link(study: str, experiment_id: str, param_names: list[str]) -> 
         log.warning("could not save the study's view in MLflow (%s)", first_line(error))
         return
     uri = tracking.tracking_uri()
-    served = uri.startswith(("http://", "https://"))
-    base = uri.rstrip("/") if served else f"http://127.0.0.1:{tracking.UI_PORT}"
-    where = "the MLflow UI" if served else "the MLflow UI (`mnist-pipeline ui`)"
-    print(f"the study in {where}: {views.runs_page_link(base, experiment_id, key)}")
+    where = "the MLflow UI" if views.is_served(uri) else "the MLflow UI (`mnist-pipeline ui`)"
+    link = views.runs_page_link(views.ui_base_url(uri), experiment_id, key)
+    print(f"the study in {where}: {link}")

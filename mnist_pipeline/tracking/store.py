@@ -37,6 +37,7 @@ STORE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 # Where `mnist-pipeline ui` serves the local store, and the links printed for it point.
 UI_PORT = int(os.environ.get("MLFLOW_UI_PORT", 5000))
+UI_HOST = "127.0.0.1"  # `mnist-pipeline ui` serves on loopback unless asked otherwise.
 # A dataset digest as long as MLflow's own.
 DIGEST_CHARS = 8
 # Tries of logging a dataset input, and the store's words for the race log_dataset retries:
