@@ -57,7 +57,8 @@ def test_announces_once_answering_and_stops_every_process_at_ctrl_c(tmp_path, mo
     def on_ready():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
             seen["status"] = answer.status
-        (server,) = psutil.Process().children()
+        # pytest may have children of its own, zombies left by earlier tests: pick this server.
+        (server,) = [child for child in psutil.Process().children() if runs_server(child)]
         seen["session"] = server.pid
         assert len(session_processes(server.pid)) == 2  # the server and its worker
         raise KeyboardInterrupt  # as Ctrl-C
@@ -68,6 +69,13 @@ def test_announces_once_answering_and_stops_every_process_at_ctrl_c(tmp_path, mo
     assert wait_until_gone(seen["session"]) == []  # SIGKILLed ones take a moment to die
     output = capsys.readouterr().err
     assert "serving" in output and "0.0.0.0" not in output
+
+
+def runs_server(process: psutil.Process) -> bool:
+    try:
+        return SERVER in process.cmdline()
+    except psutil.Error:  # a zombie has no command line left to read
+        return False
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
