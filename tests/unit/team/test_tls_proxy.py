@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -14,6 +15,8 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
+from textwrap import indent
 
 import pytest
 
@@ -103,6 +106,16 @@ def test_the_rendered_configuration_passes_nginx_own_check(server_pair, tmp_path
     )
     assert checked.returncode == 0, checked.stderr
     assert "test is successful" in checked.stderr
+
+
+def test_docs_give_the_server_block_the_proxy_runs():
+    """docs/team.md's real deployment: the same nginx configuration, so they cannot drift."""
+    page = (Path(__file__).parents[3] / "docs" / "team.md").read_text()
+    documented = re.search(r"```nginx\n(.*?)```", page, flags=re.DOTALL).group(1)
+    route = Route("0.0.0.0:443", "mlflow.example.com", "127.0.0.1:5000")
+    live = Path("/etc/letsencrypt/live/mlflow.example.com")
+    pair = certificates.KeyPair(live / "fullchain.pem", live / "privkey.pem")
+    assert indent(documented, "    ") in tls_proxy.render([route], pair, Path("/srv/proxy"))
 
 
 def test_requests_arrive_with_their_host_and_forwarding_headers(proxy, authority):
