@@ -672,7 +672,7 @@ def run_admin_command(arguments: argparse.Namespace, stack: TeamStack) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         return run_command(build_parser().parse_args(argv))
-    except TeamStackError as error:
+    except (TeamStackError, tls_proxy.ProxyError) as error:
         print(f"error: {error}", file=sys.stderr)
     except Exception as error:  # The server refused (a taken name, a wrong password): one line.
         from mlflow.exceptions import MlflowException
