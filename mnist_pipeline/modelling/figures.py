@@ -51,6 +51,8 @@ def confusion_matrix_figure(matrix: np.ndarray, title: str = "Confusion matrix (
                 va="center",
                 fontsize=8,
                 color="white" if matrix[row, column] > threshold else "black",
+                # Inside their cells: the layout need not measure the hundred of them.
+                in_layout=False,
             )
     figure.colorbar(image, ax=axes, shrink=0.8)
     return figure
