@@ -59,6 +59,58 @@ def server_refusal(error: BaseException) -> PipelineError | None:
     )
 
 
+def cause_of(error: BaseException, kinds: tuple[type, ...]) -> BaseException | None:
+    """The first exception of `kinds` in the chain Python prints for `error` (MLflow's client
+    raises its own while handling requests', which wraps urllib3's and ssl's), or None."""
+    cause = error
+    while cause is not None and not isinstance(cause, kinds):
+        # `raise ... from None` ends the chain.
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return cause
+
+
+# OpenSSL's verification results (X509_V_ERR_*) that are not about whom the client trusts; all
+# others (a self-signed certificate, an unknown issuer, ...) are.
+CERTIFICATE_NOT_YET_VALID, CERTIFICATE_EXPIRED = 9, 10
+HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH = 62, 64
+
+
+def certificate_problem(error: BaseException) -> PipelineError | None:
+    """The one-line error for a server certificate this client rejects (not trusted, expired, or
+    for another host name) and the setting that fixes it, or None."""
+    import ssl
+
+    rejected = cause_of(error, (ssl.SSLCertVerificationError,))
+    if rejected is None:
+        return None
+    server = redacted(os.environ.get("MLFLOW_TRACKING_URI", "the MLflow server"))
+    code, reason = rejected.verify_code, rejected.verify_message.rstrip(".")
+    if code in (HOSTNAME_MISMATCH, IP_ADDRESS_MISMATCH):
+        return PipelineError(
+            f"{server}: the server's certificate is for another host name ({reason}): use the "
+            "host name on its certificate in MLFLOW_TRACKING_URI"
+        )
+    if code == CERTIFICATE_EXPIRED:
+        return PipelineError(
+            f"{server}: the server's certificate has expired: the server's admin must renew it"
+        )
+    if code == CERTIFICATE_NOT_YET_VALID:
+        return PipelineError(
+            f"{server}: the server's certificate is not valid yet: check the clocks of this "
+            "machine and the server"
+        )
+    authority = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    fix = (
+        f"MLFLOW_TRACKING_SERVER_CERT_PATH={authority} does not hold the CA that signed it; "
+        "point it at the team CA's certificate" if authority else
+        "set MLFLOW_TRACKING_SERVER_CERT_PATH=/path/to/team-ca.pem, the team CA's certificate"
+    )
+    return PipelineError(
+        f"{server}: the server's certificate is not signed by a CA this client trusts "
+        f"({reason}): {fix}"
+    )
+
+
 def server_lost(error: BaseException) -> PipelineError | None:
     """The one-line error for an MLflow server that stopped answering mid-stage (MLflow's client
     gave up retrying: its exception wraps requests' ConnectionError or Timeout), or None."""
@@ -66,10 +118,7 @@ def server_lost(error: BaseException) -> PipelineError | None:
         return None  # Already says what happened (connect's "is unusable", for one).
     from requests.exceptions import ConnectionError, Timeout
 
-    cause = error
-    while cause is not None and not isinstance(cause, (ConnectionError, Timeout)):
-        # The chain Python prints: `raise ... from None` ends it.
-        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    cause = cause_of(error, (ConnectionError, Timeout))
     if cause is None:
         return None
     server = redacted(os.environ.get("MLFLOW_TRACKING_URI", "the MLflow server"))

@@ -12,6 +12,9 @@ WEIGHTS_TAG = "weights_sha256"
 EVALUATION_ERROR_TAG = "evaluation_error"
 # The process that holds a run open, so a run left RUNNING by a dead process can be told apart.
 OWNER_HOST_TAG, OWNER_PID_TAG = "owner_host", "owner_pid"
+# A run whose MLflow credentials went over plain http:// to another host, which the user allowed
+# (tracking/store.py's ALLOW_PLAIN_HTTP): its value names that setting.
+PLAIN_HTTP_TAG = "tracking.plain_http"
 # A reproduction run's tag: the run it reproduced.
 REPRODUCTION_TAG = "reproduction_of"
 # A repeat run's tag: the batch (one `mnist-pipeline repeat`) it belongs to.

@@ -30,6 +30,7 @@ from fixtures.tiny_store import (  # noqa: F401  (fixtures)
     validated_store,
     validated_store_built,
 )
+from fixtures.tls_server import server_certificates  # noqa: F401  (a fixture)
 from ruamel.yaml import YAML
 
 from mnist_pipeline.data import mnist as dataset

@@ -22,12 +22,6 @@ def open_experiment(args: argparse.Namespace) -> tuple[Params, str]:
     return params, store.open_experiment(params.mlflow.experiment_name)
 
 
-def use_store() -> str:
-    """Points MLflow at this repository's store; returns its URI."""
-    mlflow.set_tracking_uri(uri := store.tracking_uri())
-    return uri
-
-
 def check_params(args: argparse.Namespace) -> None:
     """Validates params.yaml the way every stage does (and its tune section the way
     `mnist-pipeline tune` does), and prints the flattened values."""
@@ -59,7 +53,7 @@ def ui(args: argparse.Namespace) -> None:
     from mnist_pipeline.tracking.ui_server import serve_ui
 
     params = load_params(args.params)
-    uri = use_store()
+    uri = store.use_store()
     # A tracking server serves its own UI (with its logins): nothing to start here.
     served = views.is_served(uri)
     base_url = views.ui_base_url(uri, args.host, args.port)
@@ -177,7 +171,7 @@ def report(args: argparse.Namespace) -> None:
     from mnist_pipeline.analysis import change_report, views
     from mnist_pipeline.runtime.atomic import atomic_folder
 
-    uri, root = use_store(), store.repo_root()
+    uri, root = store.use_store(), store.repo_root()
     found = change_report.collect(root, args.base, args.rev, views.ui_base_url(uri))
     with atomic_folder(args.output) as folder:
         change_report.write(found, folder)
@@ -246,7 +240,7 @@ def predict(args: argparse.Namespace) -> int:
     """Predicts the digit in each PNG/JPEG image; exit status 1 if any file could not be read."""
     from mnist_pipeline.registry import prediction, promotion
 
-    use_store()
+    store.use_store()
     model = args.model or promotion.champion_uri(
         load_params(args.params).mlflow.registered_model_name
     )
@@ -261,7 +255,7 @@ def predict(args: argparse.Namespace) -> int:
 
 def doctor(args: argparse.Namespace) -> None:
     """Marks KILLED the RUNNING runs whose process died, in every experiment of the store."""
-    uri = use_store()
+    uri = store.use_store()
     experiment_ids = [e.experiment_id for e in mlflow.search_experiments()]
     stale = store.mark_stale_runs(experiment_ids) if experiment_ids else []
     print(f"checked the RUNNING runs of {len(experiment_ids)} experiment(s) in {uri}")

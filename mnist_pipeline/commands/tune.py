@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"trials": args.trials, "sampler": args.sampler}
     tune = tune.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     repo_root = tracking.repo_root()
-    # Everything that can refuse is asked before any training: the study database, then MLflow.
+    # Everything that can refuse is asked before any training: MLflow's server (nothing written
+    # yet), the study database, then MLflow's experiment.
+    tracking.use_store()
     url = study.storage_url(args.storage, repo_root)
     shared = study.open_study(
         url, args.study, sampler=tune.sampler, seed=params.base.seed, pruner=tune.pruner

@@ -10,7 +10,13 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from mnist_pipeline.errors import PipelineError, redacted, server_lost, server_refusal
+from mnist_pipeline.errors import (
+    PipelineError,
+    certificate_problem,
+    redacted,
+    server_lost,
+    server_refusal,
+)
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -51,9 +57,10 @@ def run_stage(
     stage_main: Callable[[list[str] | None], None],
     argv: list[str] | None = None,
 ):
-    """Runs a stage's main; a PipelineError, or an MLflow server refusing the user or gone,
-    becomes one `error:` line and exit status 2. Secrets are replaced by *** in errors, log
-    records and tracebacks. After success it returns, and the process ends the usual way."""
+    """Runs a stage's main; a PipelineError, or an MLflow server refusing the user, its
+    certificate rejected, or the server gone, becomes one `error:` line and exit status 2.
+    Secrets are replaced by *** in errors, log records and tracebacks. After success it returns,
+    and the process ends the usual way."""
     configure_logging()
     sys.excepthook = _redacting_excepthook
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -73,8 +80,9 @@ def _run(stage_main: Callable[[list[str] | None], None], argv: list[str] | None)
         try:
             stage_main(argv)
         except Exception as error:
-            # An MLflow server refusing this user, or gone, is for the user to fix, not a crash.
-            explained = server_refusal(error) or server_lost(error)
+            # An MLflow server refusing this user, its certificate, or the server gone, is for
+            # the user to fix, not a crash. requests' SSLError is a ConnectionError: first.
+            explained = certificate_problem(error) or server_refusal(error) or server_lost(error)
             if explained is None:
                 raise
             raise explained from None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -23,9 +25,14 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from mnist_pipeline.data.mnist import array_sha256
-from mnist_pipeline.errors import PipelineError, first_line, server_refusal
+from mnist_pipeline.errors import (
+    PipelineError,
+    certificate_problem,
+    first_line,
+    server_refusal,
+)
 from mnist_pipeline.runtime.environment import environment_set
-from mnist_pipeline.tags import EXPERIMENT_KIND_TAG, OWNER_HOST_TAG, OWNER_PID_TAG
+from mnist_pipeline.tags import EXPERIMENT_KIND_TAG, OWNER_HOST_TAG, OWNER_PID_TAG, PLAIN_HTTP_TAG
 
 log = logging.getLogger(__name__)
 # Creating a new SQLite store's tables is routine, not news (MLflow logs it at INFO); a user who
@@ -47,6 +54,13 @@ DATASET_KEY_CONFLICT = re.compile(r'"dataset_pk"|UNIQUE constraint failed: datas
 # MLflow's switch for its system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py),
 # which tracked_run turns on when the user has not set it.
 SYSTEM_METRICS_SWITCH = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
+# What MLflow's client sends a server as a login.
+CREDENTIAL_VARIABLES = (
+    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"
+)
+# The opt-out of the refusal of credentials over plain http:// to another host, for a team whose
+# TLS ends in front of this machine (a VPN, a sidecar proxy). Its runs carry PLAIN_HTTP_TAG.
+ALLOW_PLAIN_HTTP = "MNIST_PIPELINE_ALLOW_PLAIN_HTTP"
 
 
 def repo_root() -> Path:
@@ -65,17 +79,51 @@ def default_tracking_uri() -> str:
 
 
 def tracking_uri() -> str:
-    """The store's URI; credentials in it move to MLFLOW_TRACKING_USERNAME and _PASSWORD."""
+    """The store's URI; credentials in it move to MLFLOW_TRACKING_USERNAME and _PASSWORD, and
+    are refused over plain http:// to another host unless ALLOW_PLAIN_HTTP is 1."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
     parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
-        return uri
-    os.environ.setdefault("MLFLOW_TRACKING_USERNAME", urllib.parse.unquote(parts.username or ""))
-    if parts.password is not None:
-        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", urllib.parse.unquote(parts.password))
-    uri = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    if parts.scheme in ("http", "https") and "@" in parts.netloc:
+        os.environ.setdefault(
+            "MLFLOW_TRACKING_USERNAME", urllib.parse.unquote(parts.username or "")
+        )
+        if parts.password is not None:
+            os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", urllib.parse.unquote(parts.password))
+        uri = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+    if credentials_in_clear(uri):
+        if os.environ.get(ALLOW_PLAIN_HTTP) != "1":
+            raise PipelineError(
+                f"MLFLOW_TRACKING_URI {uri} is plain http to another host: your MLflow "
+                "password or token would cross the network in clear. Use the server's https:// "
+                "address (with MLFLOW_TRACKING_SERVER_CERT_PATH=/path/to/team-ca.pem if the "
+                "team's own CA signed its certificate); only where the path is encrypted "
+                f"otherwise (a VPN, a TLS sidecar), set {ALLOW_PLAIN_HTTP}=1"
+            )
+        warn_plain_http(uri)
     return uri
+
+
+def credentials_in_clear(uri: str) -> bool:
+    """Whether MLflow would send credentials to `uri` unencrypted across a network: plain http
+    to a host other than loopback (where `make team-server` listens)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme != "http" or not any(os.environ.get(name) for name in CREDENTIAL_VARIABLES):
+        return False
+    host = parts.hostname or ""
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host != "localhost"
+
+
+@functools.cache
+def warn_plain_http(uri: str) -> None:
+    """Once per process and server."""
+    log.warning(
+        "%s=1: sending MLflow credentials to %s over plain http; each run is tagged %s",
+        ALLOW_PLAIN_HTTP, uri, PLAIN_HTTP_TAG,
+    )
 
 
 def connect(experiment_name: str) -> str:
@@ -96,23 +144,44 @@ def connect(experiment_name: str) -> str:
                 return experiment_id
         return experiment.experiment_id
     except Exception as error:  # MLflow raises many types for an unusable store.
-        refusal = server_refusal(error)
-        if refusal is not None:
-            raise refusal from None
-        raise PipelineError(
+        raise store_unusable(error, uri) from None
+
+
+def store_unusable(error: Exception, uri: str) -> PipelineError:
+    """The one line for a store that failed its first request: a certificate this client
+    rejects, a server refusing the user, or anything else."""
+    return (
+        certificate_problem(error)
+        or server_refusal(error)
+        or PipelineError(
             f"MLflow tracking store {uri} is unusable ({first_line(error)}); fix or unset "
             "MLFLOW_TRACKING_URI"
-        ) from None
+        )
+    )
+
+
+def use_store() -> str:
+    """Points MLflow at the store and returns its URI. A server must answer a first request at
+    once: a rejected certificate or a dead server is one line within seconds, not after MLflow's
+    minutes of retries."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        try:
+            with fail_fast_http():
+                MlflowClient().search_experiments(max_results=1)
+        except mlflow.MlflowException as error:
+            raise store_unusable(error, uri) from None
+    return uri
 
 
 def existing_store() -> str:
-    """Points MLflow at the store and returns its URI; the default SQLite file must exist, so a
-    command that only reads leaves no empty store behind."""
+    """use_store, where the default SQLite file must exist, so a command that only reads leaves
+    no empty store behind."""
     uri = tracking_uri()
     if uri == default_tracking_uri() and not (repo_root() / STORE_FILE).exists():
         raise PipelineError(f"no MLflow store at {uri}; run the pipeline first (`dvc repro`)")
-    mlflow.set_tracking_uri(uri)
-    return uri
+    return use_store()
 
 
 def open_experiment(experiment_name: str) -> str:
@@ -121,7 +190,7 @@ def open_experiment(experiment_name: str) -> str:
     try:
         experiment = MlflowClient().get_experiment_by_name(experiment_name)
     except mlflow.MlflowException as error:
-        raise PipelineError(f"MLflow store {uri} is unusable ({first_line(error)})") from None
+        raise store_unusable(error, uri) from None
     if experiment is None:
         raise PipelineError(
             f"no experiment '{experiment_name}' in the MLflow store {uri}; run the pipeline "
@@ -177,9 +246,11 @@ def artifact_location(uri: str, experiment_name: str) -> str | None:
 
 @contextlib.contextmanager
 def tracked_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
-    """mlflow.start_run that tags its process, ends the run KILLED (not FAILED) on Ctrl-C, and
-    logs MLflow's system metrics unless MLflow's own switch, SYSTEM_METRICS_SWITCH, is set."""
+    """mlflow.start_run that tags its process (and plain_http_tags), ends the run KILLED (not
+    FAILED) on Ctrl-C, and logs MLflow's system metrics unless MLflow's own switch,
+    SYSTEM_METRICS_SWITCH, is set."""
     owner = {OWNER_HOST_TAG: socket.gethostname(), OWNER_PID_TAG: str(os.getpid())}
+    owner |= plain_http_tags()
     tags = {**start_run_kwargs.pop("tags", {}), **owner}
     if SYSTEM_METRICS_SWITCH not in os.environ:
         start_run_kwargs.setdefault("log_system_metrics", True)
@@ -193,6 +264,13 @@ def tracked_run(**start_run_kwargs) -> Iterator[mlflow.ActiveRun]:
         except KeyboardInterrupt:
             mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
             raise
+
+
+def plain_http_tags() -> dict[str, str]:
+    """PLAIN_HTTP_TAG for a run whose credentials go in clear (allowed by ALLOW_PLAIN_HTTP)."""
+    if not credentials_in_clear(mlflow.get_tracking_uri()):
+        return {}
+    return {PLAIN_HTTP_TAG: f"{ALLOW_PLAIN_HTTP}=1"}
 
 
 def mark_stale_runs(experiment_ids: list[str]) -> list[str]:

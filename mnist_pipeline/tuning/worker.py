@@ -38,6 +38,7 @@ def parent_run(shared: studies.SharedStudy, experiment_id: str) -> str:
         run_id = study.user_attrs.get(PARENT_RUN_ATTR)
         if run_id is None:
             tags = {STUDY_TAG: study.study_name, ROLE_TAG: "study", **provenance.git_tags()}
+            tags |= tracking.plain_http_tags()
             run_id = client.create_run(experiment_id, run_name=study.study_name, tags=tags)
             run_id = run_id.info.run_id
             study.set_user_attr(PARENT_RUN_ATTR, run_id)

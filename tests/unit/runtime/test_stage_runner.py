@@ -73,6 +73,24 @@ def test_in_process_callers_keep_their_interpreter(capsys):
     assert capsys.readouterr().err == "error: no such run; list runs with `mnist-pipeline runs`\n"
 
 
+def test_a_certificate_rejected_mid_stage_is_one_line_not_a_lost_server(
+    monkeypatch, capsys, server_certificates
+):
+    """requests' SSLError is a ConnectionError: it must not read as the server gone."""
+    import mlflow
+    from fixtures.tls_server import https_server
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with https_server(server_certificates.servers["other CA"]) as server:
+        url = f"https://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        with pytest.raises(SystemExit) as exit_info:
+            run_stage(lambda argv: mlflow.MlflowClient(url).search_experiments(), [])
+    assert exit_info.value.code == EXIT_USER_ERROR
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {url}: the server's certificate is not signed by a CA")
+    assert error.count("\n") == 1
+
 WORK_AT_EXIT = textwrap.dedent(
     """
     import sys, threading, time

@@ -237,6 +237,24 @@ def test_unusable_store_fails_before_training(
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
+def test_a_rejected_server_certificate_stops_the_stage_before_training(
+    tmp_path, tiny_params, prepared_tiny, monkeypatch, server_certificates
+):
+    """The expired one (tests/unit/tracking/test_store.py has all three): the stage's one
+    line, no training, no outputs."""
+    from fixtures.tls_server import https_server
+
+    from mnist_pipeline.errors import PipelineError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(server_certificates.authority))
+    monkeypatch.setattr(train, "train_model", lambda *args, **kwargs: pytest.fail("trained"))
+    with https_server(server_certificates.servers["expired"]) as server:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(PipelineError, match="the server's certificate has expired"):
+            train.main(train_argv(tmp_path, tiny_params, prepared_tiny))
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
 def assert_holds_numpy_training(model, features, targets, hidden_units, optimizer, **options):
     """The model's weights are exactly those of numpy_training trained directly with the tiny
     params' schedule (2 epochs, batch 16, seed 3)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from fixtures.tls_server import https_server
 
 from mnist_pipeline.errors import PipelineError
 from mnist_pipeline.tracking import store as tracking
@@ -194,3 +195,155 @@ def test_runs_log_system_metrics_unless_mlflows_switch_is_off(
         assert logged == {}
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     assert "system metrics" not in capfd.readouterr().err
+
+
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+@pytest.fixture
+def no_credentials(monkeypatch):
+    for name in (*CREDENTIALS, tracking.ALLOW_PLAIN_HTTP, "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("uri", "credential", "refused"),
+    [
+        ("http://alice:pw@192.0.2.7:5000", None, True),  # TEST-NET-1: another host
+        ("http://mlflow.example", "MLFLOW_TRACKING_TOKEN", True),
+        ("http://mlflow.example", "MLFLOW_TRACKING_USERNAME", True),
+        ("https://alice:pw@192.0.2.7", None, False),
+        ("http://192.0.2.7:5000", None, False),  # no login: nothing to leak
+        ("http://alice:pw@127.0.0.1:5050", None, False),  # `make team-server`
+        ("http://alice:pw@127.3.2.1", None, False),
+        ("http://alice:pw@[::1]:5050", None, False),
+        ("http://alice:pw@localhost:5050", None, False),
+    ],
+)
+def test_credentials_never_cross_a_network_in_clear(
+    monkeypatch, no_credentials, uri, credential, refused
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    if credential:
+        monkeypatch.setenv(credential, "s3cret-value")
+    if not refused:
+        assert tracking.tracking_uri().startswith(uri.split(":")[0])
+        return
+    with pytest.raises(PipelineError) as refusal:
+        tracking.tracking_uri()
+    message = str(refusal.value)
+    assert "in clear" in message and "https://" in message
+    assert "MLFLOW_TRACKING_SERVER_CERT_PATH" in message and tracking.ALLOW_PLAIN_HTTP in message
+    assert "pw@" not in message and "s3cret" not in message
+
+
+def test_a_refused_plain_http_store_is_one_line_before_any_connection(
+    monkeypatch, no_credentials, tmp_path, capsys
+):
+    """Every command and stage asks tracking_uri() first: `runs` stops without a socket
+    connecting anywhere, the password unprinted, nothing written."""
+    import socket
+
+    from fixtures.tiny_store import run_cli
+
+    connections = []
+    real_connect = socket.socket.connect
+    monkeypatch.setattr(
+        socket.socket, "connect",
+        lambda self, address: connections.append(address) or real_connect(self, address),
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:pa55word@192.0.2.7:5000")
+    assert run_cli("runs") == 2
+    assert connections == []
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: MLFLOW_TRACKING_URI http://192.0.2.7:5000 is plain http")
+    assert "\n" not in error and "pa55word" not in error
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(PipelineError, match="in clear"):
+        tracking.connect("anything")
+    assert connections == []
+
+
+def test_the_plain_http_opt_out_warns_once_and_tags_every_run(
+    mlflow_store, monkeypatch, no_credentials, caplog
+):
+    """The decision is credentials_in_clear's (tested above); here the opt-out lets it through
+    with one warning, and tracked_run marks the run."""
+    import mlflow
+
+    from mnist_pipeline.tags import PLAIN_HTTP_TAG
+
+    monkeypatch.setenv(tracking.SYSTEM_METRICS_SWITCH, "false")
+    tracking.connect("plain")
+    with tracking.tracked_run() as run:
+        pass
+    assert PLAIN_HTTP_TAG not in mlflow.MlflowClient().get_run(run.info.run_id).data.tags
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://bob:pw@192.0.2.7:5000")
+    with pytest.raises(PipelineError, match="in clear"):
+        tracking.tracking_uri()
+    monkeypatch.setenv(tracking.ALLOW_PLAIN_HTTP, "1")
+    tracking.warn_plain_http.cache_clear()
+    assert tracking.tracking_uri() == tracking.tracking_uri() == "http://192.0.2.7:5000"
+    warnings = [record for record in caplog.records if tracking.ALLOW_PLAIN_HTTP in record.message]
+    assert len(warnings) == 1 and "pw" not in warnings[0].message
+
+    monkeypatch.setattr(tracking, "credentials_in_clear", lambda uri: uri == mlflow_store)
+    with tracking.tracked_run() as run:
+        pass
+    tags = mlflow.MlflowClient().get_run(run.info.run_id).data.tags
+    assert tags[PLAIN_HTTP_TAG] == f"{tracking.ALLOW_PLAIN_HTTP}=1"
+
+
+@pytest.mark.parametrize(
+    ("case", "expected", "fix"),
+    [
+        ("other CA", "is not signed by a CA this client trusts",
+         "MLFLOW_TRACKING_SERVER_CERT_PATH=/path/to/team-ca.pem"),
+        ("expired", "has expired", "admin must renew it"),
+        ("wrong host", "is for another host name", "host name on its certificate"),
+    ],
+)
+def test_a_rejected_certificate_is_one_line_naming_the_fix(
+    monkeypatch, no_credentials, tmp_path, capsys, server_certificates, case, expected, fix
+):
+    """Through MLflow's own client: a read-only command (`runs`) and connect() as the stages
+    use it each try once (no retries for minutes), print one line, write nothing. The other
+    CA's case runs without the team's CA set, as a new member would."""
+    from fixtures.tiny_store import run_cli
+
+    if case != "other CA":
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(server_certificates.authority))
+    monkeypatch.chdir(tmp_path)
+    with https_server(server_certificates.servers[case]) as server:
+        url = f"https://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url.replace("//", "//alice:pa55word@"))
+        assert run_cli("runs") == 2
+        error = capsys.readouterr().err.strip()
+        assert server.connections == 1 and server.paths == []
+        with pytest.raises(PipelineError) as stage_error:
+            tracking.connect("anything")
+        assert server.connections == 2 and server.paths == []
+    assert error == f"error: {stage_error.value}"
+    assert error.startswith(f"error: {url}: the server's certificate {expected}")
+    assert fix in error and "INSECURE" not in error
+    assert "\n" not in error and "pa55word" not in error and "alice" not in error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_trusted_certificate_gets_through_to_the_server(
+    monkeypatch, no_credentials, tmp_path, capsys, server_certificates
+):
+    """The control for the cases above: the team CA set, the same client path reaches MLflow's
+    API, and the command's answer is the server's (no such experiment)."""
+    from fixtures.tiny_store import run_cli
+
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(server_certificates.authority))
+    monkeypatch.chdir(tmp_path)
+    with https_server(server_certificates.servers["trusted"]) as server:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://127.0.0.1:{server.server_address[1]}")
+        assert run_cli("runs") == 2
+        assert "/api/2.0/mlflow/experiments/search" in server.paths
+    error = capsys.readouterr().err
+    assert "error: no experiment 'mnist-mlp' in the MLflow store https://" in error
