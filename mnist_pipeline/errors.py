@@ -69,6 +69,18 @@ def cause_of(error: BaseException, kinds: tuple[type, ...]) -> BaseException | N
     return cause
 
 
+def innermost_reason(error: BaseException) -> str:
+    """What the last exception of `error`'s chain says: an OS error's own words ("Connection
+    refused", "Name or service not known") rather than urllib3's page about its retries."""
+    reason = first_line(error)
+    cause = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            reason = cause.strerror
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return reason
+
+
 # OpenSSL's verification results (X509_V_ERR_*) that are not about whom the client trusts; all
 # others (a self-signed certificate, an unknown issuer, ...) are.
 CERTIFICATE_NOT_YET_VALID, CERTIFICATE_EXPIRED = 9, 10

@@ -27,8 +27,10 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mnist_pipeline.data.mnist import array_sha256
 from mnist_pipeline.errors import (
     PipelineError,
+    cause_of,
     certificate_problem,
     first_line,
+    innermost_reason,
     server_refusal,
 )
 from mnist_pipeline.runtime.environment import environment_set
@@ -149,14 +151,20 @@ def connect(experiment_name: str) -> str:
 
 def store_unusable(error: Exception, uri: str) -> PipelineError:
     """The one line for a store that failed its first request: a certificate this client
-    rejects, a server refusing the user, or anything else."""
-    return (
-        certificate_problem(error)
-        or server_refusal(error)
-        or PipelineError(
-            f"MLflow tracking store {uri} is unusable ({first_line(error)}); fix or unset "
-            "MLFLOW_TRACKING_URI"
+    rejects, a server refusing the user, no server answering, or anything else."""
+    from requests.exceptions import ConnectionError, Timeout
+
+    explained = certificate_problem(error) or server_refusal(error)
+    if explained is not None:
+        return explained
+    if cause_of(error, (ConnectionError, Timeout)) is not None:
+        return PipelineError(
+            f"MLflow tracking store {uri} is unusable (no server answers there: "
+            f"{innermost_reason(error)}); start the server, or fix or unset MLFLOW_TRACKING_URI"
         )
+    return PipelineError(
+        f"MLflow tracking store {uri} is unusable ({first_line(error)}); fix or unset "
+        "MLFLOW_TRACKING_URI"
     )
 
 

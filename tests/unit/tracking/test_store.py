@@ -347,3 +347,24 @@ def test_a_trusted_certificate_gets_through_to_the_server(
         assert "/api/2.0/mlflow/experiments/search" in server.paths
     error = capsys.readouterr().err
     assert "error: no experiment 'mnist-mlp' in the MLflow store https://" in error
+
+
+def test_a_store_where_no_server_answers_is_one_line_naming_why(
+    monkeypatch, no_credentials, tmp_path, capsys
+):
+    """A closed port: the OS's own words, not urllib3's page about its retries."""
+    import socket
+
+    from fixtures.tiny_store import run_cli
+
+    with socket.socket() as closed:  # Bound, never listening: connections are refused.
+        closed.bind(("127.0.0.1", 0))
+        url = f"https://127.0.0.1:{closed.getsockname()[1]}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.chdir(tmp_path)
+        assert run_cli("runs") == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"error: MLflow tracking store {url} is unusable (no server answers there: Connection "
+        "refused); start the server, or fix or unset MLFLOW_TRACKING_URI"
+    )
