@@ -5,17 +5,15 @@ and `mnist-pipeline doctor` later ends the run it left RUNNING on the server as 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import threading
-from pathlib import Path
 
 import mlflow
 import pytest
+from fixtures.background_stage import TrainStage
 
-from conftest import tiny_stage_work, train_argv
+from conftest import tiny_stage_work
 from team import local_stack
 from team.local_stack import TeamStack
 
@@ -23,7 +21,6 @@ pytest_plugins = ["fixtures.team_stack"]
 pytestmark = pytest.mark.slow
 
 EXPERIMENT = "outage-tests"
-RUN_STARTED = "MLflow run "  # train's log line once its run exists on the server
 
 
 @pytest.fixture(scope="module")
@@ -51,54 +48,6 @@ def environment(stack: TeamStack, **settings: str) -> dict[str, str]:
     env["MLFLOW_TRACKING_URI"] = stack.tracking_uri
     env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"] = stack.admin
     return {**env, **settings}
-
-
-class TrainStage:
-    """`python -m stages.train` in the background, its stderr collected by a thread."""
-
-    def __init__(self, folder: Path, work: dict, env: dict[str, str]) -> None:
-        self.folder = folder
-        folder.mkdir()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stages.train",
-                *train_argv(folder, work["params"], work["prepared"]),
-            ],
-            cwd=folder,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.run_started = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line)
-            if RUN_STARTED in line:
-                self.run_started.set()
-        self.run_started.set()  # It ended without: let the test see why.
-
-    def wait_for_run(self) -> None:
-        assert self.run_started.wait(timeout=180), "no run was started"
-        assert self.process.poll() is None, "".join(self.lines)[-3000:]
-
-    def finish(self) -> tuple[int, str]:
-        self.process.stdout.read()
-        returncode = self.process.wait(timeout=600)
-        self._reader.join(timeout=10)
-        return returncode, "".join(self.lines)
-
-    def run_id(self) -> str:
-        return json.loads((self.folder / "out" / "run.json").read_text())["run_id"]
-
-    def outputs(self) -> list[Path]:
-        return [path for path in self.folder.rglob("*") if path.is_file()]
 
 
 def test_a_restart_within_the_retry_window_loses_nothing(work, stack):
