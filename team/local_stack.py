@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -284,12 +284,17 @@ def server_environment(state_dir: Path, auth_config: Path, extra: Mapping[str, s
     return environment
 
 
-def server_command(stack: TeamStack, workers: int) -> list[str]:
+def server_command(stack: TeamStack, workers: int, public_names: Sequence[str] = ()) -> list[str]:
+    """`public_names`: the host names a TLS proxy forwards (Host headers MLflow then accepts, and
+    their https:// origins for CORS)."""
     command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth"]
     command += ["--backend-store-uri", stack.database_uri()]
     command += ["--serve-artifacts", "--artifacts-destination", stack.artifacts_destination]
     command += ["--host", HOST, "--port", str(stack.port), "--workers", str(workers)]
-    return [*command, "--allowed-hosts", f"{HOST}:{stack.port},localhost:{stack.port}"]
+    hosts = [f"{HOST}:{stack.port}", f"localhost:{stack.port}", *public_names]
+    if public_names:
+        command += ["--cors-allowed-origins", ",".join(f"https://{n}" for n in public_names)]
+    return [*command, "--allowed-hosts", ",".join(hosts)]
 
 
 def wait_until_healthy(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
@@ -368,11 +373,13 @@ def start(
     artifacts_destination: str | None = None,
     workers: int = 2,
     extra_environment: Mapping[str, str] | None = None,
+    public_names: Sequence[str] = (),
     postgres_bin: Path = POSTGRES_BIN,
     timeout: float = 120,
 ) -> TeamStack:
     """Starts PostgreSQL and the MLflow server in the background (free ports unless given) and
-    returns once /health answers. `extra_environment` goes to the server only (S3 settings)."""
+    returns once /health answers. `extra_environment` goes to the server only (S3 settings);
+    `public_names` are the names a TLS proxy in front serves it under."""
     state_dir = Path(state_dir).resolve()
     if (already := running(state_dir)) is not None:
         raise TeamStackError(
@@ -400,7 +407,7 @@ def start(
         with open(log, "w") as output:
             # Its own session: it outlives this process, and stop() ends its workers with it.
             process = subprocess.Popen(
-                server_command(stack, workers),
+                server_command(stack, workers, public_names),
                 env=server_environment(state_dir, auth_config, extra_environment or {}),
                 cwd=state_dir,
                 stdin=subprocess.DEVNULL,
