@@ -10,6 +10,9 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 # database, artifacts and secrets (as root, one that the postgres user can enter).
 TEAM_PORT ?= 5050
 TEAM_STATE_DIR ?= .team
+# `make team-server TLS=1`: the TLS proxy (nginx) in front, on https://localhost:$(TEAM_TLS_PORT).
+TLS ?=
+TEAM_TLS_PORT ?= 5443
 
 .DEFAULT_GOAL := help
 .PHONY: help setup repro experiments test test-fast lint ui bench lock clean team-server team-server-stop
@@ -47,8 +50,8 @@ ui: setup ## Open the MLflow UI for this repository's runs on http://127.0.0.1:5
 bench: setup ## Time what users run (the chapter's script vs the pipeline, sweep, tune, team, portable); docs/performance.md.
 	python -m benchmarks.run
 
-team-server: setup ## Start a local team stack (PostgreSQL + MLflow with logins) in .team/, in the background.
-	python -m team.local_stack --state-dir $(TEAM_STATE_DIR) start --port $(TEAM_PORT)
+team-server: setup ## Start a local team stack (PostgreSQL + MLflow with logins) in .team/, in the background; TLS=1 puts nginx in front.
+	python -m team.local_stack --state-dir $(TEAM_STATE_DIR) start --port $(TEAM_PORT) $(if $(TLS),--tls --tls-port $(TEAM_TLS_PORT))
 
 team-server-stop: setup ## Stop the local team stack (its runs and users stay in .team/).
 	python -m team.local_stack --state-dir $(TEAM_STATE_DIR) stop

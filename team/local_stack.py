@@ -1,9 +1,11 @@
 """A team stack on this machine, bound to 127.0.0.1: PostgreSQL 15 holding MLflow's tracking
 store and the basic-auth app's users, and `mlflow server --app-name basic-auth` proxying
-artifacts to a folder or an S3 bucket (`make team-server`, tests/fixtures/team_stack.py).
+artifacts to a folder or an S3 bucket (`make team-server`, tests/fixtures/team_stack.py),
+optionally behind the TLS proxy of team/tls_proxy.py (`make team-server TLS=1`).
 
 State folder (`.team/`): stack.json (no secrets), secrets/ (0700, files 0600; pgpass is read by
-libpq, never put in a URI), postgres/, artifacts/, mlflow.log.
+libpq, never put in a URI), postgres/, artifacts/, mlflow.log, tls/ (the team's CA, the server's
+certificate, the proxy's folder).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
 from mnist_pipeline.runtime.environment import environment_set
+from team import certificates, tls_proxy
 
 # Debian's PostgreSQL 15; elsewhere set TEAM_POSTGRES_BIN to the folder holding its initdb and
 # pg_ctl (Homebrew: /opt/homebrew/opt/postgresql@15/bin).
@@ -49,7 +52,9 @@ AUTH_CACHE_SECONDS = 60
 # A Unix socket's path is limited to 107 bytes (108 with the terminating NUL on Linux).
 MAX_SOCKET_PATH = 107
 # Inside the state folder.
-SECRETS, CLUSTER, RECORD, LOG = "secrets", "postgres", "stack.json", "mlflow.log"
+SECRETS, CLUSTER, RECORD, LOG, TLS = "secrets", "postgres", "stack.json", "mlflow.log", "tls"
+# The name clients use for the TLS proxy unless told another (its certificate also names HOST).
+TLS_SERVER_NAME = "localhost"
 # The secrets an environment variable may give instead of a file.
 ADMIN_PASSWORD = ("admin_password", "MLFLOW_AUTH_ADMIN_PASSWORD")
 FLASK_KEY = ("flask_secret_key", "MLFLOW_FLASK_SERVER_SECRET_KEY")
@@ -73,10 +78,21 @@ class TeamStack:
     postgres_port: int
     artifacts_destination: str
     mlflow_pid: int = 0  # Not started yet.
+    tls_port: int = 0  # No TLS proxy.
+    server_name: str = ""  # The proxy's, on its certificate.
+    authority: str = ""  # The CA file clients trust for the proxy; empty for a public CA's.
 
     @property
     def tracking_uri(self) -> str:
+        if self.tls_port:
+            return f"https://{self.server_name}:{self.tls_port}"
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def client_environment(self) -> dict[str, str]:
+        """What MLflow's clients need besides a login: the CA that signed the proxy's
+        certificate."""
+        return {"MLFLOW_TRACKING_SERVER_CERT_PATH": self.authority} if self.authority else {}
 
     @property
     def admin(self) -> Credentials:
@@ -249,7 +265,7 @@ def stop_postgres(state_dir: Path, postgres_bin: Path) -> None:
         raise TeamStackError(f"pg_ctl stop failed:\n{stopped.stdout}{stopped.stderr}")
 
 
-def write_auth_config(stack: TeamStack) -> Path:
+def write_auth_config(stack: TeamStack, auth_cache_seconds: int) -> Path:
     path = stack.state_dir / SECRETS / "auth.ini"
     # configparser reads '%' as interpolation: a percent-quoted path must be doubled.
     uri = stack.database_uri(AUTH_DATABASE).replace("%", "%%")
@@ -262,8 +278,8 @@ def write_auth_config(stack: TeamStack) -> Path:
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         # MLflow checks the password hash on every request, about 0.24 s of scrypt on 2 cores:
         # a run's twenty-odd requests would spend 5 s on it. MLflow's own option caches a good
-        # check per worker; a password change reaches other workers within AUTH_CACHE_SECONDS.
-        f"auth_cache_ttl_seconds = {AUTH_CACHE_SECONDS}\n",
+        # check per worker; a password change reaches other workers within its TTL.
+        f"auth_cache_ttl_seconds = {auth_cache_seconds}\n",
     )
     return path
 
@@ -291,10 +307,35 @@ def server_command(stack: TeamStack, workers: int, public_names: Sequence[str] =
     command += ["--backend-store-uri", stack.database_uri()]
     command += ["--serve-artifacts", "--artifacts-destination", stack.artifacts_destination]
     command += ["--host", HOST, "--port", str(stack.port), "--workers", str(workers)]
+    # The Host header clients send: directly, or through the proxy, which passes it unchanged.
     hosts = [f"{HOST}:{stack.port}", f"localhost:{stack.port}", *public_names]
-    if public_names:
-        command += ["--cors-allowed-origins", ",".join(f"https://{n}" for n in public_names)]
+    origins = [f"https://{name}" for name in public_names]
+    if stack.tls_port:
+        # The names on the proxy's certificate; a client omits HTTPS's own port from the header.
+        port = "" if stack.tls_port == 443 else f":{stack.tls_port}"
+        hosts += dict.fromkeys([f"{stack.server_name}{port}", f"{HOST}{port}"])
+        origins.append(stack.tracking_uri)
+    if origins:
+        command += ["--cors-allowed-origins", ",".join(origins)]
     return [*command, "--allowed-hosts", ",".join(hosts)]
+
+
+def tls_certificate(
+    folder: Path, server_name: str, given: certificates.KeyPair | None
+) -> tuple[certificates.KeyPair, str]:
+    """The proxy's certificate and the CA file its clients trust: `given` (a public CA's, such as
+    Let's Encrypt's, which clients already trust), else one for `server_name` and HOST from the
+    team's CA, made in `folder` on first use."""
+    if given is not None:
+        for path in (given.certificate, given.key):
+            if not path.is_file():
+                raise TeamStackError(f"no certificate file {path}: check --certificate and --key")
+        return given, ""
+    authority = certificates.KeyPair(folder / "ca.pem", folder / "ca.key")
+    if not authority.key.exists():
+        authority = certificates.make_authority(folder)
+    names = list(dict.fromkeys([server_name, HOST]))
+    return certificates.issue(authority, folder, names), str(authority.certificate)
 
 
 def wait_until_healthy(process: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
@@ -320,8 +361,9 @@ def tail(log: Path, lines: int = 30) -> str:
     return f"\n--- last lines of {log} ---\n" + "\n".join(last)
 
 
-def free_port(requested: int | None, what: str) -> int:
-    """`requested` if nothing listens there, or (None) a port that is free now."""
+def free_port(requested: int | None, what: str, avoid: Collection[int] = ()) -> int:
+    """`requested` if nothing listens there, or (None) a port that is free now and not in
+    `avoid` (ports handed out for the stack's other servers, which do not listen yet)."""
     with socket.socket() as probe:
         # As servers bind: a port that only lingers in TIME_WAIT counts as free.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -331,7 +373,8 @@ def free_port(requested: int | None, what: str) -> int:
             raise TeamStackError(
                 f"{what} port {HOST}:{requested} is taken ({error.strerror}): choose another"
             ) from None
-        return probe.getsockname()[1]
+        port = probe.getsockname()[1]
+    return free_port(None, what, avoid) if requested is None and port in avoid else port
 
 
 def is_mlflow_process(pid: int) -> bool:
@@ -376,33 +419,45 @@ def start(
     public_names: Sequence[str] = (),
     postgres_bin: Path = POSTGRES_BIN,
     timeout: float = 120,
+    auth_cache_seconds: int = AUTH_CACHE_SECONDS,
+    tls: bool = False,
+    tls_port: int | None = None,
+    server_name: str = TLS_SERVER_NAME,
+    certificate: certificates.KeyPair | None = None,
 ) -> TeamStack:
     """Starts PostgreSQL and the MLflow server in the background (free ports unless given) and
-    returns once /health answers. `extra_environment` goes to the server only (S3 settings);
-    `public_names` are the names a TLS proxy in front serves it under."""
+    returns once /health answers. `extra_environment` goes to the server only (S3 settings).
+    With `tls`, the TLS proxy in front of it (on `tls_port`) is the stack's address, with
+    `certificate` (for `server_name`) or else one from the team's CA in <state_dir>/tls/.
+    `public_names`: names a proxy started elsewhere serves it under (another host's)."""
     state_dir = Path(state_dir).resolve()
     if (already := running(state_dir)) is not None:
         raise TeamStackError(
             f"the team stack in {state_dir} is already running at {already.tracking_uri}; "
             "stop it first (make team-server-stop)"
         )
-    # A stack whose server died leaves PostgreSQL running: stop it, then start afresh.
+    # A stack whose server died leaves PostgreSQL (and the proxy) running: stop them, then start
+    # afresh.
     stop_postgres(state_dir, postgres_bin)
+    tls_proxy.stop(state_dir / TLS / "proxy")
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port(port, "the server's")
-    postgres_port = free_port(postgres_port, "PostgreSQL's")
-    if postgres_port == port:  # Two free-port probes may be handed the same port.
-        postgres_port = free_port(None, "PostgreSQL's")
+    postgres_port = free_port(postgres_port, "PostgreSQL's", avoid={port})
+    if tls:
+        tls_port = free_port(tls_port, "the TLS proxy's", avoid={port, postgres_port})
     if artifacts_destination is None:
         (state_dir / "artifacts").mkdir(exist_ok=True)
         artifacts_destination = str(state_dir / "artifacts")
     stack = TeamStack(state_dir, port, postgres_port, artifacts_destination)
+    if tls:
+        certificate, authority = tls_certificate(state_dir / TLS, server_name, certificate)
+        stack = replace(stack, tls_port=tls_port, server_name=server_name, authority=authority)
 
     start_postgres(state_dir, postgres_port, postgres_bin)
     try:
         if create_databases(state_dir, postgres_port):
             secret(state_dir, ADMIN_PASSWORD, create=True)
-        auth_config = write_auth_config(stack)
+        auth_config = write_auth_config(stack, auth_cache_seconds)
         log = state_dir / LOG
         with open(log, "w") as output:
             # Its own session: it outlives this process, and stop() ends its workers with it.
@@ -417,6 +472,9 @@ def start(
             )
         try:
             wait_until_healthy(process, f"http://{HOST}:{port}/health", log, timeout)
+            if tls:
+                route = tls_proxy.Route(f"{HOST}:{tls_port}", server_name, f"{HOST}:{port}")
+                tls_proxy.start(state_dir / TLS / "proxy", [route], certificate)
         except BaseException:
             stop_process_group(process.pid)
             raise
@@ -430,9 +488,11 @@ def start(
 
 
 def stop(state_dir: Path = DEFAULT_STATE_DIR, *, postgres_bin: Path = POSTGRES_BIN) -> bool:
-    """Stops the MLflow server, then PostgreSQL; returns whether the server was running."""
+    """Stops the TLS proxy, the MLflow server, then PostgreSQL; returns whether the server was
+    running."""
     state_dir = Path(state_dir).resolve()
     stack = running(state_dir)
+    tls_proxy.stop(state_dir / TLS / "proxy")
     if stack is not None:
         stop_process_group(stack.mlflow_pid)
     stop_postgres(state_dir, postgres_bin)
@@ -452,6 +512,15 @@ def create_user(tracking_uri: str, admin: Credentials, user: Credentials) -> Non
 
     with logged_in(admin):
         get_app_client("basic-auth", tracking_uri=tracking_uri).create_user(*user)
+
+
+def set_password(tracking_uri: str, admin: Credentials, user: Credentials) -> None:
+    """Takes effect at once in the worker that makes the change, and in the others once their
+    cached check of the old password expires (auth_cache_seconds)."""
+    from mlflow.server import get_app_client
+
+    with logged_in(admin):
+        get_app_client("basic-auth", tracking_uri=tracking_uri).update_user_password(*user)
 
 
 def grant_experiment(
@@ -487,13 +556,21 @@ def print_started(stack: TeamStack) -> None:
     password = f"cat {stack.state_dir / SECRETS / ADMIN_PASSWORD[0]}"
     if os.environ.get(ADMIN_PASSWORD[1]):
         password = f"the {ADMIN_PASSWORD[1]} you set"
-    print(f"team server: {stack.tracking_uri}  (MLflow with logins, bound to {HOST} only)")
+    if stack.tls_port:
+        print(
+            f"team server: {stack.tracking_uri}  (nginx, TLS, in front of MLflow with logins on "
+            f"{HOST}:{stack.port} only)"
+        )
+    else:
+        print(f"team server: {stack.tracking_uri}  (MLflow with logins, bound to {HOST} only)")
     print(
         f"  tracking store: PostgreSQL on {HOST}:{stack.postgres_port}, artifacts in "
         f"{stack.artifacts_destination}"
     )
     print(f"  admin user: {ADMIN_USERNAME}; password: {password}")
     print(f"  log: {stack.state_dir / LOG}; stop with: make team-server-stop")
+    for name, value in stack.client_environment.items():
+        print(f"  clients trust the team's CA: export {name}={value}")
 
 
 def read_new_password(username: str) -> str:
@@ -528,12 +605,19 @@ def build_parser() -> argparse.ArgumentParser:
     started.add_argument("--postgres-port", type=int, help="(default: a free one)")
     started.add_argument("--artifacts-destination", help="a folder or s3://bucket/prefix")
     started.add_argument("--workers", type=int, default=2)
+    started.add_argument("--tls", action="store_true", help="put the TLS proxy (nginx) in front")
+    started.add_argument("--tls-port", type=int, help="the proxy's port (default: a free one)")
+    started.add_argument("--server-name", default=TLS_SERVER_NAME, help="the name clients use")
+    started.add_argument("--certificate", type=Path, help="the proxy's (full chain); with --key")
+    started.add_argument("--key", type=Path, help="its private key (default: the team's CA's)")
     commands.add_parser("stop", help="stop the MLflow server, then PostgreSQL")
     commands.add_parser("status", help="say whether the stack runs, and where")
     grants = {"type": parse_grant, "metavar": "EXPERIMENT=PERMISSION"}
     user = commands.add_parser("add-user", help="create a user (asks for the password)")
     user.add_argument("username")
     user.add_argument("--grant", action="append", default=[], dest="grants", **grants)
+    password = commands.add_parser("set-password", help="change a user's password (asks for it)")
+    password.add_argument("username")
     grant = commands.add_parser("grant", help="give a user a permission on an experiment")
     grant.add_argument("username")
     grant.add_argument("grants", nargs="+", **grants)
@@ -544,8 +628,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_command(arguments: argparse.Namespace) -> int:
     if arguments.command == "start":
-        settings = ("port", "postgres_port", "artifacts_destination", "workers")
-        print_started(start(arguments.state_dir, **{k: getattr(arguments, k) for k in settings}))
+        if (arguments.certificate is None) != (arguments.key is None):
+            raise TeamStackError("--certificate and --key go together: give both, or neither")
+        given = arguments.key and certificates.KeyPair(arguments.certificate, arguments.key)
+        settings = ("port", "postgres_port", "artifacts_destination", "workers", "tls")
+        settings += ("tls_port", "server_name")
+        options = {k: getattr(arguments, k) for k in settings}
+        print_started(start(arguments.state_dir, **options, certificate=given))
         return 0
     if arguments.command == "stop":
         was_running = stop(arguments.state_dir)
@@ -559,6 +648,12 @@ def run_command(arguments: argparse.Namespace) -> int:
         raise TeamStackError("the team server is not running: make team-server")
     if arguments.command == "status":
         print_started(stack)
+    with environment_set(stack.client_environment):  # Through the proxy, trusting its CA.
+        run_admin_command(arguments, stack)
+    return 0
+
+
+def run_admin_command(arguments: argparse.Namespace, stack: TeamStack) -> None:
     if arguments.command == "add-database":
         uri = stack.create_database(arguments.name)
         # The password stays in the stack's pgpass file, which the URI names.
@@ -568,11 +663,17 @@ def run_command(arguments: argparse.Namespace) -> int:
         password = read_new_password(arguments.username)
         create_user(stack.tracking_uri, stack.admin, Credentials(arguments.username, password))
         print(f"created user {arguments.username}")
+    if arguments.command == "set-password":
+        password = read_new_password(arguments.username)
+        set_password(stack.tracking_uri, stack.admin, Credentials(arguments.username, password))
+        print(
+            f"changed the password of {arguments.username}; the old one stops working within "
+            f"the server's auth_cache_ttl_seconds ({AUTH_CACHE_SECONDS} s unless set otherwise)"
+        )
     user = getattr(arguments, "username", None)
     for experiment, permission in getattr(arguments, "grants", []):
         grant_experiment(stack.tracking_uri, stack.admin, experiment, user, permission)
         print(f"{user}: {permission} on experiment {experiment}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -18,7 +19,7 @@ import pytest
 import sqlalchemy
 from mlflow.exceptions import MlflowException
 
-from team import local_stack
+from team import certificates, local_stack, tls_proxy
 from team.local_stack import Credentials
 
 # The fixtures: the S3 server, the stack and its users, each made once per session.
@@ -232,15 +233,32 @@ def dvc(repo: Path, *arguments: str) -> str:
     return result.stdout
 
 
-def test_dvc_pushes_to_and_pulls_from_an_s3_remote(s3_server, tmp_path):
+@pytest.fixture
+def s3_behind_tls(s3_server, tmp_path) -> Iterator[tuple[str, Path]]:
+    """moto's S3 behind the TLS proxy, as on a server host: its https URL and the CA file."""
+    authority = certificates.make_authority(tmp_path / "tls")
+    pair = certificates.issue(authority, tmp_path / "tls", ["localhost"])
+    port = local_stack.free_port(None, "the proxy's")
+    upstream = s3_server.endpoint_url.removeprefix("http://")
+    route = tls_proxy.Route(f"127.0.0.1:{port}", "localhost", upstream)
+    tls_proxy.start(tmp_path / "proxy", [route], pair)
+    try:
+        yield f"https://localhost:{port}", authority.certificate
+    finally:
+        tls_proxy.stop(tmp_path / "proxy")
+
+
+def test_dvc_pushes_to_and_pulls_from_an_s3_remote_behind_tls(s3_server, s3_behind_tls, tmp_path):
+    endpoint_url, authority = s3_behind_tls
     s3_server.client().create_bucket(Bucket="dvc-remote")
     repo = tmp_path / "repo"
     repo.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     dvc(repo, "init", "-q")
     dvc(repo, "remote", "add", "-d", "team", "s3://dvc-remote/store")
-    dvc(repo, "remote", "modify", "team", "endpointurl", s3_server.endpoint_url)
+    dvc(repo, "remote", "modify", "team", "endpointurl", endpoint_url)
     dvc(repo, "remote", "modify", "team", "region", s3_server.region)
+    dvc(repo, "remote", "modify", "--local", "team", "ssl_verify", str(authority))
     # The keys go into the git-ignored .dvc/config.local only.
     for option, variable in (
         ("access_key_id", "AWS_ACCESS_KEY_ID"),
