@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -300,18 +300,23 @@ def server_environment(state_dir: Path, auth_config: Path, extra: Mapping[str, s
     return environment
 
 
-def server_command(stack: TeamStack, workers: int) -> list[str]:
+def server_command(stack: TeamStack, workers: int, public_names: Sequence[str] = ()) -> list[str]:
+    """`public_names`: the host names a TLS proxy forwards (Host headers MLflow then accepts, and
+    their https:// origins for CORS)."""
     command = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth"]
     command += ["--backend-store-uri", stack.database_uri()]
     command += ["--serve-artifacts", "--artifacts-destination", stack.artifacts_destination]
     command += ["--host", HOST, "--port", str(stack.port), "--workers", str(workers)]
     # The Host header clients send: directly, or through the proxy, which passes it unchanged.
-    hosts = [f"{HOST}:{stack.port}", f"localhost:{stack.port}"]
+    hosts = [f"{HOST}:{stack.port}", f"localhost:{stack.port}", *public_names]
+    origins = [f"https://{name}" for name in public_names]
     if stack.tls_port:
         # The names on the proxy's certificate; a client omits HTTPS's own port from the header.
         port = "" if stack.tls_port == 443 else f":{stack.tls_port}"
         hosts += dict.fromkeys([f"{stack.server_name}{port}", f"{HOST}{port}"])
-        command += ["--cors-allowed-origins", stack.tracking_uri]
+        origins.append(stack.tracking_uri)
+    if origins:
+        command += ["--cors-allowed-origins", ",".join(origins)]
     return [*command, "--allowed-hosts", ",".join(hosts)]
 
 
@@ -411,6 +416,7 @@ def start(
     artifacts_destination: str | None = None,
     workers: int = 2,
     extra_environment: Mapping[str, str] | None = None,
+    public_names: Sequence[str] = (),
     postgres_bin: Path = POSTGRES_BIN,
     timeout: float = 120,
     auth_cache_seconds: int = AUTH_CACHE_SECONDS,
@@ -422,7 +428,8 @@ def start(
     """Starts PostgreSQL and the MLflow server in the background (free ports unless given) and
     returns once /health answers. `extra_environment` goes to the server only (S3 settings).
     With `tls`, the TLS proxy in front of it (on `tls_port`) is the stack's address, with
-    `certificate` (for `server_name`) or else one from the team's CA in <state_dir>/tls/."""
+    `certificate` (for `server_name`) or else one from the team's CA in <state_dir>/tls/.
+    `public_names`: names a proxy started elsewhere serves it under (another host's)."""
     state_dir = Path(state_dir).resolve()
     if (already := running(state_dir)) is not None:
         raise TeamStackError(
@@ -455,7 +462,7 @@ def start(
         with open(log, "w") as output:
             # Its own session: it outlives this process, and stop() ends its workers with it.
             process = subprocess.Popen(
-                server_command(stack, workers),
+                server_command(stack, workers, public_names),
                 env=server_environment(state_dir, auth_config, extra_environment or {}),
                 cwd=state_dir,
                 stdin=subprocess.DEVNULL,

@@ -2,17 +2,25 @@
 server and shares the results through a DVC remote on S3; bob clones her repository, pulls,
 and finds nothing to run, her metrics and her run; and afterwards no password or secret key
 is anywhere it should not be (the clones, the commands' output, the server's log and state,
-the runs' params and tags). Then bob reproduces her run on
-his machine, compares the two, promotes hers and serves the champion through the server."""
+the runs' params and tags, the bytes on the wire). Then bob reproduces her run on
+his machine, compares the two, promotes hers and serves the champion through the server.
+
+alice, bob and the server are separate hosts (tests/fixtures/hosts.py: network namespaces) and
+every request crosses the network over HTTPS, through the TLS proxy, as a real team's would.
+Where the machine refuses namespaces, the same flow runs on this host's loopback over HTTP
+(fixtures/team_stack.py), without the capture of the wire."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
 import secrets
+import socket
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -20,10 +28,12 @@ import numpy as np
 import pytest
 from fixtures.local_server import free_port, post_json, serving
 from fixtures.pipeline_repo import PipelineRepo, make_pipeline_repo, small_params
+from fixtures.wire import basic_authorization, bytes_on_port, capture
 
-from team.local_stack import Credentials, grant_experiment, logged_in
+from mnist_pipeline.runtime.environment import environment_set
+from team.local_stack import Credentials, grant_experiment
 
-pytest_plugins = ["fixtures.team_stack"]
+pytest_plugins = ["fixtures.team_stack", "fixtures.hosts"]
 pytestmark = pytest.mark.slow
 
 # The flow's own experiment, on which the admin gives both members EDIT, as teammates who
@@ -35,18 +45,89 @@ DVC_BUCKET = "team-dvc"
 CONFIG_LOCAL = Path(".dvc") / "config.local"
 
 
-def as_member(repo: PipelineRepo, tracking_uri: str, user: Credentials) -> PipelineRepo:
-    """`repo` with its commands run as `user` of the team server: the server's URI and their
-    login in the environment, and no S3 settings (only the server and config.local hold keys)."""
-    repo.env = {name: value for name, value in repo.env.items() if not name.startswith("AWS_")}
-    repo.env["MLFLOW_TRACKING_URI"] = tracking_uri
-    repo.env["MLFLOW_TRACKING_USERNAME"], repo.env["MLFLOW_TRACKING_PASSWORD"] = user
-    return repo
+@dataclasses.dataclass(frozen=True)
+class Team:
+    """Where the flow runs: the hosts (`hosts` set) or this host's loopback."""
+
+    admin_uri: str  # the server, as the test process reaches it
+    admin: Credentials
+    users: dict[str, Credentials]
+    state_dir: Path  # the stack's
+    endpoint_url: str  # the S3 remote's, as members reach it
+    hosts: object = None  # fixtures.hosts' TeamHosts
+    s3: object = None  # fixtures.team_stack's S3Server, on loopback
+
+    def session(self, user: Credentials):
+        """MLflow's clients in this process as `user` (verifying the team's CA over HTTPS)."""
+        names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+        settings = dict(zip(names, user, strict=True))
+        if self.hosts:
+            settings["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(self.hosts.authority)
+        return environment_set(settings)
+
+    def member(self, path: Path, name: str) -> PipelineRepo:
+        """The repository at `path` with its commands run by `name` on their own host (no S3
+        settings: only the server and config.local hold keys)."""
+        if self.hosts:
+            return self.hosts.member(path, name)
+        repo = PipelineRepo(path)
+        repo.env = {name: value for name, value in repo.env.items() if not name.startswith("AWS_")}
+        repo.env["MLFLOW_TRACKING_URI"] = self.admin_uri
+        repo.env["MLFLOW_TRACKING_USERNAME"], repo.env["MLFLOW_TRACKING_PASSWORD"] = self.users[
+            name
+        ]
+        return repo
+
+    def remote_settings(self, keys: dict) -> dict:
+        """What each member keeps in the git-ignored .dvc/config.local: the keys, and over
+        HTTPS the CA (a path on their machine)."""
+        return {**keys, "ssl_verify": str(self.hosts.authority)} if self.hosts else keys
+
+    def create_bucket(self, bucket: str) -> None:
+        if self.hosts:
+            self.hosts.create_bucket(bucket)
+        else:
+            self.s3.client().create_bucket(Bucket=bucket)
+
+    def keys(self, bucket: str) -> list[str]:
+        return self.hosts.s3_keys(bucket) if self.hosts else self.s3.keys(bucket)
 
 
-def set_remote_keys(repo: PipelineRepo, keys: dict, outputs: list[str]) -> None:
+@pytest.fixture(scope="module")
+def team(request) -> Team:
+    try:
+        hosts = request.getfixturevalue("team_hosts")
+    except pytest.skip.Exception:
+        stack, users = (request.getfixturevalue(name) for name in ("team_stack", "team_users"))
+        s3 = request.getfixturevalue("s3_server")
+        members = {"alice": users.alice, "bob": users.bob}
+        return Team(
+            stack.tracking_uri, stack.admin, members, stack.state_dir, s3.endpoint_url, s3=s3
+        )
+    return Team(
+        hosts.admin_uri,
+        hosts.stack.admin,
+        hosts.users,
+        hosts.stack.state_dir,
+        hosts.s3_uri,
+        hosts=hosts,
+    )
+
+
+@pytest.fixture(scope="module")
+def wire(team, tmp_path_factory):
+    """The capture of every packet on the hosts' bridge while the flow runs (None on
+    loopback); the secret scan stops it."""
+    if not team.hosts:
+        yield None
+        return
+    with capture(team.hosts.network.bridge, tmp_path_factory.mktemp("wire") / "flow.pcap") as pcap:
+        yield pcap
+
+
+def set_remote_keys(repo: PipelineRepo, settings: dict, outputs: list[str]) -> None:
     """The remote's keys in the git-ignored .dvc/config.local, as each person sets them."""
-    for option, value in keys.items():
+    for option, value in settings.items():
         record(outputs, repo.run("dvc", "remote", "modify", "--local", "team", option, value))
 
 
@@ -57,9 +138,9 @@ def record(outputs: list[str], result):
 
 
 @pytest.fixture(scope="module")
-def flow(tmp_path_factory, default_params, team_stack, team_users, s3_server) -> dict:
+def flow(tmp_path_factory, default_params, real_mnist, team, wire) -> dict:
     """alice's repro and push, then bob's clone and pull; every command's output is kept."""
-    s3_server.client().create_bucket(Bucket=DVC_BUCKET)
+    team.create_bucket(DVC_BUCKET)
     # moto takes any keys: random ones, so that the scan below can tell them from any text.
     keys = {
         "access_key_id": "AKIA" + secrets.token_hex(8).upper(),
@@ -68,25 +149,26 @@ def flow(tmp_path_factory, default_params, team_stack, team_users, s3_server) ->
     outputs: list[str] = []
 
     params = small_params(default_params)
-    params["fetch"]["source"] = "mirror"
+    # A file every host can read (a mirror's download would need a way out of the hosts).
+    params["fetch"] = {"source": "file", "path": str(real_mnist)}
     params["mlflow"]["experiment_name"] = EXPERIMENT
     params["mlflow"]["registered_model_name"] = MODEL_NAME
-    experiment_id = [
-        grant_experiment(team_stack.tracking_uri, team_stack.admin, EXPERIMENT, user, "EDIT")
-        for user in (team_users.alice.username, team_users.bob.username)
-    ][0]
+    with team.session(team.admin):
+        experiment_id = [
+            grant_experiment(team.admin_uri, team.admin, EXPERIMENT, user, "EDIT")
+            for user in team.users
+        ][0]
     alice_path = tmp_path_factory.mktemp("alice")
-    alice = as_member(
-        make_pipeline_repo(alice_path, params), team_stack.tracking_uri, team_users.alice
-    )
+    make_pipeline_repo(alice_path, params)
+    alice = team.member(alice_path, "alice")
     # Where the remote is, committed; how to log in to it, in config.local only.
     for command in (
         ("dvc", "remote", "add", "-d", "team", f"s3://{DVC_BUCKET}/dvc"),
-        ("dvc", "remote", "modify", "team", "endpointurl", s3_server.endpoint_url),
-        ("dvc", "remote", "modify", "team", "region", s3_server.region),
+        ("dvc", "remote", "modify", "team", "endpointurl", team.endpoint_url),
+        ("dvc", "remote", "modify", "team", "region", "us-east-1"),
     ):
         record(outputs, alice.run(*command))
-    set_remote_keys(alice, keys, outputs)
+    set_remote_keys(alice, team.remote_settings(keys), outputs)
     record(outputs, alice.run("git", "add", ".dvc/config"))
     record(outputs, alice.run("git", "commit", "-q", "-m", "the team's DVC remote"))
     repro = record(outputs, alice.run("dvc", "repro"))
@@ -96,8 +178,8 @@ def flow(tmp_path_factory, default_params, team_stack, team_users, s3_server) ->
 
     bob_path = tmp_path_factory.mktemp("bob") / "clone"
     record(outputs, alice.run("git", "clone", "-q", str(alice_path), str(bob_path)))
-    bob = as_member(PipelineRepo(bob_path), team_stack.tracking_uri, team_users.bob)
-    set_remote_keys(bob, keys, outputs)
+    bob = team.member(bob_path, "bob")
+    set_remote_keys(bob, team.remote_settings(keys), outputs)
     pull = record(outputs, bob.run("dvc", "pull"))
     return {
         "alice": alice,
@@ -111,19 +193,17 @@ def flow(tmp_path_factory, default_params, team_stack, team_users, s3_server) ->
     }
 
 
-def test_alice_trains_on_the_server_and_pushes_to_the_remote(
-    flow, team_stack, team_users, s3_server
-):
+def test_alice_trains_on_the_server_and_pushes_to_the_remote(flow, team):
     for stage in ("fetch", "prepare", "train", "evaluate"):
         assert f"Running stage '{stage}'" in flow["repro"].stdout
-    with logged_in(team_users.alice):
-        run = mlflow.MlflowClient(team_stack.tracking_uri).get_run(flow["run_id"])
+    with team.session(team.users["alice"]):
+        run = mlflow.MlflowClient(team.admin_uri).get_run(flow["run_id"])
     assert run.info.status == "FINISHED" and run.info.experiment_id == flow["experiment_id"]
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
     assert run.data.tags["git_dirty"] == "False", run.data.tags.get("git_dirty_files")
     assert "test_accuracy" in run.data.metrics
     assert not flow["alice"].run("git", "status", "--porcelain").stdout.strip()
-    pushed = s3_server.keys(DVC_BUCKET)
+    pushed = team.keys(DVC_BUCKET)
     assert any(key.startswith("dvc/files/md5/") for key in pushed), pushed[:5]
     assert any(key.startswith("dvc/runs/") for key in pushed), pushed[:5]  # the run cache
 
@@ -171,7 +251,7 @@ def cli(repo: PipelineRepo, *arguments: str):
     return repo.run(sys.executable, "-m", "mnist_pipeline", *arguments)
 
 
-def test_bob_reproduces_compares_promotes_and_serves_alices_run(flow, tmp_path):
+def test_bob_reproduces_compares_promotes_and_serves_alices_run(flow, team, tmp_path):
     bob, run_id, outputs = flow["bob"], flow["run_id"], flow["outputs"]
     # Here bob's machine is alice's: the reproduction must be identical.
     reproduced = record(outputs, cli(bob, "reproduce", run_id))
@@ -184,6 +264,8 @@ def test_bob_reproduces_compares_promotes_and_serves_alices_run(flow, tmp_path):
 
     promoted = record(outputs, cli(bob, "promote", "--run", run_id))
     assert run_id in promoted.stdout
+    # On bob's own host (over there, on its bridge address, so this process can ask it).
+    address = bob.host.address if team.hosts else "127.0.0.1"
     port = free_port()
     command = [
         *(
@@ -195,12 +277,14 @@ def test_bob_reproduces_compares_promotes_and_serves_alices_run(flow, tmp_path):
             "-m",
             f"models:/{MODEL_NAME}@champion",
         ),
-        *("--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)),
+        *("--env-manager", "local", "-h", address, "-p", str(port)),
     ]
+    if team.hosts:
+        command = bob.host.command(*command)
     with np.load(bob.path / "data" / "raw" / "mnist.npz") as raw:
         images, labels = raw["x_test"][:20], raw["y_test"][:20]
     inputs = (images.reshape(len(images), -1) / 255.0).astype(np.float32)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{address}:{port}"
     with serving(command, f"{url}/ping", tmp_path / "serve.log", bob.env, timeout=180):
         answer = post_json(f"{url}/invocations", {"inputs": inputs.tolist()})
     outputs.append((tmp_path / "serve.log").read_text())
@@ -216,20 +300,24 @@ def files_under(folder: Path, skip: set[Path] = frozenset()) -> list[Path]:
     ]
 
 
-def test_no_secret_leaks_anywhere(flow, team_stack, team_users):
+def test_no_secret_leaks_anywhere(flow, team, wire):
     """Runs last in this module (pytest keeps the file's order): it reads what the tests above
-    wrote and printed."""
+    wrote and printed, and what crossed the wire."""
     alice, bob = flow["alice"], flow["bob"]
     database_password = (
-        (team_stack.state_dir / "secrets" / "pgpass").read_text().strip().rsplit(":", 1)[1]
+        (team.state_dir / "secrets" / "pgpass").read_text().strip().rsplit(":", 1)[1]
     )
     leaks = {
-        "alice's password": team_users.alice.password,
-        "bob's password": team_users.bob.password,
-        "the admin's password": team_stack.admin.password,
+        "alice's password": team.users["alice"].password,
+        "bob's password": team.users["bob"].password,
+        "the admin's password": team.admin.password,
         "the database password": database_password,
         "the S3 secret key": flow["keys"]["secret_access_key"],
     }
+    leaks = {name: secret.encode() for name, secret in leaks.items()}
+    # Basic auth sends "user:password" in base64: how a password would show on the wire.
+    for user in (*team.users.values(), team.admin):
+        leaks[f"{user.username}'s login (base64)"] = basic_authorization(user)
 
     # The keys live in each clone's config.local, which git ignores.
     config_locals = {repo.path / CONFIG_LOCAL for repo in (alice, bob)}
@@ -243,15 +331,17 @@ def test_no_secret_leaks_anywhere(flow, team_stack, team_users):
     for root in (alice.path, bob.path):
         for path in files_under(root, skip=config_locals):
             places[str(path)] = path.read_bytes()
-    for path in files_under(team_stack.state_dir):
-        if team_stack.state_dir / "secrets" not in path.parents:
+    for path in files_under(team.state_dir):
+        if team.state_dir / "secrets" not in path.parents:
             places[str(path)] = path.read_bytes()
-    assert (team_stack.state_dir / "mlflow.log") in map(Path, places)
+    assert (team.state_dir / "mlflow.log") in map(Path, places)
     for number, output in enumerate(flow["outputs"]):
         places[f"command output {number}"] = output.encode()
+    if wire:
+        places["the wire"] = wire_bytes(team, wire)
 
-    with logged_in(team_stack.admin):
-        client = mlflow.MlflowClient(team_stack.tracking_uri)
+    with team.session(team.admin):
+        client = mlflow.MlflowClient(team.admin_uri)
         experiments = client.search_experiments()
         runs = client.search_runs([experiment.experiment_id for experiment in experiments])
     assert flow["run_id"] in {run.info.run_id for run in runs}
@@ -263,6 +353,23 @@ def test_no_secret_leaks_anywhere(flow, team_stack, team_users):
         f"{name} in {place}"
         for name, secret in leaks.items()
         for place, content in places.items()
-        if secret.encode() in content
+        if secret in content
     ]
     assert not found, found
+
+
+def wire_bytes(team: Team, pcap: Path) -> bytes:
+    """The capture so far (tcpdump writes each packet as it comes), once it has proved that it
+    sees the flow's HTTPS and would see a password sent in clear: a throwaway plain-HTTP
+    request with a dummy login, from alice's host to this process's address on the bridge."""
+    network = team.hosts.network
+    dummy = Credentials("control", secrets.token_urlsafe(16))
+    with socket.create_server((network.admin_address, 0)) as listener:
+        url = f"http://{network.admin_address}:{listener.getsockname()[1]}/"
+        # Nobody answers: the request is sent on connecting, then curl gives up after 1 s.
+        network.hosts["alice"].run("curl", "-s", "-m", "1", "-u", ":".join(dummy), url)
+    time.sleep(0.5)  # the packets' way through tcpdump's buffer
+    captured = pcap.read_bytes()
+    assert basic_authorization(dummy) in captured, "the capture misses plain HTTP"
+    assert bytes_on_port(pcap, 443) > 1_000_000, "the capture misses the flow's HTTPS"
+    return captured
