@@ -54,8 +54,8 @@ def server_refusal(error: BaseException) -> PipelineError | None:
         )
     return PipelineError(
         f"{server} denied user {user or '(none)'!r} permission for this ({first_line(error)}): "
-        "training and evaluating write runs, which needs EDIT permission on the experiment; "
-        "ask the server's admin to grant it"
+        "reading runs needs READ permission on the experiment, training and evaluating need "
+        "EDIT permission; ask the server's admin to grant it"
     )
 
 
