@@ -22,7 +22,7 @@ from mnist_pipeline.analysis.tables import (
 from mnist_pipeline.errors import first_line
 from mnist_pipeline.tags import EXPERIMENT_KIND_TAG, GROUP_TAG, STATE_TAG, STUDY_TAG, TRIAL_TAG
 from mnist_pipeline.tracking.groups import SEED_PARAM
-from mnist_pipeline.tracking.store import UI_HOST, UI_PORT
+from mnist_pipeline.tracking.store import UI_HOST, UI_PORT, is_served
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,6 @@ def runs_page_link(base_url: str, experiment_id: str, view_key: str = RUNS_VIEW_
         f"{base_url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
         f"&viewStateShareKey={urllib.parse.quote(view_key)}"
     )
-
-
-def is_served(tracking_uri: str) -> bool:
-    """Whether the store is a tracking server, which serves its own UI."""
-    return tracking_uri.startswith(("http://", "https://"))
 
 
 def ui_base_url(tracking_uri: str, host: str = UI_HOST, port: int = UI_PORT) -> str:

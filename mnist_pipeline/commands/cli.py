@@ -55,7 +55,7 @@ def ui(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     uri = store.use_store()
     # A tracking server serves its own UI (with its logins): nothing to start here.
-    served = views.is_served(uri)
+    served = store.is_served(uri)
     base_url = views.ui_base_url(uri, args.host, args.port)
     runs_link, groups_link = views.experiment_links(base_url, params.mlflow.experiment_name)
 
@@ -160,9 +160,10 @@ def compare(args: argparse.Namespace) -> None:
                 f"the images only A gets right ({len(sides.only_a_right)}) and only B gets right "
                 f"({len(sides.only_b_right)}): {args.disagreements}"
             )
-    local_ui = f"http://{store.UI_HOST}:{store.UI_PORT}"
-    link = views.compare_page_link(local_ui, experiment_id, run_ids)
-    print(f"side by side in the MLflow UI (`make ui`): {link}")
+    uri = mlflow.get_tracking_uri()
+    link = views.compare_page_link(views.ui_base_url(uri), experiment_id, run_ids)
+    where = "the MLflow UI" if store.is_served(uri) else "the MLflow UI (`make ui`)"
+    print(f"side by side in {where}: {link}")
 
 
 def report(args: argparse.Namespace) -> None:
@@ -176,7 +177,7 @@ def report(args: argparse.Namespace) -> None:
     with atomic_folder(args.output) as folder:
         change_report.write(found, folder)
     print(f"{args.output / change_report.REPORT_FILE}: `{found.new.rev}` against `{args.base}`")
-    if not views.is_served(uri):
+    if not store.is_served(uri):
         print("its run links open the MLflow UI that `mnist-pipeline ui` serves")
 
 

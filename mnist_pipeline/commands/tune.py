@@ -116,6 +116,6 @@ def print_study_link(study: str, experiment_id: str, param_names: list[str]) -> 
         log.warning("could not save the study's view in MLflow (%s)", first_line(error))
         return
     uri = tracking.tracking_uri()
-    where = "the MLflow UI" if views.is_served(uri) else "the MLflow UI (`mnist-pipeline ui`)"
+    where = "the MLflow UI" if tracking.is_served(uri) else "the MLflow UI (`mnist-pipeline ui`)"
     link = views.runs_page_link(views.ui_base_url(uri), experiment_id, key)
     print(f"the study in {where}: {link}")

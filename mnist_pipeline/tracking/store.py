@@ -168,13 +168,18 @@ def store_unusable(error: Exception, uri: str) -> PipelineError:
     )
 
 
+def is_served(uri: str) -> bool:
+    """Whether the store is a tracking server (which also serves its own UI)."""
+    return uri.startswith(("http://", "https://"))
+
+
 def use_store() -> str:
     """Points MLflow at the store and returns its URI. A server must answer a first request at
     once: a rejected certificate or a dead server is one line within seconds, not after MLflow's
     minutes of retries."""
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    if uri.startswith(("http://", "https://")):
+    if is_served(uri):
         try:
             with fail_fast_http():
                 MlflowClient().search_experiments(max_results=1)

@@ -261,6 +261,8 @@ def test_bob_reproduces_compares_promotes_and_serves_alices_run(flow, team, tmp_
     figure = tmp_path / "comparison.png"
     compared = record(outputs, cli(bob, "compare", run_id, reproduction, "--out", str(figure)))
     assert figure.stat().st_size > 0 and "curves and test accuracy" in compared.stdout
+    # A server's runs are seen in its own UI, where bob signs in.
+    assert f"side by side in the MLflow UI: {bob.env['MLFLOW_TRACKING_URI']}/#/" in compared.stdout
 
     promoted = record(outputs, cli(bob, "promote", "--run", run_id))
     assert run_id in promoted.stdout

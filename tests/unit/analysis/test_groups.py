@@ -173,6 +173,8 @@ def test_compare_two_runs_adds_mcnemar_on_their_test_images(tiny_store_copy, tmp
     out = capsys.readouterr().out
     assert "only A right on 3, only B right on 0 of 10 images" in out
     assert "McNemar's exact test" in out
+    # A local store's runs are seen in the UI `make ui` serves.
+    assert "side by side in the MLflow UI (`make ui`): http://127.0.0.1:" in out
 
 
 def test_compare_refuses_runs_scored_on_other_images(tiny_store_copy, tmp_path, capsys):
