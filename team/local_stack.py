@@ -53,6 +53,7 @@ AUTH_CACHE_SECONDS = 60
 MAX_SOCKET_PATH = 107
 # Inside the state folder.
 SECRETS, CLUSTER, RECORD, LOG, TLS = "secrets", "postgres", "stack.json", "mlflow.log", "tls"
+PROXY = Path(TLS) / "proxy"  # The TLS proxy's own folder (team/tls_proxy.py).
 # The name clients use for the TLS proxy unless told another (its certificate also names HOST).
 TLS_SERVER_NAME = "localhost"
 # The secrets an environment variable may give instead of a file.
@@ -439,7 +440,7 @@ def start(
     # A stack whose server died leaves PostgreSQL (and the proxy) running: stop them, then start
     # afresh.
     stop_postgres(state_dir, postgres_bin)
-    tls_proxy.stop(state_dir / TLS / "proxy")
+    tls_proxy.stop(state_dir / PROXY)
     state_dir.mkdir(parents=True, exist_ok=True)
     port = free_port(port, "the server's")
     postgres_port = free_port(postgres_port, "PostgreSQL's", avoid={port})
@@ -474,7 +475,7 @@ def start(
             wait_until_healthy(process, f"http://{HOST}:{port}/health", log, timeout)
             if tls:
                 route = tls_proxy.Route(f"{HOST}:{tls_port}", server_name, f"{HOST}:{port}")
-                tls_proxy.start(state_dir / TLS / "proxy", [route], certificate)
+                tls_proxy.start(state_dir / PROXY, [route], certificate)
         except BaseException:
             stop_process_group(process.pid)
             raise
@@ -492,7 +493,7 @@ def stop(state_dir: Path = DEFAULT_STATE_DIR, *, postgres_bin: Path = POSTGRES_B
     running."""
     state_dir = Path(state_dir).resolve()
     stack = running(state_dir)
-    tls_proxy.stop(state_dir / TLS / "proxy")
+    tls_proxy.stop(state_dir / PROXY)
     if stack is not None:
         stop_process_group(stack.mlflow_pid)
     stop_postgres(state_dir, postgres_bin)
