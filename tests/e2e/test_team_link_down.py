@@ -73,15 +73,7 @@ def test_a_link_back_within_the_retry_window_loses_nothing(work, team_hosts, ali
     assert returncode == 0, stderr[-3000:]
     assert reaches_server(alice)
     with team_hosts.admin_session():
-        client = mlflow.MlflowClient(team_hosts.admin_uri)
-        run = client.get_run(stage.run_id())
-        history = client.get_metric_history(run.info.run_id, "train_loss")
-        artifacts = {entry.path for entry in client.list_artifacts(run.info.run_id)}
-    assert run.info.status == "FINISHED"
-    assert [metric.step for metric in history] == [1, 2]
-    assert run.data.params["train.hidden_units"] == "16"
-    assert run.data.tags["weights_sha256"] and run.outputs.model_outputs
-    assert {"params.yaml", "data"} <= artifacts
+        stage.assert_nothing_lost(mlflow.MlflowClient(team_hosts.admin_uri))
 
 
 def test_a_longer_outage_fails_cleanly_and_doctor_ends_the_orphan(work, team_hosts, alice):

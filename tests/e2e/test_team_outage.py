@@ -57,17 +57,7 @@ def test_a_restart_within_the_retry_window_loses_nothing(work, stack):
     returncode, stderr = stage.finish()
     assert returncode == 0, stderr[-3000:]
     with local_stack.logged_in(stack.admin):
-        client = mlflow.MlflowClient(stack.tracking_uri)
-        run = client.get_run(stage.run_id())
-        history = client.get_metric_history(run.info.run_id, "train_loss")
-        artifacts = {entry.path for entry in client.list_artifacts(run.info.run_id)}
-    assert run.info.status == "FINISHED"
-    assert [metric.step for metric in history] == [1, 2]
-    assert (
-        run.data.params["train.hidden_units"] == "16" and "keras.optimizer.rho" in run.data.params
-    )
-    assert run.data.tags["weights_sha256"] and run.outputs.model_outputs
-    assert {"params.yaml", "data"} <= artifacts
+        stage.assert_nothing_lost(mlflow.MlflowClient(stack.tracking_uri))
 
 
 def test_a_longer_outage_fails_cleanly_and_doctor_ends_the_orphan(work, stack):
