@@ -65,7 +65,7 @@ def run_stage(
     sys.excepthook = _redacting_excepthook
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        _run(stage_main, argv)
+        _run(stage_main, argv, ending=argv is None)
     finally:
         if argv is None:
             # The process ends next (it ran its own sys.argv). Exit hooks, threads and module
@@ -75,7 +75,9 @@ def run_stage(
             gc.freeze()
 
 
-def _run(stage_main: Callable[[list[str] | None], None], argv: list[str] | None) -> None:
+def _run(
+    stage_main: Callable[[list[str] | None], None], argv: list[str] | None, ending: bool
+) -> None:
     try:
         try:
             stage_main(argv)
@@ -87,8 +89,17 @@ def _run(stage_main: Callable[[list[str] | None], None], argv: list[str] | None)
                 raise
             raise explained from None
     except PipelineError as error:
-        print(f"error: {redacted(str(error))}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        _fail(f"error: {redacted(str(error))}", EXIT_USER_ERROR, ending)
     except KeyboardInterrupt:
-        print("error: interrupted; outputs were removed, run the stage again", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
+        _fail("error: interrupted; outputs were removed, run the stage again", EXIT_INTERRUPTED,
+              ending)
+
+
+def _fail(line: str, status: int, ending: bool) -> None:
+    """Prints the error line and exits. When the process ends next, nothing is logged after the
+    line: what still winds down (MLflow's system-metrics thread and exit hooks retrying a server
+    that is gone) would otherwise bury it under urllib3's retry warnings."""
+    if ending:
+        logging.disable(logging.CRITICAL)
+    print(line, file=sys.stderr)
+    sys.exit(status)

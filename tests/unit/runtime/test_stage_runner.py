@@ -26,6 +26,8 @@ STAGE = textwrap.dedent(
         sys.stdout.write("buffered, no newline")
         logging.getLogger("stage").info("logged")
         if argv[0] == "fail":
+            # Work still winding down at exit, as MLflow's retrying a lost server does.
+            atexit.register(logging.getLogger("urllib3.connectionpool").warning, "Retrying")
             raise PipelineError("params.yaml: bad value; fix it")
 
     run_stage(main)
