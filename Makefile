@@ -13,6 +13,8 @@ TEAM_STATE_DIR ?= .team
 # `make team-server TLS=1`: the TLS proxy (nginx) in front, on https://localhost:$(TEAM_TLS_PORT).
 TLS ?=
 TEAM_TLS_PORT ?= 5443
+# `make test` runs the suite on this many pytest-xdist workers (tests/conftest.py groups them).
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help setup repro experiments test test-fast lint ui bench lock clean team-server team-server-stop
@@ -36,10 +38,10 @@ experiments: setup ## The DVC experiments table: params and metrics, not code ha
 	dvc exp show --drop '.*/|tune\.'
 
 test: setup ## Run the whole test suite, slow end-to-end tests included (as CI does).
-	python -m pytest
+	python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: setup ## Run only the fast unit tests.
-	python -m pytest -m "not slow"
+	python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 lint: setup ## Check style and import order with ruff.
 	ruff check .
