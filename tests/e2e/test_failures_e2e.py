@@ -102,7 +102,10 @@ BAD_PARAMS = [
 
 
 @pytest.mark.parametrize(
-    ("key", "value", "message"), BAD_PARAMS, ids=[f"{c[0]}={c[1]!r}"[:40] for c in BAD_PARAMS]
+    ("key", "value", "message"),
+    BAD_PARAMS,
+    # Ids the same in every process (pytest-xdist's workers compare them): no object address.
+    ids=[f"{k}={'deleted' if v is DELETE else repr(v)}"[:40] for k, v, _ in BAD_PARAMS],
 )
 def test_bad_params_fail_cleanly_under_dvc(trained_repo, key, value, message):
     params_text = (trained_repo.path / "params.yaml").read_text()
