@@ -15,7 +15,7 @@ from pathlib import Path
 from mnist_pipeline.analysis import groups, views
 from mnist_pipeline.analysis.groups import IMAGES, Verdict
 from mnist_pipeline.analysis.statistics import GroupSummary
-from mnist_pipeline.data.paths import declared_paths
+from mnist_pipeline.data.paths import declared_paths, png_plots
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.tags import GROUP_TAG
 from mnist_pipeline.tracking.store import RunRecord
@@ -125,58 +125,74 @@ def write(report: ChangeReport, folder: Path) -> None:
                 (folder / image_name(label, path)).write_bytes(figure)
 
 
-def collect(root: Path, base: str, rev: str | None, ui_url: str) -> ChangeReport:
-    """Reads both revisions through DVC (the git history and the local DVC cache) and their
-    runs from the MLflow store MLflow points at."""
-    from dvc.repo import Repo
-    from dvc.scm import RevError
+@dataclass(frozen=True)
+class Revision:
+    """What one revision holds, read through DVC's public API (git and the local DVC cache)."""
 
-    new_rev, run_record = rev or WORKSPACE, declared_paths(root)["run_record"]
-    with Repo(str(root)) as repo:
-        try:
-            params = repo.params.diff(a_rev=base, b_rev=new_rev).get("diff", {})
-        except RevError as error:
-            raise PipelineError(
-                f"{error}: give a branch, tag or commit (`git branch --all` lists them)"
-            ) from None
-        records = [read_record(root, r, run_record) for r in (base, rev)]
-        metrics = repo.metrics.diff(a_rev=base, b_rev=new_rev, all=True).get("diff", {})
-        shown = repo.plots.show(revs=[base, new_rev])
+    params: dict  # dotted name -> value
+    metrics: dict
+    record: RunRecord
+    figures: dict[str, bytes | str]  # PNG plot path -> its bytes, or why they are missing
+
+
+def collect(root: Path, base: str, rev: str | None, ui_url: str) -> ChangeReport:
+    """Reads both revisions through DVC and their runs from the MLflow store MLflow points
+    at."""
+    old, new = read_revision(root, base), read_revision(root, rev)
     (base_side, base_runs), (new_side, new_runs) = (
-        side(r, record, figures(shown.get(r, {})), ui_url)
-        for r, record in ((base, records[0]), (new_rev, records[1]))
+        side(label, found.record, found.figures, ui_url)
+        for label, found in ((base, old), (rev or WORKSPACE, new))
     )
+    changed = {name: (old.params.get(name), new.params.get(name))
+               for name in dict.fromkeys([*old.params, *new.params])
+               if old.params.get(name) != new.params.get(name)}
     return ChangeReport(
         base_side,
         new_side,
-        pairs(params),
-        pairs(metrics),
+        changed,
+        {name: (old.metrics.get(name), new.metrics.get(name))
+         for name in dict.fromkeys([*old.metrics, *new.metrics])},
         [] if base_runs is None or new_runs is None else groups.compare_groups(base_runs, new_runs),
         # Quoted: Markdown ends a link at the JSON's quotes and brackets.
         urllib.parse.quote(views.compare_page_link(
-            ui_url, records[1].experiment_id, [records[0].run_id, records[1].run_id]
+            ui_url, new.record.experiment_id, [old.record.run_id, new.record.run_id]
         ), safe=":/#?=&,"),
     )
 
 
-def pairs(diff: dict) -> dict[str, tuple]:
-    """DVC's diff ({file: {name: {old, new, diff}}}) as name -> (old, new)."""
-    return {name: (values.get("old"), values.get("new"))
-            for names in diff.values() for name, values in names.items()}
+def dotted(tree: dict, prefix: str = "") -> dict:
+    """A nested params or metrics tree as dotted names, as DVC's own diffs name them."""
+    flat = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            flat |= dotted(value, f"{prefix}{name}.")
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
 
 
-def read_record(root: Path, rev: str | None, path: str) -> RunRecord:
-    """The revision's run record, from git and the DVC cache (rev None: the workspace)."""
-    from dvc.api import DVCFileSystem
+def read_revision(root: Path, rev: str | None) -> Revision:
+    """The revision's params, metrics, run record and PNG plots (rev None: the workspace)."""
+    import dvc.api
+    from dvc.exceptions import DvcException
 
-    files = DVCFileSystem(str(root), rev=rev)
     at = f"at {rev}" if rev else "in the workspace"
-    if not files.isfile("dvc.lock"):
-        raise PipelineError(
-            f"no dvc.lock {at}: nothing was run there; run `dvc repro` there and commit dvc.lock"
-        )
     try:
-        return RunRecord(**json.loads(files.read_text(path)))
+        params = dotted(dvc.api.params_show(repo=str(root), rev=rev))
+        files = dvc.api.DVCFileSystem(str(root), rev=rev)
+        if not files.isfile("dvc.lock"):
+            raise PipelineError(
+                f"no dvc.lock {at}: nothing was run there; run `dvc repro` there and commit "
+                "dvc.lock"
+            )
+        metrics = dotted(dvc.api.metrics_show(repo=str(root), rev=rev))
+    except DvcException as error:  # an unknown revision, or one DVC cannot read
+        raise PipelineError(
+            f"{first_line(error)}: give a branch, tag or commit (`git branch --all` lists them)"
+        ) from None
+    path = declared_paths(root)["run_record"]
+    try:
+        record = RunRecord(**json.loads(files.read_text(path)))
     except FileNotFoundError:
         raise PipelineError(
             f"{path} {at} is not in the local DVC cache: `dvc fetch --all-branches` (or "
@@ -184,13 +200,16 @@ def read_record(root: Path, rev: str | None, path: str) -> RunRecord:
         ) from None
     except (json.JSONDecodeError, TypeError) as error:
         raise PipelineError(f"{path} {at}: not a run record ({first_line(error)})") from None
+    figures = {plot: figure(files, plot) for plot in png_plots(files.read_text("dvc.yaml"))}
+    return Revision(params, metrics, record, figures)
 
 
-def figures(shown: dict) -> dict[str, bytes | str]:
-    """The revision's PNG plots from DVC's plots.show: bytes, or why they are missing."""
-    sources = shown.get("sources", {}).get("data", {})
-    return {path: found.get("data", NOT_CACHED)
-            for path, found in sources.items() if path.lower().endswith(".png")}
+def figure(files, path: str) -> bytes | str:
+    """A PNG plot's bytes from git or the DVC cache, or why they are missing."""
+    try:
+        return files.read_bytes(path)
+    except FileNotFoundError:
+        return NOT_CACHED
 
 
 def side(rev: str, record: RunRecord, found: dict[str, bytes | str], ui_url: str):

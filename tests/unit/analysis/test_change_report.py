@@ -85,19 +85,12 @@ def test_figures_sit_side_by_side_or_say_why_not(tmp_path):
     assert (tmp_path / "new_reports_gallery.png").read_bytes() == PNG
 
 
-def test_dvc_diffs_and_plots_become_pairs_and_figures():
-    diff = {"params.yaml": {"train.epochs": {"old": 5, "new": 6, "diff": 1},
-                            "train.dropout": {"new": 0.2}}}
-    assert change_report.pairs(diff) == {"train.epochs": (5, 6), "train.dropout": (None, 0.2)}
-    shown = {"sources": {"data": {
-        "reports/cm.png": {"props": {}, "data": PNG},
-        "reports/curves.png": {"props": {}, "error": FileNotFoundError("No storage files")},
-        "reports/history.csv": {"props": {}, "data": [{"epoch": "1"}]},
-    }}}
-    assert change_report.figures(shown) == {
-        "reports/cm.png": PNG, "reports/curves.png": change_report.NOT_CACHED
+def test_nested_params_and_metrics_get_dvcs_dotted_names():
+    tree = {"train": {"epochs": 5, "optimizer": {"name": "rmsprop", "rho": 0.9}}, "seed": 0}
+    assert change_report.dotted(tree) == {
+        "train.epochs": 5, "train.optimizer.name": "rmsprop", "train.optimizer.rho": 0.9, "seed": 0
     }
-    assert change_report.figures({}) == {}
+    assert change_report.dotted({}) == {}
 
 
 @pytest.mark.parametrize("path", ["reports/a b.png", "reports/x/y.png"])
