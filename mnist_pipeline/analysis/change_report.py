@@ -5,7 +5,6 @@ changed; MLflow's store says how noisy it is."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import urllib.parse
@@ -192,14 +191,12 @@ def read_revision(root: Path, rev: str | None) -> Revision:
         ) from None
     path = declared_paths(root)["run_record"]
     try:
-        record = RunRecord(**json.loads(files.read_text(path)))
+        record = RunRecord.parse(files.read_text(path), f"{path} {at}")
     except FileNotFoundError:
         raise PipelineError(
             f"{path} {at} is not in the local DVC cache: `dvc fetch --all-branches` (or "
             f"`dvc repro` there)"
         ) from None
-    except (json.JSONDecodeError, TypeError) as error:
-        raise PipelineError(f"{path} {at}: not a run record ({first_line(error)})") from None
     figures = {plot: figure(files, plot) for plot in png_plots(files.read_text("dvc.yaml"))}
     return Revision(params, metrics, record, figures)
 

@@ -357,12 +357,18 @@ class RunRecord:
     @classmethod
     def load(cls, path: Path) -> RunRecord:
         try:
-            return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+            return cls.parse(Path(path).read_text(encoding="utf-8"), str(path))
         except FileNotFoundError:
             raise PipelineError(f"{path}: not found; run the train stage (`dvc repro`)") from None
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> RunRecord:
+        """The record in `text`, read from `source` (named in the error)."""
+        try:
+            return cls(**json.loads(text))
         except (json.JSONDecodeError, TypeError) as error:
             raise PipelineError(
-                f"{path}: not a run record ({error}); run `dvc repro -f train`"
+                f"{source}: not a run record ({error}); run `dvc repro -f train`"
             ) from None
 
 

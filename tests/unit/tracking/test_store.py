@@ -36,8 +36,10 @@ def test_run_record_round_trip_and_errors(tmp_path):
     with pytest.raises(PipelineError, match="not found; run the train stage"):
         tracking.RunRecord.load(tmp_path / "absent.json")
     (tmp_path / "bad.json").write_text('{"run": 1}')
-    with pytest.raises(PipelineError, match="not a run record"):
+    with pytest.raises(PipelineError, match="bad.json: not a run record .*dvc repro -f train"):
         tracking.RunRecord.load(tmp_path / "bad.json")
+    with pytest.raises(PipelineError, match="^models/run.json at main: not a run record"):
+        tracking.RunRecord.parse("not json", "models/run.json at main")
 
 
 def test_sqlite_stores_keep_artifacts_beside_the_database(tmp_path, monkeypatch):
