@@ -54,22 +54,27 @@ def untracked_files() -> set[str]:
     return {line[3:] for line in listed.splitlines() if line.startswith("??")}
 
 
-# The session-scoped servers of the team tests (fixtures/team_stack.py, fixtures/hosts.py).
-SHARED_SERVERS = {"team_stack", "team_users", "s3_server", "network", "team_hosts"}
+# Session fixtures worth building once: the files that use one go to the same worker.
+SHARED_FIXTURES = {
+    "team-servers": {"team_stack", "team_users", "s3_server", "network", "team_hosts"},
+    "tiny-stores": {"tiny_store", "tiny_store_copy", "validated_store"},
+}
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """`make test` runs two pytest-xdist workers with `--dist loadgroup`. Each test file goes
     to one worker whole, so its module fixtures (a trained repository, a study) are built once;
-    the files that use the team's session servers all go to the same worker, so those start
-    once. Before xdist's own hook reads the groups (hence tryfirst)."""
+    the files that use the team's servers (fixtures/team_stack.py, fixtures/hosts.py) or the
+    tiny MLflow stores (fixtures/tiny_store.py) go to one worker, so those start once. Before
+    xdist's own hook reads the groups (hence tryfirst)."""
     files = {}
     for item in items:
         files.setdefault(item.path, []).append(item)
     for path, tests in files.items():
-        shares = any(SHARED_SERVERS & set(test.fixturenames) for test in tests)
-        group = "team-servers" if shares else path.relative_to(REPO_ROOT).as_posix()
+        used = {name for test in tests for name in test.fixturenames}
+        shared = [group for group, fixtures in SHARED_FIXTURES.items() if fixtures & used]
+        group = shared[0] if shared else path.relative_to(REPO_ROOT).as_posix()
         for test in tests:
             if test.get_closest_marker("xdist_group") is None:
                 test.add_marker(pytest.mark.xdist_group(group))
