@@ -47,7 +47,11 @@ def tune(repo: PipelineRepo, *arguments: str, check: bool = True):
 
 
 def load_study(repo: PipelineRepo, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{repo.path / 'optuna.db'}")
+    """The study, read without creating Optuna's tables: a reader that creates them races a
+    starting tune doing the same, which then fails (UNIQUE constraint on alembic_version)."""
+    url = f"sqlite:///{repo.path / 'optuna.db'}"
+    storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +315,7 @@ def _wait_for_a_running_trial(repo: PipelineRepo, study: str, process, limit: fl
         if (repo.path / "optuna.db").exists():
             try:
                 trials = load_study(repo, study).trials
-            except KeyError:
+            except (KeyError, optuna.exceptions.StorageInternalError):  # not created yet
                 trials = []
             running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
             if running and any(
