@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from mnist_pipeline.data.paths import declared_paths, resolve_paths
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GIT_IDENTITY = {f"GIT_{who}_NAME": "bench" for who in ("AUTHOR", "COMMITTER")} | {
     f"GIT_{who}_EMAIL": "bench@localhost" for who in ("AUTHOR", "COMMITTER")
@@ -117,11 +119,10 @@ class Workspace:
             if (REPO_ROOT / name).is_file():
                 (self.repo / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(REPO_ROOT / name, self.repo / name)
-        dvc_yaml = yaml_file(self.repo / "dvc.yaml")
-        self.paths = dvc_yaml["vars"][0]["paths"]
+        self.paths = declared_paths(self.repo)
         self.commands = {
-            stage: re.sub(r"\$\{paths\.(\w+)\}", lambda m: self.paths[m.group(1)], spec["cmd"])
-            for stage, spec in dvc_yaml["stages"].items()
+            stage: resolve_paths(spec["cmd"], self.paths)
+            for stage, spec in yaml_file(self.repo / "dvc.yaml")["stages"].items()
         }
         shutil.copy2(raw, self.repo / self.paths["raw"])
         changes = TUNE_PARAMS | (QUICK_PARAMS if quick else {})

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from benchmarks import chapter, portable, team, trials
-from benchmarks.harness import REPO_ROOT, Workspace, processor, yaml_file
+from benchmarks.harness import REPO_ROOT, Workspace, processor
+from mnist_pipeline.data.paths import declared_paths
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", type=Path, help="mnist.npz (default: dvc.yaml's paths.raw)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    raw = args.raw or REPO_ROOT / yaml_file(REPO_ROOT / "dvc.yaml")["vars"][0]["paths"]["raw"]
+    raw = args.raw or REPO_ROOT / declared_paths(REPO_ROOT)["raw"]
     if not raw.is_file():
         print(f"error: {raw} is missing; run `dvc repro fetch` first", file=sys.stderr)
         return 1

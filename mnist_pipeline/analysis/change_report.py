@@ -14,12 +14,13 @@ from pathlib import Path
 from mnist_pipeline.analysis import groups, views
 from mnist_pipeline.analysis.groups import IMAGES, Verdict
 from mnist_pipeline.analysis.statistics import GroupSummary
-from mnist_pipeline.data.paths import declared_paths, png_plots
+from mnist_pipeline.data.paths import parse_dvc_yaml, pipeline_paths, png_plots
 from mnist_pipeline.errors import PipelineError, first_line
 from mnist_pipeline.tags import GROUP_TAG
 from mnist_pipeline.tracking.store import RunRecord
 
 WORKSPACE = "workspace"  # DVC's name for the files as they are now
+RUN_RECORD = "run_record"  # dvc.yaml's name for the train stage's run record
 REPORT_FILE = "report.md"
 NOT_CACHED = "not available locally (not in the DVC cache: `dvc fetch --all-branches`)"
 NOT_A_PLOT = "not a plot at this revision"
@@ -189,7 +190,12 @@ def read_revision(root: Path, rev: str | None) -> Revision:
         raise PipelineError(
             f"{first_line(error)}: give a branch, tag or commit (`git branch --all` lists them)"
         ) from None
-    path = declared_paths(root)["run_record"]
+    # The revision's own layout: its run record and plots may live elsewhere than today's.
+    declared = parse_dvc_yaml(files.read_text("dvc.yaml"))
+    paths = pipeline_paths(declared, f"dvc.yaml {at}", "compare revisions of this pipeline")
+    path = paths.get(RUN_RECORD)
+    if path is None:
+        raise PipelineError(f"dvc.yaml {at} declares no {RUN_RECORD} path: it logs no runs")
     try:
         record = RunRecord.parse(files.read_text(path), f"{path} {at}")
     except FileNotFoundError:
@@ -197,7 +203,7 @@ def read_revision(root: Path, rev: str | None) -> Revision:
             f"{path} {at} is not in the local DVC cache: `dvc fetch --all-branches` (or "
             f"`dvc repro` there)"
         ) from None
-    figures = {plot: figure(files, plot) for plot in png_plots(files.read_text("dvc.yaml"))}
+    figures = {plot: figure(files, plot) for plot in png_plots(declared, paths)}
     return Revision(params, metrics, record, figures)
 
 
